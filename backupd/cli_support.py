@@ -1,0 +1,71 @@
+"""What both command-line tools share: logging set-up and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+import click
+
+from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BackupdError, exit_code_for
+
+EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 operation failed; 2 usage or configuration error; "
+                   "3 verification failed (corruption or data mismatch).")
+
+
+def setup_logging(prog: str, verbose: bool = False, quiet: bool = False) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"
+                                           if verbose else f"{prog}: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "libcloud"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def report_error(prog: str, error: BackupdError) -> None:
+    click.echo(f"{prog}: error: {error.message}", err=True)
+    if error.detail and error.detail.strip() != error.message:
+        for line in error.detail.strip().splitlines()[-20:]:
+            click.echo(f"  | {line}", err=True)
+    if error.hint:
+        click.echo(f"  hint: {error.hint}", err=True)
+
+
+def run_cli(prog: str, command: click.Command, argv: Sequence[str] | None) -> int:
+    """Run a click command and map every outcome to the documented exit code."""
+    try:
+        result = command.main(args=list(argv) if argv is not None else None, prog_name=prog,
+                              standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else EXIT_FAILED
+    except click.Abort:
+        click.echo(f"{prog}: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo(f"{prog}: interrupted", err=True)
+        return 130
+    except BackupdError as exc:
+        report_error(prog, exc)
+        return exit_code_for(exc)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def lazy_config(path: str | None) -> Callable[[], "object"]:
+    """A loader that reads and validates the config the first time a command needs it."""
+    from backupd.config import load_config, resolve_config_path
+
+    cache: list[object] = []
+
+    def get() -> object:
+        if not cache:
+            cache.append(load_config(resolve_config_path(path)))
+        return cache[0]
+
+    return get

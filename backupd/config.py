@@ -1,0 +1,276 @@
+"""Loading and validating the TOML configuration, once, into frozen typed objects.
+
+Contract: ``load_config(path)`` either returns a fully validated ``Config`` (every password
+resolved, every cross reference checked, relative paths made absolute against the config file's
+folder) or raises ``ConfigError`` whose one-line message names the file, the key and the problem,
+e.g. ``config/backupd.toml: shards.7.port: expected an integer, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
+
+from backupd.errors import ConfigError, UsageError
+from backupd.secrets import Secret
+from backupd.units import parse_duration, parse_size
+
+DEFAULT_CONFIG = Path("config/backupd.toml")
+CONFIG_ENV = "BACKUPD_CONFIG"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, (str, int)) else value
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, (str, int, float)) else value
+
+
+Size = Annotated[int, BeforeValidator(_size)]
+Duration = Annotated[float, BeforeValidator(_duration)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EndpointConfig(_Section):
+    """How to reach one MySQL/MariaDB server: TCP (host, port) or a unix socket."""
+
+    host: str = "127.0.0.1"
+    port: Port = 3306
+    socket: str | None = None
+    user: str
+    password_env: str | None = None
+    password_file: str | None = None
+    connect_timeout: Duration = 10.0
+    _password: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def password(self) -> Secret | None:
+        """The resolved password (None when the account has none)."""
+        return self._password
+
+    def describe(self) -> str:
+        """Where this endpoint is, for messages: ``socket /x.sock`` or ``127.0.0.1:3306``."""
+        return f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+
+
+class ShardConfig(EndpointConfig):
+    """One shard's primary (the server backups are taken from)."""
+
+    databases: list[str] | None = None
+    method: Literal["mysqldump"] = "mysqldump"
+    reference: Literal["digest", "counts"] = "digest"
+    stores: list[str] | None = None
+    lock_wait_timeout: Duration = 30.0
+
+
+class TargetConfig(EndpointConfig):
+    """A server restores may write into, and the stores it reads from, in preference order."""
+
+    read_from: list[str] = Field(min_length=1)
+    write_binlog: bool = False
+
+
+class LocalStoreConfig(_Section):
+    """A store on a local (or mounted) filesystem."""
+
+    type: Literal["local"]
+    path: str
+    prefix: str = ""
+
+
+StoreConfig = LocalStoreConfig
+STORE_TYPES: dict[str, type[_Section]] = {"local": LocalStoreConfig}
+
+
+class Settings(_Section):
+    """The ``[backupd]`` section: pipeline tuning shared by every shard."""
+
+    part_size: Size = Field(default=64 * 1024**2, ge=64 * 1024, le=4 * 1024**3)
+    compression_level: int = Field(default=3, ge=1, le=22)
+    compression_threads: int = Field(default=2, ge=0, le=64)
+    parts_in_flight: int = Field(default=1, ge=1, le=16)
+    mysqldump: str = "mysqldump"
+    mysql: str = "mysql"
+    work_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    settings: Settings
+    stores: Mapping[str, StoreConfig]
+    shards: Mapping[str, ShardConfig]
+    targets: Mapping[str, TargetConfig]
+
+    def shard(self, shard_id: str) -> ShardConfig:
+        """Return shard ``shard_id`` or raise UsageError listing the known ones."""
+        try:
+            return self.shards[shard_id]
+        except KeyError:
+            known = ", ".join(sorted(self.shards)) or "none"
+            raise UsageError(f"unknown shard '{shard_id}' (configured shards: {known})") from None
+
+    def target(self, name: str) -> TargetConfig:
+        """Return target ``name`` or raise UsageError listing the known ones."""
+        try:
+            return self.targets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.targets)) or "none"
+            raise UsageError(f"unknown target '{name}' (configured targets: {known})") from None
+
+    def shard_stores(self, shard_id: str) -> list[str]:
+        """The names of the stores shard ``shard_id`` is backed up to (default: all)."""
+        return list(self.shard(shard_id).stores or self.stores)
+
+
+def resolve_config_path(cli_value: str | os.PathLike[str] | None) -> Path:
+    """``--config`` if given, else ``$BACKUPD_CONFIG``, else ``config/backupd.toml``."""
+    if cli_value:
+        return Path(cli_value)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and resolve the configuration at ``path`` (see the module contract)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: configuration file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Loader(path).load(raw)
+
+
+class _Loader:
+    """Validates one parsed TOML document section by section, with exact key paths."""
+
+    _SECTIONS = ("backupd", "stores", "shards", "targets")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.base = path.resolve().parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def load(self, raw: dict[str, Any]) -> Config:
+        for key in raw:
+            if key not in self._SECTIONS:
+                raise self.fail(key, f"unknown section (expected one of {', '.join(self._SECTIONS)})")
+        settings = self.model(Settings, raw.get("backupd", {}), "backupd")
+        stores = {name: self.store(name, body) for name, body in self.table(raw, "stores").items()}
+        if not stores:
+            raise self.fail("stores", "at least one store must be configured")
+        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", body)
+                  for sid, body in self.table(raw, "shards").items()}
+        targets = {name: self.endpoint(TargetConfig, f"targets.{name}", body)
+                   for name, body in self.table(raw, "targets").items()}
+        for sid, shard in shards.items():
+            self.check_store_refs(f"shards.{sid}.stores", shard.stores or [], stores)
+        for name, target in targets.items():
+            self.check_store_refs(f"targets.{name}.read_from", target.read_from, stores)
+        if settings.work_dir:
+            settings = settings.model_copy(update={"work_dir": self.absolute(settings.work_dir)})
+        return Config(self.path, settings, stores, shards, targets)
+
+    def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
+        body = raw.get(section, {})
+        if not isinstance(body, dict):
+            raise self.fail(section, "expected a table of named entries")
+        for name in body:
+            if not NAME_PATTERN.match(name):
+                raise self.fail(f"{section}.{name}", "names may use letters, digits, '_', '-', '.'")
+            if not isinstance(body[name], dict):
+                raise self.fail(f"{section}.{name}", "expected a table")
+        return body
+
+    def model(self, cls: type[_Section], body: Any, key: str) -> Any:
+        if not isinstance(body, dict):
+            raise self.fail(key, "expected a table")
+        try:
+            return cls.model_validate(body)
+        except ValidationError as exc:
+            raise self.translate(exc, key) from None
+
+    def translate(self, exc: ValidationError, prefix: str) -> ConfigError:
+        error = exc.errors()[0]
+        key = ".".join([prefix, *(str(p) for p in error["loc"])])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            problem = "unknown key"
+        elif kind == "missing":
+            problem = "missing required key"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problem = f"{message[0].lower()}{message[1:]} (got {error.get('input')!r})"
+        more = len(exc.errors()) - 1
+        return self.fail(key, problem + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
+
+    def store(self, name: str, body: dict[str, Any]) -> StoreConfig:
+        kind = body.get("type")
+        if kind is None:
+            raise self.fail(f"stores.{name}.type", "missing required key")
+        if kind not in STORE_TYPES:
+            raise self.fail(f"stores.{name}.type",
+                            f"unknown store type {kind!r} (expected one of {', '.join(STORE_TYPES)})")
+        store = self.model(STORE_TYPES[kind], body, f"stores.{name}")
+        if isinstance(store, LocalStoreConfig):
+            store = store.model_copy(update={"path": self.absolute(store.path)})
+        return store
+
+    def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
+        endpoint = self.model(cls, body, key)
+        if endpoint.password_env and endpoint.password_file:
+            raise self.fail(f"{key}.password_file", "give password_env or password_file, not both")
+        if endpoint.socket:
+            endpoint = endpoint.model_copy(update={"socket": self.absolute(endpoint.socket)})
+        endpoint._password = self.password(key, endpoint)
+        return endpoint
+
+    def password(self, key: str, endpoint: EndpointConfig) -> Secret | None:
+        if endpoint.password_env:
+            value = os.environ.get(endpoint.password_env)
+            if value is None:
+                raise self.fail(f"{key}.password_env",
+                                f"environment variable {endpoint.password_env} is not set")
+            return Secret(value)
+        if endpoint.password_file:
+            file = Path(self.absolute(endpoint.password_file))
+            try:
+                text = file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise self.fail(f"{key}.password_file",
+                                f"cannot read {file}: {exc.strerror or exc}") from None
+            return Secret(text[:-1] if text.endswith("\n") else text)
+        return None
+
+    def check_store_refs(self, key: str, names: list[str], stores: Mapping[str, Any]) -> None:
+        for name in names:
+            if name not in stores:
+                known = ", ".join(sorted(stores))
+                raise self.fail(key, f"no store named '{name}' (configured stores: {known})")
+
+    def absolute(self, value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else self.base / path)

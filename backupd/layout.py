@@ -1,0 +1,87 @@
+"""The one place object keys are built and parsed.
+
+Every store uses the same layout (a store may add its own prefix, which it handles itself)::
+
+    <shard>/<backup_id>/part-000001.zst
+    <shard>/<backup_id>/manifest.json          written last
+    <shard>/<backup_id>/annotations/<name>.json
+
+``backup_id`` sorts by time: ``20261126T080000Z-full-3f9a1c``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+MANIFEST_NAME = "manifest.json"
+_BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)-([0-9a-f]{6})$")
+_PART_NAME = re.compile(r"^part-(\d{6})\.zst$")
+
+
+def new_backup_id(kind: str, moment: datetime) -> str:
+    """A fresh id that sorts by ``moment`` (UTC, to the second) and is unique by 24 random bits."""
+    stamp = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{kind}-{secrets.token_hex(3)}"
+
+
+def is_backup_id(text: str) -> bool:
+    return bool(_BACKUP_ID.match(text))
+
+
+def shard_prefix(shard: str) -> str:
+    return f"{shard}/"
+
+
+def backup_prefix(shard: str, backup_id: str) -> str:
+    return f"{shard}/{backup_id}/"
+
+
+def part_key(shard: str, backup_id: str, index: int) -> str:
+    """Key of part ``index`` (1-based) of a backup."""
+    if not 1 <= index <= 999_999:
+        raise ValueError(f"part index {index} out of range")
+    return f"{backup_prefix(shard, backup_id)}part-{index:06d}.zst"
+
+
+def manifest_key(shard: str, backup_id: str) -> str:
+    return backup_prefix(shard, backup_id) + MANIFEST_NAME
+
+
+def annotation_key(shard: str, backup_id: str, name: str) -> str:
+    return f"{backup_prefix(shard, backup_id)}annotations/{name}.json"
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    """What a key names: a backup's part, manifest or annotation (``name`` is the last bit)."""
+
+    shard: str
+    backup_id: str
+    kind: str  # "part" | "manifest" | "annotation"
+    name: str
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """Inverse of the builders; None for keys that are not part of the layout."""
+    pieces = key.split("/")
+    if len(pieces) < 3 or not is_backup_id(pieces[1]):
+        return None
+    shard, backup_id, rest = pieces[0], pieces[1], pieces[2:]
+    if rest == [MANIFEST_NAME]:
+        return ParsedKey(shard, backup_id, "manifest", MANIFEST_NAME)
+    if len(rest) == 1 and _PART_NAME.match(rest[0]):
+        return ParsedKey(shard, backup_id, "part", rest[0])
+    if len(rest) == 2 and rest[0] == "annotations" and rest[1].endswith(".json"):
+        return ParsedKey(shard, backup_id, "annotation", rest[1][:-5])
+    return None
+
+
+def backup_started_at(backup_id: str) -> datetime:
+    """The time encoded in a backup id."""
+    match = _BACKUP_ID.match(backup_id)
+    if not match:
+        raise ValueError(f"{backup_id!r} is not a backup id")
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

@@ -1,0 +1,173 @@
+"""The backup manifest: the one record that makes a backup exist.
+
+A manifest is immutable once committed. ``Manifest.from_json`` refuses any ``format_version`` it
+does not know (``UnsupportedFormat``) and any document that does not validate (``CatalogError``),
+so a reader never acts on a record it cannot fully understand.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backupd.errors import CatalogError, UnsupportedFormat
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = frozenset({FORMAT_VERSION})
+
+BackupKind = Literal["full", "incremental"]
+StoreState = Literal["complete", "failed"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartRecord(_Record):
+    """One stored part: an independent zstd frame holding ``raw_size`` bytes of the stream."""
+
+    index: int = Field(ge=1)
+    key: str
+    size: int = Field(ge=0)
+    raw_size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Coordinates(_Record):
+    """Where the snapshot sits in the source's binary log."""
+
+    binlog_file: str | None = None
+    binlog_pos: int | None = None
+    gtid: str | None = None
+
+
+class ServerInfo(_Record):
+    """The source server's flavour and version."""
+
+    vendor: Literal["mariadb", "mysql"]
+    version: str
+
+
+class TableReference(_Record):
+    """A table's row count and content digest in the backup's snapshot."""
+
+    database: str
+    table: str
+    rows: int = Field(ge=0)
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+class SchemaObject(_Record):
+    """A non-table object the backup must recreate (view, trigger, routine, event)."""
+
+    database: str
+    kind: Literal["view", "trigger", "procedure", "function", "event"]
+    name: str
+
+
+class Reference(_Record):
+    """What a restore is verified against: ``mode`` is "digest" or "counts"."""
+
+    mode: Literal["digest", "counts"]
+    digest_algorithm: str | None = None
+    tables: list[TableReference]
+    objects: list[SchemaObject] = []
+
+
+class Codec(_Record):
+    name: Literal["zstd"] = "zstd"
+    level: int
+
+
+class StoreStatus(_Record):
+    state: StoreState
+    error: str | None = None
+
+
+class Manifest(_Record):
+    """Everything needed to find, check and restore one backup."""
+
+    format_version: int = FORMAT_VERSION
+    id: str
+    shard: str
+    kind: BackupKind
+    method: str
+    parent_id: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    snapshot_at: datetime
+    databases: list[str]
+    coordinates: Coordinates
+    server: ServerInfo
+    codec: Codec
+    parts: list[PartRecord]
+    raw_bytes: int
+    stored_bytes: int
+    reference: Reference
+    stores: dict[str, StoreStatus]
+    tool_versions: dict[str, str] = {}
+
+    def to_json(self) -> bytes:
+        """Serialize for storage (stable key order, UTC timestamps)."""
+        return self.model_dump_json(indent=2).encode("utf-8") + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, *, origin: str) -> "Manifest":
+        """Parse a stored manifest; ``origin`` (store and key) is named in every error."""
+        try:
+            document = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"manifest {origin} is not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise CatalogError(f"manifest {origin} is not a JSON object")
+        version = document.get("format_version")
+        if version not in SUPPORTED_FORMAT_VERSIONS:
+            raise UnsupportedFormat(
+                f"manifest {origin} has format_version {version!r}; this backupd reads "
+                f"{', '.join(map(str, sorted(SUPPORTED_FORMAT_VERSIONS)))}",
+                hint="upgrade backupd to read it")
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise CatalogError(f"manifest {origin} is invalid: {where}: {first['msg']}") from None
+
+    @property
+    def complete_stores(self) -> list[str]:
+        """Stores that hold every part and this manifest, in the order recorded."""
+        return [name for name, status in self.stores.items() if status.state == "complete"]
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+    def summary(self) -> dict[str, object]:
+        """The fields ``backupd list --json`` prints for this backup."""
+        return {
+            "id": self.id, "shard": self.shard, "kind": self.kind, "method": self.method,
+            "parent_id": self.parent_id,
+            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
+            "snapshot_at": _iso(self.snapshot_at),
+            "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes,
+            "parts": len(self.parts), "databases": self.databases,
+            "stores": self.complete_stores,
+            "degraded_stores": [n for n, s in self.stores.items() if s.state != "complete"],
+            "binlog_file": self.coordinates.binlog_file, "binlog_pos": self.coordinates.binlog_pos,
+            "gtid": self.coordinates.gtid,
+        }
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,104 @@
+"""One backup, end to end: Source -> PartCompressor -> Uploader -> manifest (committed last).
+
+Contract of ``run_backup``: it returns the committed Manifest, or raises and leaves no manifest
+and no part of this backup in any store. The source's stream is read and compressed once; each
+part goes to every store of the shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from backupd import __version__
+from backupd.catalog import commit_manifest
+from backupd.codec import PartCompressor
+from backupd.config import Config
+from backupd.errors import UsageError
+from backupd.layout import new_backup_id
+from backupd.model import Codec, Manifest, StoreStatus, utc_now
+from backupd.sources.base import Source
+from backupd.sources.mysqldump import MysqldumpSource
+from backupd.stores import open_stores
+from backupd.uploader import Uploader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    manifest: Manifest
+    seconds: float
+    degraded: dict[str, str]
+
+    @property
+    def throughput(self) -> float:
+        """Raw bytes per second."""
+        return self.manifest.raw_bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+def make_source(config: Config, shard_id: str, kind: str) -> Source:
+    shard = config.shard(shard_id)
+    if kind != "full":
+        raise UsageError(f"shard {shard_id}: backup kind '{kind}' is not supported by method "
+                         f"'{shard.method}' yet (supported: full)")
+    return MysqldumpSource(shard_id, shard, mysqldump=config.settings.mysqldump,
+                           work_dir=config.settings.work_dir)
+
+
+def run_backup(config: Config, shard_id: str, kind: str = "full", *,
+               clock: Callable[[], datetime] = utc_now) -> BackupReport:
+    """Take one backup of ``shard_id`` and commit it (see the module contract)."""
+    source = make_source(config, shard_id, kind)
+    stores = open_stores(config, config.shard_stores(shard_id))
+    settings = config.settings
+    started_at, started = clock(), time.monotonic()
+    backup_id = new_backup_id(kind, started_at)
+    log.info("shard %s: backup %s started (%s, to %s)", shard_id, backup_id, source.method,
+             ", ".join(s.name for s in stores))
+    uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
+    try:
+        compressor = PartCompressor(settings.part_size, settings.compression_level,
+                                    settings.compression_threads)
+        with source.open() as stream:
+            for chunk in stream.chunks():
+                for part in compressor.write(chunk):
+                    uploader.submit(part)
+            for part in compressor.finish():
+                uploader.submit(part)
+            result = stream.result()
+        complete = uploader.finish()
+        statuses = {s.name: StoreStatus(state="complete") for s in complete}
+        statuses.update({name: StoreStatus(state="failed", error=reason)
+                         for name, reason in uploader.failed.items()})
+        manifest = Manifest(
+            id=backup_id, shard=shard_id, kind=kind, method=result.method,
+            started_at=started_at, finished_at=clock(), snapshot_at=result.snapshot_at,
+            databases=result.databases,
+            coordinates=result.coordinates, server=result.server,
+            codec=Codec(level=settings.compression_level), parts=uploader.records,
+            raw_bytes=sum(p.raw_size for p in uploader.records),
+            stored_bytes=sum(p.size for p in uploader.records),
+            reference=result.reference, stores=statuses,
+            tool_versions={"backupd": __version__, **result.tool_versions})
+        committed = commit_manifest(manifest, complete)
+    except BaseException:
+        log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)
+        uploader.abort()
+        raise
+    lost = [s for s in complete if s not in committed]
+    if lost:
+        uploader.delete_written(lost)
+    degraded = dict(uploader.failed)
+    degraded.update({s.name: "manifest could not be written" for s in lost})
+    for name, reason in degraded.items():
+        log.warning("DEGRADED: shard %s backup %s is missing from store %s: %s",
+                    shard_id, backup_id, name, reason)
+    report = BackupReport(manifest, time.monotonic() - started, degraded)
+    log.info("shard %s: backup %s committed: %d parts, %d raw bytes -> %d stored (%.2fx) in %.1fs",
+             shard_id, backup_id, len(manifest.parts), manifest.raw_bytes, manifest.stored_bytes,
+             manifest.compression_ratio, report.seconds)
+    return report

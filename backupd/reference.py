@@ -1,0 +1,118 @@
+"""The per-table reference: row counts and content digests, computed by the server.
+
+Both sides use the same SQL: the backup computes it on the source inside the dump's snapshot,
+the restore on the target after applying, so equal digests prove equal table contents.
+
+The digest ("md5-sum64") of a table: for every row, MD5 over the binary form of every column
+value in column order, joined with ``|`` and followed by each value's length (``N`` for NULL, so
+NULLs, empty strings and separators inside values cannot be confused); the first 64 bits of
+each row hash are summed (an order-independent multiset hash, so duplicate rows in tables
+without a primary key count), and the sum mod 2^64 is the digest, as 16 hex digits. It covers
+every column of every row, byte for byte as the server returns it; it does not cover table
+options, indexes or AUTO_INCREMENT counters (the schema is covered by the object list and by
+mysqldump's DDL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import pymysql
+
+from backupd.model import Reference, SchemaObject, TableReference
+from backupd.mysql import query, quote_identifier
+
+DIGEST_ALGORITHM = "md5-sum64"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    database: str
+    table: str
+    columns: tuple[str, ...]
+
+
+def list_tables(conn: pymysql.connections.Connection, databases: Iterable[str], *,
+                label: str) -> list[TableInfo]:
+    """Base tables of ``databases`` with their columns in ordinal order, sorted by name."""
+    names = list(databases)
+    if not names:
+        return []
+    marks = ", ".join(["%s"] * len(names))
+    rows = query(conn, f"""
+        SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME
+        FROM information_schema.COLUMNS c
+        JOIN information_schema.TABLES t
+          ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
+        WHERE c.TABLE_SCHEMA IN ({marks}) AND t.TABLE_TYPE = 'BASE TABLE'
+        ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION""", names, label=label)
+    columns: dict[tuple[str, str], list[str]] = {}
+    for schema, table, column in rows:
+        columns.setdefault((schema, table), []).append(column)
+    return [TableInfo(s, t, tuple(c)) for (s, t), c in sorted(columns.items())]
+
+
+def list_objects(conn: pymysql.connections.Connection, databases: Iterable[str], *,
+                 label: str) -> list[SchemaObject]:
+    """Views, triggers, procedures, functions and events of ``databases``, sorted."""
+    names = list(databases)
+    if not names:
+        return []
+    marks = ", ".join(["%s"] * len(names))
+    found: list[SchemaObject] = []
+    for sql, kind in (
+        (f"SELECT TABLE_SCHEMA, TABLE_NAME, 'view' FROM information_schema.VIEWS "
+         f"WHERE TABLE_SCHEMA IN ({marks})", None),
+        (f"SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'trigger' FROM information_schema.TRIGGERS "
+         f"WHERE TRIGGER_SCHEMA IN ({marks})", None),
+        (f"SELECT ROUTINE_SCHEMA, ROUTINE_NAME, LOWER(ROUTINE_TYPE) FROM "
+         f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})", None),
+        (f"SELECT EVENT_SCHEMA, EVENT_NAME, 'event' FROM information_schema.EVENTS "
+         f"WHERE EVENT_SCHEMA IN ({marks})", None),
+    ):
+        found += [SchemaObject(database=d, kind=k, name=n) for d, n, k in query(conn, sql, names, label=label)]
+    return sorted(found, key=lambda o: (o.database, o.kind, o.name))
+
+
+def digest_sql(table: TableInfo) -> str:
+    """The statement returning ``(row count, digest sum)`` for one table."""
+    values = ", ".join(f"CAST({quote_identifier(c)} AS BINARY)" for c in table.columns)
+    lengths = ", ".join(f"IFNULL(LENGTH({quote_identifier(c)}), 'N')" for c in table.columns)
+    row = f"CONCAT_WS('|', {values}, CONCAT_WS(',', {lengths}))"
+    return (f"SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)), 0) "
+            f"FROM {quote_identifier(table.database)}.{quote_identifier(table.table)}")
+
+
+def count_sql(table: TableInfo) -> str:
+    return f"SELECT COUNT(*) FROM {quote_identifier(table.database)}.{quote_identifier(table.table)}"
+
+
+def table_reference(conn: pymysql.connections.Connection, table: TableInfo, mode: str, *,
+                    label: str) -> TableReference:
+    """Row count (and digest when ``mode == "digest"``) of one table, in the current snapshot."""
+    if mode == "digest":
+        count, total = query(conn, digest_sql(table), label=label)[0]
+        digest = f"{int(total) % 2**64:016x}"
+        return TableReference(database=table.database, table=table.table, rows=int(count), digest=digest)
+    (count,) = query(conn, count_sql(table), label=label)[0]
+    return TableReference(database=table.database, table=table.table, rows=int(count))
+
+
+def compute_reference(conn: pymysql.connections.Connection, databases: Iterable[str], mode: str, *,
+                      label: str, tables: list[TableInfo] | None = None,
+                      should_stop: Callable[[], bool] = lambda: False) -> Reference:
+    """The reference of ``databases`` as seen by ``conn``'s current snapshot.
+
+    ``should_stop`` lets a caller abandon the scan between tables (returns a partial result
+    that the caller must then discard).
+    """
+    databases = list(databases)
+    tables = list_tables(conn, databases, label=label) if tables is None else tables
+    refs = []
+    for table in tables:
+        if should_stop():
+            break
+        refs.append(table_reference(conn, table, mode, label=label))
+    return Reference(mode=mode, digest_algorithm=DIGEST_ALGORITHM if mode == "digest" else None,
+                     tables=refs, objects=list_objects(conn, databases, label=label))

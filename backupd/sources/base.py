@@ -1,0 +1,39 @@
+"""What a Source is: a producer of one backup stream and, once drained, of its facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ContextManager, Iterator, Protocol
+
+from backupd.model import Coordinates, Reference, ServerInfo
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """Facts about a drained stream: where its snapshot sits and what it holds."""
+
+    method: str
+    databases: list[str]
+    snapshot_at: datetime
+    coordinates: Coordinates
+    server: ServerInfo
+    reference: Reference
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+
+class SourceStream(Protocol):
+    def chunks(self) -> Iterator[bytes]:
+        """The stream's bytes, in chunks; raises SourceError if the producer fails."""
+
+    def result(self) -> SourceResult:
+        """Valid once ``chunks()`` is exhausted; raises SourceError if the producer failed."""
+
+
+class Source(Protocol):
+    """``with source.open() as stream:`` yields a SourceStream; leaving the block early aborts
+    the producer and releases everything it held."""
+
+    method: str
+
+    def open(self) -> ContextManager[SourceStream]: ...

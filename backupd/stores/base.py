@@ -1,0 +1,114 @@
+"""The storage contract every store implements (local, S3, Swift, Cloud Files).
+
+A store only moves named bytes; it knows nothing about backups (restic's backend layer). Keys are
+``/``-separated and relative (``layout`` builds them); a store maps them under its own prefix.
+
+Contract, for every implementation:
+- ``put`` stores the payload under the key; readers see either the old object or the whole new
+  one, never a part (overwrite replaces). It may be retried: it rewinds the payload itself.
+- ``open`` returns a binary stream of the object; ``get`` the whole object. Both raise
+  ``ObjectNotFound`` for a missing key.
+- ``stat`` returns size (and the store's etag when it has one) or raises ``ObjectNotFound``.
+- ``list(prefix)`` yields every object whose key starts with ``prefix``, sorted by key; a prefix
+  with no objects lists empty (never an error); in-progress uploads are never listed.
+- ``delete`` removes the object; deleting a missing key is not an error.
+- Failures raise ``TransientStoreError`` (worth retrying) or ``PermanentStoreError``.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator, Sequence
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreProperties:
+    """What a store can do, as data rather than ``if`` branches (restic's ``Properties``)."""
+
+    connections: int = 4
+    max_object_size: int = 5 * 1024**3
+
+
+class Payload:
+    """Bytes held as a list of chunks (no joining copy), readable any number of times."""
+
+    def __init__(self, chunks: Sequence[bytes]):
+        self.chunks = list(chunks)
+        self.size = sum(len(c) for c in self.chunks)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Payload":
+        return cls([data])
+
+    def reader(self) -> BinaryIO:
+        """A fresh file-like reader positioned at the start."""
+        return io.BufferedReader(_ChunkReader(self.chunks), buffer_size=1024 * 1024)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks)
+
+    def to_bytes(self) -> bytes:
+        return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A raw reader over a list of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = [memoryview(c) for c in chunks]
+        self._index = 0
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._index < len(self._chunks):
+            chunk = self._chunks[self._index]
+            if self._offset < len(chunk):
+                n = min(len(buffer), len(chunk) - self._offset)
+                buffer[:n] = chunk[self._offset:self._offset + n]
+                self._offset += n
+                return n
+            self._index += 1
+            self._offset = 0
+        return 0
+
+
+class Store(ABC):
+    """Abstract base for stores; see the module docstring for the contract."""
+
+    name: str
+    properties: StoreProperties = StoreProperties()
+
+    @abstractmethod
+    def put(self, key: str, payload: Payload) -> None: ...
+
+    @abstractmethod
+    def open(self, key: str) -> BinaryIO: ...
+
+    def get(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def describe(self) -> str:
+        """A short human description (type and location) for messages."""
+        return self.name

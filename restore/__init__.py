@@ -1,0 +1,1 @@
+"""restore: bring a shard back from its backups into any target, and prove it equal."""

@@ -1,0 +1,92 @@
+"""Fetching parts for a restore: every byte verified before anyone may use it.
+
+For each part, the stores are tried in the target's ``read_from`` order; a part that is missing,
+unreadable, of the wrong size or whose sha256 differs in one store is fetched from the next
+(said on stderr through the log). Only a part whose size and sha256 match the manifest is
+handed on. One part is prefetched while the previous one is applied, so memory stays at about
+two parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterator
+
+from backupd.errors import CorruptPart, ObjectNotFound, RestoreFailed, StoreError
+from backupd.model import Manifest, PartRecord
+from backupd.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class PartFetcher:
+    def __init__(self, stores: list[Store], manifest: Manifest):
+        self.stores = stores
+        self.manifest = manifest
+
+    def preflight(self) -> None:
+        """Check, before anything is applied, that every part exists at its size somewhere."""
+        for part in self.manifest.parts:
+            problems = []
+            for store in self.stores:
+                try:
+                    size = store.stat(part.key).size
+                except StoreError as exc:
+                    problems.append(f"{store.name}: {exc}")
+                    continue
+                if size == part.size:
+                    break
+                problems.append(f"{store.name}: size {size}, expected {part.size}")
+            else:
+                raise CorruptPart(f"part {part.key} of backup {self.manifest.id} is missing or "
+                                  f"damaged in every store ({'; '.join(problems)})")
+
+    def fetch(self, part: PartRecord) -> bytes:
+        """The verified bytes of ``part`` from the first store that has a good copy."""
+        problems: list[str] = []
+        corrupt = False
+        for store in self.stores:
+            try:
+                data = store.get(part.key)
+            except ObjectNotFound:
+                problems.append(f"{store.name}: missing")
+                corrupt = True
+                continue
+            except StoreError as exc:
+                problems.append(f"{store.name}: {exc}")
+                continue
+            problem = _check(data, part)
+            if problem is None:
+                if problems:
+                    log.warning("part %s: read from store %s after: %s", part.key, store.name,
+                                "; ".join(problems))
+                return data
+            corrupt = True
+            problems.append(f"{store.name}: {problem}")
+            log.warning("part %s in store %s is bad (%s); trying the next store", part.key,
+                        store.name, problem)
+        message = f"part {part.key} of backup {self.manifest.id}: no good copy ({'; '.join(problems)})"
+        raise CorruptPart(message) if corrupt else RestoreFailed(message)
+
+    def verified_parts(self) -> Iterator[tuple[PartRecord, bytes]]:
+        """Yield ``(part, bytes)`` in order, each verified, the next one fetched meanwhile."""
+        parts = self.manifest.parts
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
+            pending: Future[bytes] | None = pool.submit(self.fetch, parts[0]) if parts else None
+            for i, part in enumerate(parts):
+                assert pending is not None
+                data = pending.result()
+                pending = pool.submit(self.fetch, parts[i + 1]) if i + 1 < len(parts) else None
+                yield part, data
+                del data
+
+
+def _check(data: bytes, part: PartRecord) -> str | None:
+    if len(data) != part.size:
+        return f"size {len(data)}, expected {part.size}"
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != part.sha256:
+        return f"sha256 {digest[:12]}..., expected {part.sha256[:12]}..."
+    return None
