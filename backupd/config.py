@@ -273,4 +273,4 @@ class _Loader:
 
     def absolute(self, value: str) -> str:
         path = Path(value).expanduser()
-        return str(path if path.is_absolute() else self.base / path)
+        return os.path.normpath(path if path.is_absolute() else self.base / path)

@@ -1,0 +1,134 @@
+"""One conformance suite, run against every store implementation (restic's backend suite).
+
+The ``store`` fixture is parametrized over store kinds; later stores add themselves to
+``STORE_FACTORIES`` and must pass the same tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from backupd.errors import ObjectNotFound, PermanentStoreError
+from backupd.stores.base import Payload, Store
+from backupd.stores.local import LocalStore
+
+
+def make_local(tmp_path: Path) -> Store:
+    return LocalStore("local-test", tmp_path / "store", prefix="fleet")
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {"local": make_local}
+
+
+@pytest.fixture(params=sorted(STORE_FACTORIES))
+def store(request, tmp_path) -> Store:
+    return STORE_FACTORIES[request.param](tmp_path)
+
+
+def test_put_get_roundtrip(store):
+    store.put("7/a/part-000001.zst", Payload([b"hello ", b"world"]))
+    assert store.get("7/a/part-000001.zst") == b"hello world"
+    with store.open("7/a/part-000001.zst") as stream:
+        assert stream.read(5) == b"hello"
+        assert stream.read() == b" world"
+
+
+def test_stat(store):
+    store.put("k/one", Payload.from_bytes(b"x" * 1234))
+    info = store.stat("k/one")
+    assert info.key == "k/one" and info.size == 1234
+
+
+def test_empty_object(store):
+    store.put("k/empty", Payload([]))
+    assert store.get("k/empty") == b""
+    assert store.stat("k/empty").size == 0
+
+
+def test_overwrite_replaces_whole_object(store):
+    store.put("k/obj", Payload.from_bytes(b"first version, longer"))
+    store.put("k/obj", Payload.from_bytes(b"second"))
+    assert store.get("k/obj") == b"second"
+    assert [i.key for i in store.list("k/")] == ["k/obj"]
+
+
+def test_missing_objects_raise_not_found(store):
+    for call in (lambda: store.get("no/such"), lambda: store.open("no/such"),
+                 lambda: store.stat("no/such")):
+        with pytest.raises(ObjectNotFound) as info:
+            call()
+        assert info.value.store == store.name and info.value.key == "no/such"
+
+
+def test_delete_is_idempotent(store):
+    store.put("d/x", Payload.from_bytes(b"1"))
+    store.delete("d/x")
+    store.delete("d/x")
+    with pytest.raises(ObjectNotFound):
+        store.stat("d/x")
+    assert list(store.list("d/")) == []
+
+
+def test_list_prefix_sorted_and_exact(store):
+    for key in ["7/b/2", "7/a/1", "7/a/10", "70/a/1", "8/a/1"]:
+        store.put(key, Payload.from_bytes(key.encode()))
+    assert [i.key for i in store.list("7/")] == ["7/a/1", "7/a/10", "7/b/2"]
+    assert [i.key for i in store.list("7/a/1")] == ["7/a/1", "7/a/10"]
+    assert [i.key for i in store.list("7")] == ["7/a/1", "7/a/10", "7/b/2", "70/a/1"]
+    assert list(store.list("nothing-here/")) == []
+    assert len(list(store.list(""))) == 5
+    sizes = {i.key: i.size for i in store.list("")}
+    assert sizes["70/a/1"] == len(b"70/a/1")
+
+
+def test_list_past_one_thousand_keys(store):
+    keys = [f"many/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put(k, Payload.from_bytes(b"")), keys))
+    assert [i.key for i in store.list("many/")] == keys
+
+
+def test_concurrent_puts_of_distinct_and_same_keys(store):
+    blobs = {f"c/{i}": hashlib.sha256(str(i).encode()).digest() * 1000 for i in range(16)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda kv: store.put(kv[0], Payload.from_bytes(kv[1])), blobs.items()))
+        # the same key from many writers: the result is one of the writes, whole
+        same = [bytes([i]) * 50_000 for i in range(8)]
+        list(pool.map(lambda b: store.put("c/same", Payload.from_bytes(b)), same))
+    for key, blob in blobs.items():
+        assert store.get(key) == blob
+    assert store.get("c/same") in same
+
+
+def test_invalid_keys_are_refused(store):
+    for key in ["", "/abs", "a/../b", "a//b"]:
+        with pytest.raises(PermanentStoreError):
+            store.put(key, Payload.from_bytes(b"x"))
+
+
+def test_payload_is_streamed_from_chunks(store):
+    chunks = [bytes([i]) * 100_000 for i in range(10)]
+    store.put("big/obj", Payload(chunks))
+    assert store.get("big/obj") == b"".join(chunks)
+    assert io.BytesIO(store.get("big/obj")).getbuffer().nbytes == 1_000_000
+
+
+def test_local_put_is_atomic_on_failure(tmp_path):
+    store = LocalStore("local", tmp_path / "s")
+
+    class Exploding(Payload):
+        def __iter__(self):
+            yield b"partial"
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(PermanentStoreError, match="No space left"):
+        store.put("x/y", Exploding([b"partial"]))
+    with pytest.raises(ObjectNotFound):
+        store.stat("x/y")
+    assert not any(p.is_file() for p in (tmp_path / "s").rglob("*"))

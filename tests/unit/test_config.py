@@ -1,0 +1,143 @@
+"""Configuration validation: every bad input is one line naming the file, the key and the problem."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from backupd.config import load_config, resolve_config_path
+from backupd.errors import ConfigError, UsageError
+
+GOOD = """
+[backupd]
+part_size = "8MiB"
+compression_level = 5
+
+[stores.local]
+type = "local"
+path = "store"
+
+[shards.7]
+host = "127.0.0.1"
+port = 3307
+user = "backup"
+password_env = "TEST_SHARD_PW"
+databases = ["app"]
+
+[targets.us-west]
+socket = "run/mysqld.sock"
+user = "restore"
+password_file = "pw.txt"
+read_from = ["local"]
+"""
+
+
+@pytest.fixture
+def write(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_SHARD_PW", "s3cret")
+    (tmp_path / "pw.txt").write_text("target-pw\n")
+
+    def _write(text: str) -> Path:
+        path = tmp_path / "backupd.toml"
+        path.write_text(text)
+        return path
+    return _write
+
+
+def test_good_config_resolves_everything(write, tmp_path):
+    config = load_config(write(GOOD))
+    assert config.settings.part_size == 8 * 1024**2
+    assert config.settings.compression_level == 5
+    assert config.stores["local"].path == str(tmp_path / "store")
+    shard = config.shard("7")
+    assert shard.port == 3307 and shard.password.reveal() == "s3cret"
+    assert "s3cret" not in repr(shard) and "s3cret" not in repr(shard.password)
+    target = config.target("us-west")
+    assert target.password.reveal() == "target-pw"  # trailing newline ignored
+    assert target.socket == str(tmp_path / "run/mysqld.sock")
+    assert config.shard_stores("7") == ["local"]
+
+
+def _error(write, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(text))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("edit,key,problem", [
+    (lambda t: t.replace('port = 3307', 'port = "abc"'), "shards.7.port", "valid integer"),
+    (lambda t: t.replace('port = 3307', 'port = 70000'), "shards.7.port", "less than or equal"),
+    (lambda t: t.replace('port = 3307', 'port = 3307\ncolour = "red"'), "shards.7.colour", "unknown key"),
+    (lambda t: t.replace('user = "backup"\n', ''), "shards.7.user", "missing required key"),
+    (lambda t: t.replace('read_from = ["local"]', 'read_from = ["s3-east"]'), "targets.us-west.read_from",
+     "no store named 's3-east'"),
+    (lambda t: t.replace('"8MiB"', '"8 parsecs"'), "backupd.part_size", "not a size"),
+    (lambda t: t.replace('pw.txt', 'missing.txt'), "targets.us-west.password_file", "cannot read"),
+    (lambda t: t.replace('TEST_SHARD_PW', 'NOT_SET_ANYWHERE_X'), "shards.7.password_env", "is not set"),
+    (lambda t: t.replace('type = "local"', 'type = "ftp"'), "stores.local.type", "unknown store type"),
+    (lambda t: t + '\n[metricz]\nx = 1\n', "metricz", "unknown section"),
+    (lambda t: t.replace('databases = ["app"]', 'databases = "app"'), "shards.7.databases", "valid list"),
+])
+def test_bad_config_names_file_key_and_problem(write, edit, key, problem):
+    text = edit(GOOD)
+    assert text != GOOD
+    message = _error(write, text)
+    assert message.startswith(str(write(text)))
+    assert f": {key}: " in message
+    assert problem in message
+
+
+def test_unreadable_password_file(write, tmp_path):
+    if os.geteuid() == 0:
+        # root reads any file: make the path a directory instead
+        (tmp_path / "pwdir").mkdir()
+        text = GOOD.replace("pw.txt", "pwdir")
+    else:
+        (tmp_path / "pw.txt").chmod(0)
+        text = GOOD
+    message = _error(write, text)
+    assert "targets.us-west.password_file: cannot read" in message
+
+
+def test_both_password_sources_rejected(write):
+    message = _error(write, GOOD.replace('password_env = "TEST_SHARD_PW"',
+                                         'password_env = "TEST_SHARD_PW"\npassword_file = "pw.txt"'))
+    assert "shards.7.password_file: give password_env or password_file, not both" in message
+
+
+def test_invalid_toml_and_missing_file(write, tmp_path):
+    assert "not valid TOML" in _error(write, "[shards\n")
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_unknown_shard_and_target_are_usage_errors(write):
+    config = load_config(write(GOOD))
+    with pytest.raises(UsageError, match="unknown shard '9' \\(configured shards: 7\\)"):
+        config.shard("9")
+    with pytest.raises(UsageError, match="unknown target 'mars'"):
+        config.target("mars")
+
+
+def test_config_path_resolution(monkeypatch):
+    monkeypatch.delenv("BACKUPD_CONFIG", raising=False)
+    assert resolve_config_path(None) == Path("config/backupd.toml")
+    monkeypatch.setenv("BACKUPD_CONFIG", "/etc/backupd.toml")
+    assert resolve_config_path(None) == Path("/etc/backupd.toml")
+    assert resolve_config_path("x.toml") == Path("x.toml")
+
+
+def test_shipped_configs_are_valid(tmp_path, monkeypatch):
+    repo = Path(__file__).resolve().parents[2]
+    load_config(repo / "config" / "backupd.toml")
+    monkeypatch.setenv("BACKUPD_SHARD_PASSWORD", "x")
+    monkeypatch.setenv("BACKUPD_RESTORE_PASSWORD", "y")
+    example = (repo / "config" / "example.toml").read_text()
+    (tmp_path / "pw").write_text("z\n")
+    copy = tmp_path / "example.toml"
+    copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw")))
+    config = load_config(copy)
+    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-west"}
