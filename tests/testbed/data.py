@@ -20,13 +20,14 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import pymysql
 import pymysql.cursors
@@ -151,13 +152,13 @@ def _words(rng: random.Random, n: int) -> str:
 
 
 _DAYS = [(_DOC_EPOCH + timedelta(days=d)).strftime("%Y-%m-%d") for d in range(366)]
+_MINUTES = [f"{m // 60:02d}:{m % 60:02d}" for m in range(1440)]
 
 
 def _iso(rng: random.Random) -> str:
     """A deterministic ISO-8601 UTC timestamp (millisecond precision) in 2024."""
     r = rng.random
-    return (f"{_DAYS[int(r() * 366)]}T{int(r() * 24):02d}:{int(r() * 60):02d}:"
-            f"{int(r() * 60):02d}.{int(r() * 1000):03d}Z")
+    return f"{_DAYS[int(r() * 366)]}T{_MINUTES[int(r() * 1440)]}:{r() * 59.999:06.3f}Z"
 
 
 def _uuid(rng: random.Random) -> str:
@@ -196,7 +197,7 @@ def _user_item(rng: random.Random) -> str:
     r = rng.random
     return (f'{{"at":"{_iso(rng)}","ip":"10.{int(r() * 256)}.{int(r() * 256)}.'
             f'{int(r() * 256)}","ua":"{_pick(rng, _UA)}","ok":{_bool(r() < 0.95)},'
-            f'"note":"{_words(rng, _int(rng, 1, 6))}"}}')
+            f'"note":"{_words(rng, _int(rng, 1, 10))}"}}')
 
 
 def _order_base(rng: random.Random, row_id: int) -> dict[str, Any]:
@@ -213,7 +214,7 @@ def _order_base(rng: random.Random, row_id: int) -> dict[str, Any]:
 
 def _order_item(rng: random.Random) -> str:
     r = rng.random
-    return (f'{{"sku":"SKU-{int(r() * 10**6):06d}","name":"{_words(rng, _int(rng, 1, 4))}",'
+    return (f'{{"sku":"SKU-{int(r() * 10**6):06d}","name":"{_words(rng, _int(rng, 1, 6))}",'
             f'"qty":{_int(rng, 1, 10)},"unit_price":{_money(rng, 300)},"attrs":{{"size":'
             f'"{_pick(rng, ("S", "M", "L", "XL"))}","gift":{_bool(r() < 0.1)}}}}}')
 
@@ -233,7 +234,7 @@ def _event_base(rng: random.Random, row_id: int) -> dict[str, Any]:
 def _event_item(rng: random.Random) -> str:
     r = rng.random
     return (f'{{"t":"{_iso(rng)}","level":"{_pick(rng, ("debug", "info", "warn"))}",'
-            f'"msg":"{_words(rng, _int(rng, 2, 8))}","value":{round(r() * 1e6, 3)}}}')
+            f'"msg":"{_words(rng, _int(rng, 2, 12))}","value":{round(r() * 1e6, 3)}}}')
 
 
 _KINDS: list[tuple[Callable[[random.Random, int], dict[str, Any]],
@@ -434,7 +435,8 @@ def seed_bulk(
                 ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) \
                 as pool:
             with conn.cursor() as cur:
-                cur.execute("SET SESSION unique_checks=0, foreign_key_checks=0")
+                cur.execute("SET SESSION unique_checks=0, foreign_key_checks=0, "
+                            "check_constraint_checks=0")
                 create_bucket_tables(cur, database, buckets)
             jobs: deque[tuple[int, Path, Future[tuple[int, int]]]] = deque()
             queue = iter(buckets)
@@ -443,7 +445,7 @@ def seed_bulk(
                 key = f"backupd-testbed:bulk:{seed}:{shard_index}:{n_shards}:{bucket}"
                 jobs.append((bucket, path, pool.submit(_write_bulk_file, path, key, bucket,
                                                        per_table, now)))
-                if len(jobs) < workers:
+                if len(jobs) <= workers:
                     continue
                 rows, payload = _load_next(conn, database, jobs)
                 rows_total += rows
@@ -484,6 +486,8 @@ def _load_file(conn: pymysql.connections.Connection, database: str, bucket: int,
 
 _EDGE_DDL = [
     "CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+    # ENUM/SET labels stay within the BMP: MariaDB keeps column metadata in utf8mb3, so an
+    # emoji label reads back as '?' from SHOW CREATE TABLE and no logical dump can keep it.
     """CREATE TABLE `{db}`.`oddities` (
   `id` INT NOT NULL,
   `txt` VARCHAR(255) NULL,
@@ -495,7 +499,7 @@ _EDGE_DDL = [
   `d` DATE NULL,
   `dt` DATETIME(6) NULL,
   `t` TIME NULL,
-  `e` ENUM('small','medium','large','ünïcødé 🎉') NULL,
+  `e` ENUM('small','medium','large','ünïcødé ✓') NULL,
   `s` SET('red','green','blue','日本') NULL,
   `b` BIT(8) NULL,
   `j` JSON NULL,
@@ -557,7 +561,7 @@ def _oddity_rows() -> list[tuple[Any, ...]]:
          date(1000, 1, 1), datetime(1000, 1, 1, 0, 0, 0, 0), "-838:59:59", "small", "",
          b"\x00", "{}"),
         (4, "zero date", None, b"\x00", b"\x00\x00", Decimal("0.000001"), 0.1,
-         "0000-00-00", "0000-00-00 00:00:00", "00:00:00", "ünïcødé 🎉", "日本", b"\xaa",
+         "0000-00-00", "0000-00-00 00:00:00", "00:00:00", "ünïcødé ✓", "日本", b"\xaa",
          "[]"),
         (5, "json scalars", "🎉" * 5000, b"\\N", b"\r\n\t", Decimal("0"), 3.141592653589793,
          date(1970, 1, 1), datetime(1970, 1, 1, 0, 0, 1, 500000), "00:00:01",
@@ -583,7 +587,7 @@ def _oddity_rows() -> list[tuple[Any, ...]]:
             "d": date(1990, 1, 1) + timedelta(days=rng.randrange(20000)),
             "dt": datetime(1990, 1, 1) + timedelta(microseconds=rng.randrange(10**15)),
             "t": _time_literal(rng.randrange(-3_000_000, 3_000_000)),
-            "e": rng.choice(["small", "medium", "large", "ünïcødé 🎉"]),
+            "e": rng.choice(["small", "medium", "large", "ünïcødé ✓"]),
             "s": ",".join(sorted(rng.sample(["red", "green", "blue"], rng.randrange(4)))),
             "b": bytes([rng.randrange(256)]), "j": make_document(rng, row_id),
         }
@@ -635,7 +639,7 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def _iter_rows(cur: pymysql.cursors.SSCursor, batch: int = 1000) -> Iterator[tuple[Any, ...]]:
+def _iter_rows(cur: pymysql.cursors.Cursor, batch: int = 1000) -> Iterator[tuple[Any, ...]]:
     while True:
         rows = cur.fetchmany(batch)
         if not rows:
