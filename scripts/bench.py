@@ -1,0 +1,212 @@
+"""scripts/bench: backupd against the plain tools it competes with, on one ~1 GiB shard.
+
+Every job runs ``--rounds`` times, interleaved (job A, B, C, A, B, C, ...), so machine noise
+hits all of them alike; the table shows medians and ratios to the baseline of each section.
+Never read the absolute seconds across machines: only the ratios mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backupd.sources.mysqldump import client_version, mysqldump_args  # noqa: E402
+from tests.testbed import MariaDBServer, find_free_port, seed_bulk  # noqa: E402
+
+BENCH = REPO / ".bench"
+CACHE = REPO / ".testbed" / "cache"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_kib: int = 0
+
+
+def timed(command: str) -> Sample:
+    """Run a shell pipeline (bash, pipefail); its wall seconds."""
+    started = time.monotonic()
+    proc = subprocess.run(["/bin/bash", "-o", "pipefail", "-c", command], capture_output=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: command failed ({proc.returncode}): {command}\n{proc.stderr.decode()[-2000:]}")
+    return Sample(time.monotonic() - started)
+
+
+def timed_rss(argv: list[str]) -> tuple[Sample, str]:
+    """Run one program; its wall seconds, peak RSS (wait4's ru_maxrss) and stdout."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: command failed ({proc.returncode}): {argv}\n{err.decode()[-2000:]}")
+    return Sample(seconds, usage.ru_maxrss), out.decode()
+
+
+def source_server(gib: float) -> MariaDBServer:
+    """The cached benchmark shard (generated once), started."""
+    root = BENCH / f"shard-{gib:g}g"
+    ready = root / "READY"
+    if not ready.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"bench: generating a {gib:g} GiB shard once (cached in {root}) ...", flush=True)
+        server = MariaDBServer.create(root, "bench-source", 1, CACHE)
+        server.start()
+        stats = seed_bulk(server, 0, 1, target_bytes=int(gib * 1024**3), tables_limit=64)
+        server.execute("CREATE TABLE app.gtid_marker (id INT PRIMARY KEY)")  # binlogged: a GTID exists
+        server.stop()
+        ready.write_text(json.dumps({"rows": stats.rows, "payload_bytes": stats.payload_bytes}))
+        print(f"bench: generated {stats.rows} rows, {stats.payload_bytes / 1024**2:.0f} MiB of JSON "
+              f"in {stats.seconds:.0f}s", flush=True)
+    server = MariaDBServer(name="bench-source", root=root.absolute(), port=find_free_port(), server_id=1)
+    server.start()
+    return server
+
+
+def fresh_target(n: int) -> MariaDBServer:
+    root = BENCH / "targets" / f"t{n}"
+    shutil.rmtree(root, ignore_errors=True)
+    server = MariaDBServer.create(root, f"bench-target-{n}", 100 + n, CACHE)
+    server.start()
+    return server
+
+
+def write_config(path: Path, source: MariaDBServer, target: MariaDBServer | None) -> None:
+    store = BENCH / "store"
+    text = f"""[backupd]
+part_size = "64MiB"
+compression_level = 3
+compression_threads = 2
+[stores.local]
+type = "local"
+path = "{store}"
+[shards.digest]
+socket = "{source.socket}"
+user = "root"
+reference = "digest"
+[shards.counts]
+socket = "{source.socket}"
+user = "root"
+reference = "counts"
+"""
+    if target:
+        text += f"""[targets.bench]
+socket = "{target.socket}"
+user = "root"
+read_from = ["local"]
+"""
+    path.write_text(text)
+
+
+def med(samples: list[Sample]) -> float:
+    return statistics.median(s.seconds for s in samples)
+
+
+def print_table(title: str, rows: list[tuple[str, list[Sample]]], baseline: str, note: str = "") -> None:
+    base = med(dict(rows)[baseline])
+    print(f"\n{title}  (median of {len(rows[0][1])} interleaved runs; ratio = job / `{baseline}`)")
+    print(f"| job | median s | ratio | peak RSS |")
+    print(f"|---|---:|---:|---:|")
+    for name, samples in rows:
+        rss = max(s.rss_kib for s in samples)
+        print(f"| {name} | {med(samples):.2f} | {med(samples) / base:.2f}x | "
+              f"{f'{rss / 1024:.0f} MiB' if rss else '-'} |")
+    if note:
+        print(note)
+
+
+def bench_backup_restore(rounds: int, gib: float) -> None:
+    BENCH.mkdir(exist_ok=True)
+    source = source_server(gib)
+    work = BENCH / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    config = work / "backupd.toml"
+    try:
+        write_config(config, source, None)
+        option = work / "client.cnf"
+        option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
+        option.chmod(0o600)
+        flavour, version = client_version("mysqldump")
+        dump = " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+        zst = work / "dump.sql.zst"
+        backup_jobs: dict[str, Callable[[], Sample]] = {
+            "mysqldump > /dev/null": lambda: timed(f"{dump} > /dev/null"),
+            "mysqldump | zstd -3 -T2 > file": lambda: timed(f"{dump} | zstd -q -3 -T2 -f -o {zst}"),
+            "backupd backup (reference=digest)": lambda: timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "digest"])[0],
+            "backupd backup (reference=counts)": lambda: timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "counts"])[0],
+            "mydumper -t 2 (no compression)": lambda: timed(f"rm -rf {work}/mydumper && mydumper -S {source.socket} -u root -B app -t 2 -o {work}/mydumper"),
+        }
+        results: dict[str, list[Sample]] = {name: [] for name in backup_jobs}
+        for r in range(rounds):
+            for name, job in backup_jobs.items():
+                results[name].append(job())
+                shutil.rmtree(BENCH / "store", ignore_errors=True) if "backupd" in name and r < rounds - 1 else None
+            print(f"bench: backup round {r + 1}/{rounds} done", flush=True)
+        raw = json.loads(subprocess.run([str(BIN / "backupd"), "--config", str(config), "list", "--json"],
+                                        capture_output=True, text=True, check=True).stdout)
+        newest = [e for e in raw if e["shard"] == "digest"][-1]
+        print_table(f"Backup of one shard: {newest['raw_bytes'] / 1024**3:.2f} GiB of SQL, "
+                    f"{newest['stored_bytes'] / 1024**2:.0f} MiB stored ({newest['raw_bytes'] / newest['stored_bytes']:.2f}x)",
+                    list(results.items()), "mysqldump | zstd -3 -T2 > file")
+
+        restore_results: dict[str, list[Sample]] = {"zstd -dc | mysql": [], "myloader -t 2": [],
+                                                    "restore (apply + verify digests)": [],
+                                                    "restore: apply only": []}
+        n = 0
+        for r in range(rounds):
+            for name in ("zstd -dc | mysql", "myloader -t 2", "restore (apply + verify digests)"):
+                n += 1
+                target = fresh_target(n)
+                try:
+                    if name == "zstd -dc | mysql":
+                        restore_results[name].append(timed(f"zstd -dc {zst} | mysql -S {target.socket} -uroot"))
+                    elif name == "myloader -t 2":
+                        restore_results[name].append(timed(f"myloader -S {target.socket} -u root -t 2 -d {work}/mydumper"))
+                    else:
+                        write_config(config, source, target)
+                        sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config), "--shard", "digest",
+                                                 "--target", "bench", "--json"])
+                        report = json.loads(out)
+                        assert report["verified"], report
+                        restore_results[name].append(sample)
+                        restore_results["restore: apply only"].append(Sample(report["apply_seconds"]))
+                finally:
+                    target.destroy()
+            print(f"bench: restore round {r + 1}/{rounds} done", flush=True)
+        print_table("Restore of the same shard into a fresh server", list(restore_results.items()), "zstd -dc | mysql",
+                    "`restore` applies with sql_log_bin=0 (no binlog on the target), `zstd -dc | mysql` with the "
+                    "server's default (binlog on); verification computes the digest of every restored table.")
+    finally:
+        source.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suite", choices=["backup-restore"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gib", type=float, default=1.0, help="size of the generated shard")
+    args = parser.parse_args()
+    bench_backup_restore(args.rounds, args.gib)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
