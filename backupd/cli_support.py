@@ -17,7 +17,7 @@ EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 operation failed; 2 usage or configurati
 def setup_logging(prog: str, verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"
+    handler.setFormatter(logging.Formatter(f"%(relativeCreated)8.0fms {prog}: %(levelname)s: %(message)s"
                                            if verbose else f"{prog}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -9,6 +9,7 @@ few MiB at most for multi-threaded compression).
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -40,61 +41,97 @@ class CompressedPart:
         return self.payload.size
 
 
+class _Frame:
+    """One part being built: a zstd frame and the running sha256 of its output."""
+
+    def __init__(self, cctx: zstandard.ZstdCompressor, index: int):
+        self.index = index
+        self._obj = cctx.compressobj()
+        self._chunks: list[bytes] = []
+        self.size = 0
+        self.raw = 0
+        self._hash = hashlib.sha256()
+
+    def _append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self.size += len(data)
+            self._hash.update(data)
+
+    def feed(self, data: bytes) -> None:
+        self._append(self._obj.compress(data))
+        self.raw += len(data)
+
+    def close(self) -> CompressedPart:
+        self._append(self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        return CompressedPart(self.index, Payload(self._chunks), self.raw, self._hash.hexdigest())
+
+
 class PartCompressor:
     """Compresses a stream into parts.
 
-    ``write(data)`` returns the parts it finished (usually none); ``finish()`` returns the last
-    one. Memory held is one part's compressed bytes plus the compressor's own buffers.
+    ``write(data)`` returns the parts it finished (usually none) and ``finish()`` the rest, in
+    order; ``close()`` releases the helper thread. With compression threads, ending a frame
+    (which waits for zstd's workers to drain) happens in a helper thread on one of two
+    alternating contexts, so the stream keeps flowing into the next part meanwhile. Memory held:
+    the part being built, at most one part being finished, and the compressors' buffers.
     """
 
     def __init__(self, part_size: int, level: int = 3, threads: int = 2):
         self.part_size = part_size
         self._threshold = part_size - min(part_size // 16, 4 * 1024 * 1024)
         threads = threads if part_size >= _MIN_PART_SIZE_FOR_THREADS else 0
-        self._cctx = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True,
-                                              write_content_size=False)
-        self._frame: zstandard.ZstdCompressionObj | None = None
+        self._contexts = [zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True,
+                                                   write_content_size=False)
+                          for _ in range(2 if threads else 1)]
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="zstd-finish") if threads else None
+        self._finishing: Future[CompressedPart] | None = None
+        self._frame: _Frame | None = None
         self._next_index = 1
-        self._reset()
 
-    def _reset(self) -> None:
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._raw = 0
-        self._hash = hashlib.sha256()
+    def _new_frame(self) -> _Frame:
+        frame = _Frame(self._contexts[self._next_index % len(self._contexts)], self._next_index)
+        self._next_index += 1
+        return frame
 
-    def _append(self, data: bytes) -> None:
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-            self._hash.update(data)
+    def _collect(self, wait: bool) -> list[CompressedPart]:
+        if self._finishing is None or not (wait or self._finishing.done()):
+            return []
+        part = self._finishing.result()
+        self._finishing = None
+        return [part]
 
     def write(self, data: bytes) -> list[CompressedPart]:
+        done = self._collect(wait=False)
         if not data:
-            return []
+            return done
         if self._frame is None:
-            self._frame = self._cctx.compressobj()
-        self._append(self._frame.compress(data))
-        self._raw += len(data)
-        return [self._close()] if self._size >= self._threshold else []
+            self._frame = self._new_frame()
+        self._frame.feed(data)
+        if self._frame.size < self._threshold:
+            return done
+        frame, self._frame = self._frame, None
+        if self._finisher is None:
+            return done + [frame.close()]
+        # The next frame reuses the context the previous finisher used: wait for it first.
+        done += self._collect(wait=True)
+        self._finishing = self._finisher.submit(frame.close)
+        return done
 
     def finish(self) -> list[CompressedPart]:
         """Finish the stream; an empty stream still yields one (empty) part."""
-        if self._frame is None and self._next_index > 1:
-            return []
-        if self._frame is None:
-            self._frame = self._cctx.compressobj()
-        return [self._close()]
+        done = self._collect(wait=True)
+        if self._frame is None and self._next_index == 1:
+            self._frame = self._new_frame()
+        if self._frame is not None:
+            frame, self._frame = self._frame, None
+            done.append(frame.close())
+        self.close()
+        return done
 
-    def _close(self) -> CompressedPart:
-        assert self._frame is not None
-        self._append(self._frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
-        part = CompressedPart(self._next_index, Payload(self._chunks), self._raw,
-                              self._hash.hexdigest())
-        self._next_index += 1
-        self._frame = None
-        self._reset()
-        return part
+    def close(self) -> None:
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=True)
 
 
 def decode_part(data: bytes | memoryview) -> Iterator[bytes]:

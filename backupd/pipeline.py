@@ -60,15 +60,13 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
     log.info("shard %s: backup %s started (%s, to %s)", shard_id, backup_id, source.method,
              ", ".join(s.name for s in stores))
     uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
+    compressor = PartCompressor(settings.part_size, settings.compression_level,
+                                settings.compression_threads)
     try:
-        compressor = PartCompressor(settings.part_size, settings.compression_level,
-                                    settings.compression_threads)
         with source.open() as stream:
             for chunk in stream.chunks():
-                for part in compressor.write(chunk):
-                    uploader.submit(part)
-            for part in compressor.finish():
-                uploader.submit(part)
+                uploader.submit_all(compressor.write(chunk))
+            uploader.submit_all(compressor.finish())
             result = stream.result()
         complete = uploader.finish()
         statuses = {s.name: StoreStatus(state="complete") for s in complete}
@@ -87,6 +85,7 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
         committed = commit_manifest(manifest, complete)
     except BaseException:
         log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)
+        compressor.close()
         uploader.abort()
         raise
     lost = [s for s in complete if s not in committed]

@@ -43,6 +43,11 @@ class Uploader:
         with self._lock:
             return [s for s in self.stores if s.name not in self.failed]
 
+    def submit_all(self, parts: list[CompressedPart]) -> None:
+        """Submit parts in order, keeping no reference to them afterwards (memory bound)."""
+        while parts:
+            self.submit(parts.pop(0))
+
     def submit(self, part: CompressedPart) -> None:
         """Queue ``part`` for every healthy store; blocks while ``parts_in_flight`` are held."""
         key = part_key(self.shard, self.backup_id, part.index)

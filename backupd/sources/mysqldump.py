@@ -114,6 +114,8 @@ class MysqldumpSource:
                                 snapshot_at, {"mysqldump": f"{flavour} {version}"})
             stream.read_header()
             block.release()
+            log.debug("%s: snapshot at %s:%s, commits unblocked", self.label,
+                      coordinates.binlog_file, coordinates.binlog_pos)
             stream.check_header_coordinates()
 
             scanner = _ReferenceScanner(self, control, reference_conn, databases)
@@ -198,6 +200,7 @@ class DumpStream:
             self._keep_tail(chunk)
             yield chunk
         self._finish_process()
+        log.debug("%s: mysqldump finished", self.source.label)
         if not _TRAILER.search(self._tail):
             raise SourceError(f"{self.source.label}: mysqldump exited 0 but its output has no "
                               "'Dump completed' trailer (truncated dump)", detail=self._stderr_tail())
@@ -208,6 +211,7 @@ class DumpStream:
             raise SourceError(f"{self.source.label}: result() called before the dump was drained")
         assert self.scanner is not None
         reference = self.scanner.join()
+        log.debug("%s: reference of %d tables ready", self.source.label, len(reference.tables))
         coordinates = self.coordinates
         trailer_gtid = _TRAILER_GTID.search(self._tail)
         if trailer_gtid and coordinates.gtid and trailer_gtid.group(1).decode() != coordinates.gtid:
