@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Callable, Sequence
 
@@ -35,8 +36,17 @@ def report_error(prog: str, error: BackupdError) -> None:
         click.echo(f"  hint: {error.hint}", err=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C, so a running backup deletes its parts."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def run_cli(prog: str, command: click.Command, argv: Sequence[str] | None) -> int:
     """Run a click command and map every outcome to the documented exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name=prog,
                               standalone_mode=False)
@@ -51,6 +61,9 @@ def run_cli(prog: str, command: click.Command, argv: Sequence[str] | None) -> in
     except KeyboardInterrupt:
         click.echo(f"{prog}: interrupted", err=True)
         return 130
+    except Terminated:
+        click.echo(f"{prog}: terminated", err=True)
+        return 143
     except BackupdError as exc:
         report_error(prog, exc)
         return exit_code_for(exc)

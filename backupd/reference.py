@@ -40,22 +40,25 @@ class TableInfo:
 
 
 def list_tables(conn: pymysql.connections.Connection, databases: Iterable[str], *,
-                label: str) -> list[TableInfo]:
-    """Base tables of ``databases`` with their columns in ordinal order, sorted by name."""
+                label: str, table: str | None = None) -> list[TableInfo]:
+    """Base tables of ``databases`` (or just ``table``) with their columns in ordinal order,
+    sorted by name."""
     names = list(databases)
     if not names:
         return []
     marks = ", ".join(["%s"] * len(names))
+    only = " AND c.TABLE_NAME = %s" if table is not None else ""
     rows = query(conn, f"""
         SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLLATION_NAME
         FROM information_schema.COLUMNS c
         JOIN information_schema.TABLES t
           ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME
-        WHERE c.TABLE_SCHEMA IN ({marks}) AND t.TABLE_TYPE = 'BASE TABLE'
-        ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION""", names, label=label)
+        WHERE c.TABLE_SCHEMA IN ({marks}) AND t.TABLE_TYPE = 'BASE TABLE'{only}
+        ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION""",
+                 names + ([table] if table is not None else []), label=label)
     columns: dict[tuple[str, str], list[Column]] = {}
-    for schema, table, column, collation in rows:
-        columns.setdefault((schema, table), []).append(Column(column, collation))
+    for schema, name, column, collation in rows:
+        columns.setdefault((schema, name), []).append(Column(column, collation))
     return [TableInfo(s, t, tuple(c)) for (s, t), c in sorted(columns.items())]
 
 

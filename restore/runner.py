@@ -21,9 +21,10 @@ from backupd.model import Manifest
 from backupd.stores import open_stores
 from restore.apply import MysqlClientApplier
 from restore.fetch import PartFetcher
+from restore.markers import LoadMarkers, parse_marker
 from restore.planner import plan_restore
 from restore.target import prepare_target
-from restore.verify import VerificationReport, verify_target
+from restore.verify import TableVerifier, VerificationReport
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +60,42 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
     fetcher.preflight()
     prepare_target(target, target_name, manifest.databases, force=force, label=label)
 
-    started = time.monotonic()
-    applied = 0
-    with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
-                            work_dir=config.settings.work_dir) as applier:
-        try:
-            for part, data in fetcher.verified_parts():
-                try:
-                    for chunk in decode_part(data):
-                        applier.write(chunk)
-                except PartDecodeError as exc:
-                    raise CorruptPart(f"part {part.key} of backup {manifest.id}: {exc}") from None
-                applied += 1
-            applier.finish()
-        except BaseException as exc:
-            applier.abort()
-            if isinstance(exc, (CorruptPart, RestoreFailed)):
-                exc.hint = (f"target {target_name} is partially restored ({applied} of "
-                            f"{len(manifest.parts)} parts applied); fix the cause and rerun with --force")
-            raise
-    apply_seconds = time.monotonic() - started
+    verifier = TableVerifier(target, manifest.reference, label=label)
+    markers = LoadMarkers()
+
+    def on_output(line: bytes) -> None:
+        number = parse_marker(line)
+        if number is not None and number in markers.tables:
+            verifier.table_loaded(*markers.tables[number])
 
     started = time.monotonic()
-    verification = verify_target(target, manifest.reference, manifest.databases, label=label)
+    applied = 0
+    try:
+        with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
+                                work_dir=config.settings.work_dir, on_output=on_output) as applier:
+            try:
+                for part, data in fetcher.verified_parts():
+                    try:
+                        for chunk in decode_part(data):
+                            for piece in markers.feed(chunk):
+                                applier.write(piece)
+                    except PartDecodeError as exc:
+                        raise CorruptPart(f"part {part.key} of backup {manifest.id}: {exc}") from None
+                    applied += 1
+                for piece in markers.flush():
+                    applier.write(piece)
+                applier.finish()
+            except BaseException as exc:
+                applier.abort()
+                if isinstance(exc, (CorruptPart, RestoreFailed)):
+                    exc.hint = (f"target {target_name} is partially restored ({applied} of "
+                                f"{len(manifest.parts)} parts applied); fix the cause and rerun with --force")
+                raise
+        apply_seconds = time.monotonic() - started
+        started = time.monotonic()
+        verification = verifier.finish()
+    finally:
+        verifier.close()
     report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started, verification)
     if not verification.ok:
         error = DataMismatch(f"target {target_name}: restored data differs from backup {manifest.id} "

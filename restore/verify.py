@@ -1,14 +1,19 @@
 """Verification of a restored target against the backup's per-table reference.
 
-The target's tables are measured with the same SQL the source was (``backupd.reference``), in
-a few parallel connections. Every table in the reference must exist with the same row count
-and, in digest mode, the same digest; every view, trigger, routine and event must exist.
+Tables are measured with the same SQL the source was (``backupd.reference``). A table can be
+verified as soon as it is loaded (``TableVerifier.table_loaded``, driven by the load markers),
+so most verification overlaps the rest of the load; ``finish()`` measures whatever was not
+verified yet. Every table in the reference must exist with the same row count and, in digest
+mode, the same digest; every view, trigger, routine and event must exist.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import pymysql
 
 from backupd.config import TargetConfig
 from backupd.model import Reference, TableReference
@@ -45,6 +50,7 @@ class VerificationReport:
     mode: str
     tables: list[TableCheck] = field(default_factory=list)
     missing_objects: list[str] = field(default_factory=list)
+    verified_during_load: int = 0
 
     @property
     def ok(self) -> bool:
@@ -60,31 +66,71 @@ class VerificationReport:
         return sum(t.expected.rows for t in self.tables)
 
 
-def verify_target(target: TargetConfig, reference: Reference, databases: list[str], *,
-                  label: str, connections: int = 2) -> VerificationReport:
-    """Measure the target and compare it with ``reference`` (never raises on a mismatch)."""
-    conn = connect(target, label=label)
-    try:
-        present = {(t.database, t.table): t for t in list_tables(conn, databases, label=label)}
-        objects = {(o.database, o.kind, o.name) for o in list_objects(conn, databases, label=label)}
-    finally:
-        conn.close()
-    report = VerificationReport(mode=reference.mode)
-    report.missing_objects = [f"{o.kind} {o.database}.{o.name}" for o in reference.objects
-                              if (o.database, o.kind, o.name) not in objects]
-    todo = [(ref, present.get((ref.database, ref.table))) for ref in reference.tables]
+class TableVerifier:
+    """Measures target tables in a small pool of connections (one per worker thread)."""
 
-    def measure(batch: list[tuple[TableReference, object]]) -> list[TableCheck]:
-        c = connect(target, label=label, read_timeout=None)
+    def __init__(self, target: TargetConfig, reference: Reference, *, label: str, workers: int = 2):
+        self.target = target
+        self.reference = reference
+        self.label = label
+        self._expected = {(t.database, t.table): t for t in reference.tables}
+        self._futures: dict[tuple[str, str], Future[TableCheck]] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[pymysql.connections.Connection] = []
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify")
+        self._early = 0
+
+    def table_loaded(self, database: str, table: str) -> None:
+        """Schedule the check of a table the loader has finished (ignores unknown tables)."""
+        key = (database, table)
+        with self._lock:
+            if key in self._expected and key not in self._futures:
+                self._futures[key] = self._pool.submit(self._check, key)
+                self._early += 1
+
+    def finish(self) -> VerificationReport:
+        """Check every table not checked yet and every schema object; never raises on a mismatch."""
         try:
-            return [TableCheck(ref, table_reference(c, info, reference.mode, label=label)  # type: ignore[arg-type]
-                               if info is not None else None) for ref, info in batch]
+            with self._lock:
+                for key in self._expected:
+                    if key not in self._futures:
+                        self._futures[key] = self._pool.submit(self._check, key)
+            report = VerificationReport(mode=self.reference.mode, verified_during_load=self._early)
+            report.tables = sorted((f.result() for f in self._futures.values()),
+                                   key=lambda check: check.expected.name)
+            databases = sorted({t.database for t in self.reference.tables} |
+                               {o.database for o in self.reference.objects})
+            present = {(o.database, o.kind, o.name)
+                       for o in list_objects(self._connection(), databases, label=self.label)}
+            report.missing_objects = [f"{o.kind} {o.database}.{o.name}" for o in self.reference.objects
+                                      if (o.database, o.kind, o.name) not in present]
+            return report
         finally:
-            c.close()
+            self.close()
 
-    batches = [todo[i::connections] for i in range(connections) if todo[i::connections]]
-    with ThreadPoolExecutor(max_workers=max(1, len(batches))) as pool:
-        for checks in pool.map(measure, batches):
-            report.tables.extend(checks)
-    report.tables.sort(key=lambda check: check.expected.name)
-    return report
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
+
+    def _connection(self) -> pymysql.connections.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.target, label=self.label, read_timeout=None)
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _check(self, key: tuple[str, str]) -> TableCheck:
+        expected = self._expected[key]
+        conn = self._connection()
+        found = list_tables(conn, [key[0]], label=self.label, table=key[1])
+        actual = table_reference(conn, found[0], self.reference.mode, label=self.label) if found else None
+        return TableCheck(expected, actual)
+
+
+def verify_target(target: TargetConfig, reference: Reference, *, label: str) -> VerificationReport:
+    """Measure every table of the target at once and compare it with ``reference``."""
+    return TableVerifier(target, reference, label=label).finish()

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -108,7 +109,8 @@ class MysqldumpSource:
             snapshot_at = utc_now()
             process = subprocess.Popen(
                 mysqldump_args(self.binary, str(option_path), flavour, version, databases),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=0)
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=0,
+                start_new_session=True)  # its own process group: _reap kills wrappers' children too
             stack.callback(_reap, process)
             stream = DumpStream(self, process, stderr_file, databases, server, coordinates,
                                 snapshot_at, {"mysqldump": f"{flavour} {version}"})
@@ -288,9 +290,12 @@ class _ReferenceScanner:
 
 
 def _reap(process: subprocess.Popen[bytes]) -> None:
-    """Make sure mysqldump is gone (killed if still running) when the source closes."""
-    if process.poll() is None:
-        process.kill()
+    """Make sure mysqldump (and its process group) is gone when the source closes."""
+    if process.returncode is None:  # not reaped yet, so its group id cannot have been reused
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     process.wait()
     if process.stdout:
         process.stdout.close()

@@ -10,46 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.testbed.mariadb import MariaDBServer
+from tests.testbed.config import write_config as testbed_write_config
 
 BIN = Path(sys.executable).parent
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
-def _section(name: str, body: dict[str, Any]) -> str:
-    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None]
-    return "\n".join(lines) + "\n"
-
-
-def endpoint(server: MariaDBServer, **extra: Any) -> dict[str, Any]:
-    return {"socket": str(server.socket), "user": "root", **extra}
-
-
-def write_config(path: Path, *, shards: dict[str, MariaDBServer | dict[str, Any]],
-                 targets: dict[str, MariaDBServer | dict[str, Any]] | None = None,
-                 store_dir: Path | None = None, stores: dict[str, dict[str, Any]] | None = None,
-                 settings: dict[str, Any] | None = None) -> Path:
-    """Write a backupd config for test-bed servers; returns ``path``."""
-    stores = stores or {"local": {"type": "local", "path": str(store_dir or path.parent / "store")}}
-    text = _section("backupd", {"part_size": "64KiB", **(settings or {})})
-    for name, body in stores.items():
-        text += _section(f"stores.{name}", body)
-    for sid, shard in shards.items():
-        text += _section(f"shards.{sid}", endpoint(shard) if isinstance(shard, MariaDBServer) else shard)
-    for name, target in (targets or {}).items():
-        body = endpoint(target, read_from=list(stores)) if isinstance(target, MariaDBServer) else target
-        text += _section(f"targets.{name}", body)
-    path.write_text(text)
-    return path
+def write_config(path: Path, **kwargs: Any) -> Path:
+    """``tests.testbed.config.write_config`` with tests' default of 64 KiB parts (many parts)."""
+    settings = {"part_size": "64KiB", **kwargs.pop("settings", {})}
+    return testbed_write_config(path, settings=settings, **kwargs)
 
 
 @dataclass

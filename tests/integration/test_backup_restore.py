@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.integration.support import backup, listing, run, store_files, write_config
+from tests.integration.support import BIN, backup, listing, run, store_files, write_config
 from tests.testbed import seed_edge_cases, seed_shard, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -64,6 +66,7 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     report = json.loads(result.stdout)
     assert report["verified"] is True and report["backup"] == backup_id
     assert report["tables"] == len(tables)
+    assert report["tables_verified_during_load"] > 0  # verification overlapped the load
 
     # an independent oracle agrees: every row of every table is identical
     assert fingerprints(target) == fingerprints(source)
@@ -122,6 +125,25 @@ def test_failing_mysqldump_leaves_no_manifest_and_no_parts(tmp_path, source):
     assert "Lost connection to server" in result.stderr
     assert store_files(tmp_path / "store") == []
     assert listing(config) == []
+
+
+def test_sigterm_mid_backup_leaves_nothing_behind(tmp_path, source):
+    # A slow mysqldump (throttled through a pipe) gives time to send SIGTERM mid-stream.
+    wrapper = tmp_path / "slow-mysqldump"
+    wrapper.write_text("#!/bin/sh\nmysqldump \"$@\" | (head -c 2000000; sleep 20; cat)\n")
+    wrapper.chmod(0o755)
+    config = write_config(tmp_path / "c.toml", shards={"3": source},
+                          settings={"mysqldump": str(wrapper), "compression_threads": 0})
+    proc = subprocess.Popen([str(BIN / "backupd"), "--config", str(config), "backup", "--shard", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "store").rglob("part-*.zst")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((tmp_path / "store").rglob("part-*.zst")), "parts should be uploading by now"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert store_files(tmp_path / "store") == []
 
 
 def test_truncated_dump_is_refused_even_with_exit_zero(tmp_path, source):
@@ -187,13 +209,19 @@ def test_corrupted_part_exits_3_and_nothing_after_it_is_applied(config, source, 
     assert present <= created_before
 
 
-def test_missing_part_is_found_before_touching_the_target(config, source, target, tmp_path):
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_missing_or_truncated_part_is_found_before_touching_the_target(config, source, target, tmp_path, damage):
     backup_id = backup(config, "3")
     manifest = json.loads((tmp_path / "store" / "3" / backup_id / "manifest.json").read_text())
-    (tmp_path / "store" / manifest["parts"][-1]["key"]).unlink()
+    last = tmp_path / "store" / manifest["parts"][-1]["key"]
+    if damage == "missing":
+        last.unlink()
+    else:
+        last.write_bytes(last.read_bytes()[:-100])
     result = run("restore", "--config", str(config), "--shard", "3", "--target", "dr")
     assert result.code == 3
     assert manifest["parts"][-1]["key"] in result.stderr
+    assert ("size" in result.stderr) == (damage == "truncated")
     assert target.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME IN ('app','edge')")[0][0] == 0
 
 

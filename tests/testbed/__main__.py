@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.testbed.config import write_config
 from tests.testbed.data import DEFAULT_BUCKETS, SeedStats, seed_edge_cases, seed_shard
 from tests.testbed.mariadb import MariaDBServer, template_datadir
 
@@ -122,6 +123,9 @@ def cmd_start(args: argparse.Namespace) -> int:
                     "seconds": round(st.seconds, 3)}
              for name, st in zip(shards, stats, strict=True)}
     write_state(root, _state(root, cache, servers, shards, targets, args, "ready", seeds))
+    config = write_config(root / "backupd.toml", store_dir=root / "store",
+                          shards={str(i + 1): s for i, s in enumerate(servers[:len(shards)])},
+                          targets={s.name: s for s in servers[len(shards):]})
     t_done = time.monotonic()
     for server in servers:
         seed = seeds.get(server.name)
@@ -130,7 +134,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"{server.name:<12} port {server.port:<5} pid {server.pid:<7} "
               f"socket {server.socket}{extra}")
     print(f"started {len(servers)} servers in {t_started - t0:.2f}s, seeded in "
-          f"{t_done - t_started:.2f}s; state: {root / STATE_FILE}")
+          f"{t_done - t_started:.2f}s; state: {root / STATE_FILE}; backupd config: {config}")
     return 0
 
 

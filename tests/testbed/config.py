@@ -1,0 +1,51 @@
+"""backupd configuration files for test-bed servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.testbed.mariadb import MariaDBServer
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _section(name: str, body: dict[str, Any]) -> str:
+    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def endpoint(server: MariaDBServer, **extra: Any) -> dict[str, Any]:
+    """A ``[shards.*]``/``[targets.*]`` body reaching ``server`` over its socket as root."""
+    return {"socket": str(server.socket), "user": "root", **extra}
+
+
+def write_config(path: Path, *, shards: dict[str, MariaDBServer | dict[str, Any]],
+                 targets: dict[str, MariaDBServer | dict[str, Any]] | None = None,
+                 store_dir: Path | None = None, stores: dict[str, dict[str, Any]] | None = None,
+                 settings: dict[str, Any] | None = None) -> Path:
+    """Write a backupd config for test-bed servers (a server or a ready body per entry).
+
+    Default store: one local store at ``store_dir`` (default ``<path's folder>/store``); targets
+    given as servers read from every store. Returns ``path``.
+    """
+    stores = stores or {"local": {"type": "local", "path": str(store_dir or path.parent / "store")}}
+    text = _section("backupd", settings or {})
+    for name, body in stores.items():
+        text += _section(f"stores.{name}", body)
+    for sid, shard in shards.items():
+        text += _section(f"shards.{sid}", endpoint(shard) if isinstance(shard, MariaDBServer) else shard)
+    for name, target in (targets or {}).items():
+        body = endpoint(target, read_from=list(stores)) if isinstance(target, MariaDBServer) else target
+        text += _section(f"targets.{name}", body)
+    path.write_text(text)
+    return path
