@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from backupd.errors import BackupFailed, CatalogError, NoBackupFound, ObjectNotFound, StoreError
+from backupd.errors import BackupFailed, CatalogError, StoreError
 from backupd.layout import manifest_key, parse_key, shard_prefix
 from backupd.model import Manifest
 from backupd.stores.base import Payload, Store
@@ -74,13 +74,6 @@ class Catalog:
             raise CatalogError(f"manifest {store.name}:{key} describes {manifest.shard}/{manifest.id}")
         return manifest
 
-    def find(self, shard: str, backup_id: str) -> CatalogEntry:
-        """The backup ``backup_id`` of ``shard``, or NoBackupFound."""
-        for entry in self.entries(shard):
-            if entry.manifest.id == backup_id:
-                return entry
-        raise NoBackupFound(f"shard {shard}: no committed backup with id {backup_id}")
-
 
 def commit_manifest(manifest: Manifest, stores: list[Store]) -> list[Store]:
     """Write the manifest to each store (the commit point); return the stores that took it.
@@ -102,12 +95,3 @@ def commit_manifest(manifest: Manifest, stores: list[Store]) -> list[Store]:
                            f"committed to any store: {'; '.join(errors)}")
     return committed
 
-
-def delete_backup(store: Store, manifest: Manifest) -> None:
-    """Delete a backup from one store in safe order: manifest first, then its parts."""
-    store.delete(manifest_key(manifest.shard, manifest.id))
-    for part in manifest.parts:
-        try:
-            store.delete(part.key)
-        except ObjectNotFound:
-            pass

@@ -78,10 +78,3 @@ def parse_key(key: str) -> ParsedKey | None:
         return ParsedKey(shard, backup_id, "annotation", rest[1][:-5])
     return None
 
-
-def backup_started_at(backup_id: str) -> datetime:
-    """The time encoded in a backup id."""
-    match = _BACKUP_ID.match(backup_id)
-    if not match:
-        raise ValueError(f"{backup_id!r} is not a backup id")
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)

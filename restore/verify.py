@@ -130,7 +130,3 @@ class TableVerifier:
         actual = table_reference(conn, found[0], self.reference.mode, label=self.label) if found else None
         return TableCheck(expected, actual)
 
-
-def verify_target(target: TargetConfig, reference: Reference, *, label: str) -> VerificationReport:
-    """Measure every table of the target at once and compare it with ``reference``."""
-    return TableVerifier(target, reference, label=label).finish()

@@ -15,14 +15,14 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def testbed(*args: str) -> subprocess.CompletedProcess[str]:
+def run_testbed(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tests.testbed", *args], cwd=REPO, text=True,
                           capture_output=True, timeout=300)
 
 
 def test_testbed_cli_starts_a_fleet_and_writes_a_working_config(tmp_path):
     root = tmp_path / "fleet"
-    started = testbed("start", "--root", str(root), "--shards", "2", "--targets", "us-west",
+    started = run_testbed("start", "--root", str(root), "--shards", "2", "--targets", "us-west",
                       "--mib-per-shard", "1", "--buckets", "16")
     try:
         assert started.returncode == 0, started.stderr
@@ -34,9 +34,9 @@ def test_testbed_cli_starts_a_fleet_and_writes_a_working_config(tmp_path):
         report = json.loads(result.stdout)
         assert report["verified"] and report["tables"] == 8  # 16 buckets over 2 shards
     finally:
-        stopped = testbed("stop", "--root", str(root), "--destroy")
+        stopped = run_testbed("stop", "--root", str(root), "--destroy")
     assert stopped.returncode == 0, stopped.stderr
-    status = testbed("status", "--root", str(root))
+    status = run_testbed("status", "--root", str(root))
     assert status.returncode == 1
 
 
