@@ -8,6 +8,7 @@ e.g. ``config/backupd.toml: shards.7.port: expected an integer, got 'abc'``.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import tomllib
@@ -82,16 +83,94 @@ class TargetConfig(EndpointConfig):
     write_binlog: bool = False
 
 
-class LocalStoreConfig(_Section):
+class _StoreSection(_Section):
+    """Keys every store type accepts."""
+
+    prefix: str = ""
+    retry_budget: Duration = 120.0  # total time one operation may spend retrying transient errors
+    connections: int = Field(default=4, ge=1, le=64)
+
+
+class LocalStoreConfig(_StoreSection):
     """A store on a local (or mounted) filesystem."""
 
     type: Literal["local"]
     path: str
-    prefix: str = ""
 
 
-StoreConfig = LocalStoreConfig
-STORE_TYPES: dict[str, type[_Section]] = {"local": LocalStoreConfig}
+class S3StoreConfig(_StoreSection):
+    """Amazon S3 or any S3-compatible server (boto3)."""
+
+    type: Literal["s3"]
+    bucket: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    access_key_env: str | None = None
+    secret_key_env: str | None = None
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    checksum_mode: Literal["when_supported", "when_required"] = "when_supported"
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 60.0
+    _access_key: Secret | None = PrivateAttr(default=None)
+    _secret_key: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def credentials(self) -> tuple[Secret, Secret] | None:
+        """Explicit keys, or None to use boto3's standard credential chain."""
+        if self._access_key is None or self._secret_key is None:
+            return None
+        return self._access_key, self._secret_key
+
+
+class CloudFilesStoreConfig(_StoreSection):
+    """Rackspace Cloud Files (libcloud CLOUDFILES driver, Rackspace identity v2.0)."""
+
+    type: Literal["cloudfiles"]
+    username: str | None = None
+    api_key_env: str | None = None
+    credentials_file: str | None = None
+    region: Literal["DFW", "ORD", "IAD", "LON", "SYD", "HKG"]
+    container: str
+    auth_url: str | None = None
+    timeout: Duration = 60.0
+    _username: str | None = PrivateAttr(default=None)
+    _api_key: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def credentials(self) -> tuple[str, Secret]:
+        assert self._username is not None and self._api_key is not None
+        return self._username, self._api_key
+
+
+class SwiftStoreConfig(_StoreSection):
+    """Generic OpenStack Swift (libcloud OPENSTACK_SWIFT driver), tempauth or Keystone."""
+
+    type: Literal["swift"]
+    auth_url: str
+    auth_version: Literal["1.0", "2.0", "2.0_password", "3.x_password"] = "1.0"
+    user: str
+    key_env: str
+    container: str
+    storage_url: str | None = None
+    region: str | None = None
+    tenant_name: str | None = None
+    domain_name: str = "Default"
+    timeout: Duration = 60.0
+    _key: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def key(self) -> Secret:
+        assert self._key is not None
+        return self._key
+
+
+StoreConfig = LocalStoreConfig | S3StoreConfig | CloudFilesStoreConfig | SwiftStoreConfig
+STORE_TYPES: dict[str, type[_Section]] = {
+    "local": LocalStoreConfig, "s3": S3StoreConfig, "cloudfiles": CloudFilesStoreConfig,
+    "swift": SwiftStoreConfig,
+}
 
 
 class Settings(_Section):
@@ -234,9 +313,55 @@ class _Loader:
         if kind not in STORE_TYPES:
             raise self.fail(f"stores.{name}.type",
                             f"unknown store type {kind!r} (expected one of {', '.join(STORE_TYPES)})")
-        store = self.model(STORE_TYPES[kind], body, f"stores.{name}")
+        key = f"stores.{name}"
+        store = self.model(STORE_TYPES[kind], body, key)
         if isinstance(store, LocalStoreConfig):
             store = store.model_copy(update={"path": self.absolute(store.path)})
+        elif isinstance(store, S3StoreConfig):
+            if bool(store.access_key_env) != bool(store.secret_key_env):
+                raise self.fail(f"{key}.secret_key_env" if store.access_key_env else f"{key}.access_key_env",
+                                "give both access_key_env and secret_key_env, or neither (boto3's chain)")
+            if store.access_key_env and store.secret_key_env:
+                store._access_key = self.env_secret(f"{key}.access_key_env", store.access_key_env)
+                store._secret_key = self.env_secret(f"{key}.secret_key_env", store.secret_key_env)
+        elif isinstance(store, CloudFilesStoreConfig):
+            store = self.cloudfiles_credentials(key, store)
+        elif isinstance(store, SwiftStoreConfig):
+            store._key = self.env_secret(f"{key}.key_env", store.key_env)
+        return store
+
+    def env_secret(self, key: str, variable: str) -> Secret:
+        value = os.environ.get(variable)
+        if value is None:
+            raise self.fail(key, f"environment variable {variable} is not set")
+        return Secret(value)
+
+    def cloudfiles_credentials(self, key: str, store: CloudFilesStoreConfig) -> CloudFilesStoreConfig:
+        """Username and API key from the keys, or a pyrax-style ``[rackspace_cloud]`` file."""
+        if store.credentials_file:
+            if store.api_key_env:
+                raise self.fail(f"{key}.api_key_env", "give api_key_env or credentials_file, not both")
+            store = store.model_copy(update={"credentials_file": self.absolute(store.credentials_file)})
+            parser = configparser.ConfigParser()
+            try:
+                with open(store.credentials_file, encoding="utf-8") as handle:
+                    parser.read_file(handle)
+            except (OSError, configparser.Error) as exc:
+                raise self.fail(f"{key}.credentials_file",
+                                f"cannot read {store.credentials_file}: {getattr(exc, 'strerror', None) or exc}") from None
+            section = parser["rackspace_cloud"] if parser.has_section("rackspace_cloud") else None
+            if section is None or not section.get("api_key") or not (section.get("username") or store.username):
+                raise self.fail(f"{key}.credentials_file",
+                                f"{store.credentials_file} needs a [rackspace_cloud] section with username and api_key")
+            store._username = store.username or section.get("username")
+            store._api_key = Secret(section["api_key"])
+            return store
+        if not store.username:
+            raise self.fail(f"{key}.username", "missing required key (or give credentials_file)")
+        if not store.api_key_env:
+            raise self.fail(f"{key}.api_key_env", "missing required key (or give credentials_file)")
+        store._username = store.username
+        store._api_key = self.env_secret(f"{key}.api_key_env", store.api_key_env)
         return store
 
     def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
@@ -250,11 +375,7 @@ class _Loader:
 
     def password(self, key: str, endpoint: EndpointConfig) -> Secret | None:
         if endpoint.password_env:
-            value = os.environ.get(endpoint.password_env)
-            if value is None:
-                raise self.fail(f"{key}.password_env",
-                                f"environment variable {endpoint.password_env} is not set")
-            return Secret(value)
+            return self.env_secret(f"{key}.password_env", endpoint.password_env)
         if endpoint.password_file:
             file = Path(self.absolute(endpoint.password_file))
             try:
