@@ -79,6 +79,26 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
     return 0
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", help="Only this shard.")
+@click.pass_context
+def sync(ctx: click.Context, shard_id: str | None) -> int:
+    """Copy every part and manifest a store lacks from a store that has it (sha256 verified)."""
+    from backupd.sync import sync_stores
+
+    config = _config(ctx)
+    if shard_id is not None and shard_id not in config.shards:
+        config.shard(shard_id)
+    report = sync_stores(config, shard_id)
+    click.echo(f"sync: {report.backups} backups checked, {report.parts_copied} parts "
+               f"({format_size(report.bytes_copied)}) and {report.manifests_copied} manifests copied")
+    for problem in report.problems:
+        click.echo(f"backupd: error: {problem}", err=True)
+    if report.corrupt:
+        return 3
+    return 1 if report.problems else 0
+
+
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -20,7 +20,7 @@ from backupd.errors import CorruptPart, DataMismatch, RestoreFailed
 from backupd.model import Manifest
 from backupd.stores import open_stores
 from restore.apply import MysqlClientApplier
-from restore.fetch import PartFetcher
+from backupd.fetch import PartFetcher
 from restore.markers import LoadMarkers, parse_marker
 from restore.planner import plan_restore
 from restore.target import prepare_target

@@ -1,4 +1,4 @@
-"""Fetching parts for a restore: every byte verified before anyone may use it.
+"""Fetching parts (for restores and sync): every byte verified before anyone may use it.
 
 For each part, the stores are tried in the target's ``read_from`` order; a part that is missing,
 unreadable, of the wrong size or whose sha256 differs in one store is fetched from the next

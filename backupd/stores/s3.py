@@ -1,0 +1,169 @@
+"""A store on Amazon S3 or any S3-compatible server, through boto3.
+
+Every part is one ``PutObject`` of at most ``part_size`` (no multipart upload state that could
+leak). boto3's own retries are off: the retry wrapper (``backupd.stores.retry``) retries
+transient errors with a time budget, so every attempt is visible and rewinds the payload.
+``checksum_mode = "when_required"`` is for S3-compatible servers that reject boto3's newer
+default checksums; a Content-MD5 header is then sent instead so the server still checks the
+bytes it received.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any, BinaryIO, Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from backupd.config import S3StoreConfig
+from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
+from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
+                    "RequestLimitExceeded", "TooManyRequests", "429"}
+_TRANSIENT_EXCEPTIONS = (
+    botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError,
+    botocore.exceptions.ConnectionError,
+)
+
+
+class S3Store(Store):
+    def __init__(self, name: str, config: S3StoreConfig):
+        self.name = name
+        self.config = config
+        self.bucket = config.bucket
+        self.prefix = config.prefix.strip("/")
+        self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3)
+        client_config = botocore.config.Config(
+            region_name=config.region, signature_version="s3v4",
+            s3={"addressing_style": config.addressing_style},
+            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+            retries={"max_attempts": 1, "mode": "standard"},
+            max_pool_connections=max(10, config.connections * 2),
+            request_checksum_calculation=config.checksum_mode,
+            response_checksum_validation=config.checksum_mode,
+        )
+        keys: dict[str, Any] = {}
+        if config.credentials:
+            access, secret = config.credentials
+            keys = {"aws_access_key_id": access.reveal(), "aws_secret_access_key": secret.reveal()}
+        self.client = boto3.session.Session().client("s3", endpoint_url=config.endpoint_url,
+                                                     config=client_config, **keys)
+        self._extra: dict[str, str] = {}
+        if config.server_side_encryption:
+            self._extra["ServerSideEncryption"] = config.server_side_encryption
+            if config.sse_kms_key_id:
+                self._extra["SSEKMSKeyId"] = config.sse_kms_key_id
+
+    def describe(self) -> str:
+        where = self.config.endpoint_url or f"AWS {self.config.region}"
+        return f"{self.name} (s3://{self.bucket}/{self.prefix} at {where})"
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/") or "//" in key or any(p in (".", "..") for p in key.split("/")):
+            raise PermanentStoreError(f"store {self.name}: invalid object key {key!r}", store=self.name, key=key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, action: str, key: str | None) -> StoreError:
+        where = f"s3://{self.bucket}/{self._key(key) if key else self.prefix}"
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            message = exc.response.get("Error", {}).get("Message", "") or code
+            text = f"store {self.name}: cannot {action} {where}: {code or status} {message}".rstrip()
+            if code in _NOT_FOUND or (status == 404 and code != "NoSuchBucket"):
+                return ObjectNotFound(f"store {self.name}: object {key} not found", store=self.name, key=key)
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                return TransientStoreError(text, store=self.name, key=key)
+            return PermanentStoreError(text, store=self.name, key=key)
+        text = f"store {self.name}: cannot {action} {where}: {exc}"
+        if isinstance(exc, _TRANSIENT_EXCEPTIONS):
+            return TransientStoreError(text, store=self.name, key=key)
+        return PermanentStoreError(text, store=self.name, key=key)
+
+    def put(self, key: str, payload: Payload) -> None:
+        extra = dict(self._extra)
+        if self.config.checksum_mode == "when_required":
+            md5 = hashlib.md5(usedforsecurity=False)
+            for chunk in payload:
+                md5.update(chunk)
+            extra["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=payload.reader(),
+                                   ContentLength=payload.size, **extra)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "write", key) from None
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "read", key) from None
+        return _Body(self, key, response["Body"])  # type: ignore[return-value]
+
+    def get(self, key: str) -> bytes:
+        with self.open(key) as stream:
+            return stream.read()
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, "stat", key) from None
+        return ObjectInfo(key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"') or None)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]), str(item.get("ETag", "")).strip('"') or None)
+        except Exception as exc:
+            raise self._error(exc, "list", prefix) from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except StoreError:
+            raise
+        except Exception as exc:
+            error = self._error(exc, "delete", key)
+            if not isinstance(error, ObjectNotFound):
+                raise error from None
+
+
+class _Body:
+    """A StreamingBody whose read errors become store errors (and that is a context manager)."""
+
+    def __init__(self, store: S3Store, key: str, body: Any):
+        self._store, self._key, self._body = store, key, body
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as exc:
+            raise self._store._error(exc, "read", self._key) from None
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "_Body":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
