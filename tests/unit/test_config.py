@@ -138,6 +138,72 @@ def test_shipped_configs_are_valid(tmp_path, monkeypatch):
     example = (repo / "config" / "example.toml").read_text()
     (tmp_path / "pw").write_text("z\n")
     copy = tmp_path / "example.toml"
-    copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw")))
+    (tmp_path / "rackspace.ini").write_text("[rackspace_cloud]\nusername = acme\napi_key = k3y\n")
+    copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw"))
+                    .replace("/etc/backupd/rackspace.ini", str(tmp_path / "rackspace.ini")))
     config = load_config(copy)
-    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-west"}
+    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-east", "rackspace-dfw"}
+    assert config.stores["rackspace-dfw"].credentials[0] == "acme"
+    assert config.shard_stores("1") == ["s3-east", "rackspace-dfw"]
+
+
+STORES = """
+[stores.s3]
+type = "s3"
+bucket = "b"
+endpoint_url = "http://127.0.0.1:9000"
+access_key_env = "TEST_S3_KEY"
+secret_key_env = "TEST_S3_SECRET"
+checksum_mode = "when_required"
+
+[stores.dfw]
+type = "cloudfiles"
+region = "DFW"
+container = "backups"
+credentials_file = "rax.ini"
+
+[stores.lab]
+type = "swift"
+auth_url = "http://127.0.0.1:8080/auth/v1.0"
+user = "test:tester"
+key_env = "TEST_SWIFT_KEY"
+container = "backups"
+"""
+
+
+@pytest.fixture
+def cloud_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_S3_KEY", "AK")
+    monkeypatch.setenv("TEST_S3_SECRET", "SK")
+    monkeypatch.setenv("TEST_SWIFT_KEY", "testing")
+    (tmp_path / "rax.ini").write_text("[rackspace_cloud]\nusername = rackuser\napi_key = rack-key\n")
+
+
+def test_cloud_stores_resolve_credentials(write, cloud_env):
+    config = load_config(write(STORES))
+    access, secret = config.stores["s3"].credentials
+    assert (access.reveal(), secret.reveal()) == ("AK", "SK")
+    user, key = config.stores["dfw"].credentials
+    assert (user, key.reveal()) == ("rackuser", "rack-key")
+    assert config.stores["lab"].key.reveal() == "testing"
+    assert "rack-key" not in repr(config.stores["dfw"]) and "SK" not in repr(config.stores["s3"])
+
+
+@pytest.mark.parametrize("edit,key,problem", [
+    (lambda t: t.replace('secret_key_env = "TEST_S3_SECRET"\n', ''), "stores.s3.secret_key_env", "both"),
+    (lambda t: t.replace('TEST_SWIFT_KEY', 'UNSET_SWIFT_KEY_X'), "stores.lab.key_env", "is not set"),
+    (lambda t: t.replace('rax.ini', 'nope.ini'), "stores.dfw.credentials_file", "cannot read"),
+    (lambda t: t.replace('region = "DFW"', 'region = "MARS"'), "stores.dfw.region", "dfw"),
+    (lambda t: t.replace('credentials_file = "rax.ini"', 'username = "u"'), "stores.dfw.api_key_env", "missing"),
+    (lambda t: t.replace('checksum_mode = "when_required"', 'checksum_mode = "sometimes"'),
+     "stores.s3.checksum_mode", "when_required"),
+    (lambda t: t.replace('bucket = "b"\n', ''), "stores.s3.bucket", "missing required key"),
+])
+def test_cloud_store_errors(write, cloud_env, edit, key, problem):
+    message = _error(write, edit(STORES))
+    assert f": {key}: " in message and problem.lower() in message.lower()
+
+
+def test_credentials_file_without_section(write, cloud_env, tmp_path):
+    (tmp_path / "rax.ini").write_text("[other]\nx = 1\n")
+    assert "needs a [rackspace_cloud] section" in _error(write, STORES)
