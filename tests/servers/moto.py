@@ -1,0 +1,151 @@
+"""moto's S3 (any AWS service, in fact) as a real HTTP server on loopback.
+
+``moto_server -H 127.0.0.1 -p PORT`` from the project venv (``moto[server]``) runs as a child
+process in its own session, under the lifeline leash of :mod:`tests.servers._process`.
+Credentials: any; use access key ``testing``, secret ``testing``, region ``us-east-1``.
+
+moto keeps everything in memory: :meth:`MotoServer.kill` / :meth:`MotoServer.restart` lose all
+buckets (the port stays the same), :meth:`MotoServer.reset` clears state without a restart.
+Keep payloads small: a 1 GiB upload costs GiBs of RSS. moto accepts wrong Content-MD5/CRC32,
+so never test corruption detection against it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import sys
+import time
+from pathlib import Path
+
+from tests.servers._process import BIND_ERROR_MARKERS, ServerProcess, find_free_port, tail
+
+__all__ = ["MotoServer", "MOTO_SERVER"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MOTO_SERVER = next((p for p in (Path(sys.executable).with_name("moto_server"),
+                                REPO_ROOT / ".venv" / "bin" / "moto_server") if p.exists()),
+                   REPO_ROOT / ".venv" / "bin" / "moto_server")
+_START_ATTEMPTS = 3
+
+
+class MotoServer:
+    """One ``moto_server`` process; log in ``root/moto.log``."""
+
+    access_key = "testing"
+    secret_key = "testing"
+    region = "us-east-1"
+
+    def __init__(self, root: Path, *, port: int | None = None,
+                 moto_server: Path = MOTO_SERVER) -> None:
+        self.root = Path(root).absolute()
+        self.port = port
+        self.moto_server = Path(moto_server)
+        self._proc: ServerProcess | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("MotoServer has no port yet: call start() first")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "moto.log"
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until it answers HTTP. A port given to the constructor (or kept from
+        an earlier start) is reused; otherwise a free one is picked, and picked again if it
+        was taken meanwhile."""
+        if self.running():
+            raise RuntimeError(f"moto_server already running on port {self.port}")
+        if not self.moto_server.exists():
+            raise FileNotFoundError(f"{self.moto_server} missing: pip install 'moto[server]'")
+        fixed_port = self.port is not None
+        for attempt in range(_START_ATTEMPTS):
+            if self.port is None or (attempt and not fixed_port):
+                self.port = find_free_port()
+            argv = [str(self.moto_server), "-H", "127.0.0.1", "-p", str(self.port)]
+            self._proc = ServerProcess("moto", argv, self.log_path)
+            offset = self._proc.log_offset()
+            self._proc.start()
+            try:
+                self._wait_ready(time.monotonic() + timeout, offset)
+                return
+            except _PortTaken:
+                self.kill()
+                if fixed_port:
+                    raise RuntimeError(f"port {self.port} is taken:\n{tail(self.log_path)}")
+            except BaseException:
+                self.kill()
+                raise
+        raise RuntimeError("moto_server: ports kept being taken; gave up")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` s. Idempotent."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+            self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL (all data is lost). Idempotent."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Kill (if running) and start again on the same port, empty."""
+        self.kill()
+        self.start(timeout)
+
+    def reset(self) -> None:
+        """Drop all state (``POST /moto-api/reset``)."""
+        status = _request("POST", self.endpoint_url, "/moto-api/reset")
+        if status != 200:
+            raise RuntimeError(f"moto reset answered {status}")
+
+    def __enter__(self) -> MotoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _wait_ready(self, deadline: float, offset: int) -> None:
+        assert self._proc is not None
+        while True:
+            code = self._proc.exit_code()
+            if code is not None:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    fresh = f.read().decode(errors="replace")
+                if any(marker in fresh for marker in BIND_ERROR_MARKERS):
+                    raise _PortTaken()
+                raise RuntimeError(f"moto_server exited with code {code} during start:\n"
+                                   f"{tail(self.log_path)}")
+            try:
+                if _request("GET", self.endpoint_url, "/moto-api/") == 200:
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server not ready in time:\n{tail(self.log_path)}")
+            time.sleep(0.05)
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _request(method: str, base_url: str, path: str) -> int:
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
