@@ -17,6 +17,7 @@ Contract, for every implementation:
 
 from __future__ import annotations
 
+import bisect
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -61,27 +62,44 @@ class Payload:
 
 
 class _ChunkReader(io.RawIOBase):
-    """A raw reader over a list of byte chunks."""
+    """A seekable raw reader over a list of byte chunks (SDKs rewind bodies to retry or hash)."""
 
     def __init__(self, chunks: Iterable[bytes]):
-        self._chunks = [memoryview(c) for c in chunks]
-        self._index = 0
-        self._offset = 0
+        self._chunks = [memoryview(c) for c in chunks if len(c)]
+        self._starts = []
+        total = 0
+        for chunk in self._chunks:
+            self._starts.append(total)
+            total += len(chunk)
+        self._size = total
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while self._index < len(self._chunks):
-            chunk = self._chunks[self._index]
-            if self._offset < len(chunk):
-                n = min(len(buffer), len(chunk) - self._offset)
-                buffer[:n] = chunk[self._offset:self._offset + n]
-                self._offset += n
-                return n
-            self._index += 1
-            self._offset = 0
-        return 0
+        if self._pos >= self._size:
+            return 0
+        index = bisect.bisect_right(self._starts, self._pos) - 1
+        chunk = self._chunks[index]
+        offset = self._pos - self._starts[index]
+        n = min(len(buffer), len(chunk) - offset)
+        buffer[:n] = chunk[offset:offset + n]
+        self._pos += n
+        return n
 
 
 class Store(ABC):

@@ -8,7 +8,8 @@ Lifeline: every child gets the read end of a pipe whose only write end stays in 
 process. When the test process dies without cleaning up (SIGKILL, crash), the child reads EOF
 and shuts itself down, so no server outlives its test session. Servers we cannot teach that
 (memcached, moto_server) run under a *leash*: this file run as a script, stdlib only, which
-starts the real command as its child, terminates it on lifeline EOF and forwards SIGTERM/SIGINT.
+starts the real command as its child, ends it on lifeline EOF or SIGTERM/SIGINT (with SIGTERM,
+or a signal of the caller's choice for servers that are slow to stop) and reaps it.
 Our Swift launcher watches the lifeline itself (``lifeline="self"``).
 
 This module imports only the standard library: it is also run by other interpreters.
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 
-__all__ = ["LIFELINE_ENV", "ServerProcess", "find_free_port", "stop_all", "tail"]
+__all__ = ["LIFELINE_ENV", "ServerProcess", "find_free_port", "group_members", "stop_all", "tail"]
 
 #: Environment variable naming the lifeline's read fd inside the child.
 LIFELINE_ENV = "BACKUPD_TESTSERVER_LIFELINE_FD"
@@ -61,12 +62,15 @@ class ServerProcess:
 
     ``lifeline``: ``"leash"`` wraps the command in this file's leash (any command);
     ``"self"`` passes the lifeline fd to the command itself via ``LIFELINE_ENV`` (it must exit
-    when reading the fd returns EOF). :meth:`stop` and :meth:`kill` are idempotent; after them
-    no process of the group is left.
+    when reading the fd returns EOF). ``leash_signal``: what the leash sends its child to stop
+    it (SIGKILL suits servers without state worth a graceful stop, e.g. memcached, which
+    otherwise takes up to 1 s). :meth:`stop` and :meth:`kill` are idempotent; after them no
+    process of the group is left.
     """
 
     def __init__(self, name: str, argv: Sequence[str], log: Path, *,
-                 lifeline: str = "leash", env: Mapping[str, str] | None = None) -> None:
+                 lifeline: str = "leash", env: Mapping[str, str] | None = None,
+                 leash_signal: int = signal.SIGTERM) -> None:
         if lifeline not in ("leash", "self"):
             raise ValueError(f"lifeline must be 'leash' or 'self', not {lifeline!r}")
         self.name = name
@@ -74,6 +78,7 @@ class ServerProcess:
         self.log = Path(log)
         self.lifeline = lifeline
         self.env = dict(env) if env is not None else None
+        self.leash_signal = int(leash_signal)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lifeline_w: int | None = None
 
@@ -102,6 +107,23 @@ class ServerProcess:
             return None
         return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
+    def pids(self) -> list[int]:
+        """Live members of the process group (the leader, and the server under a leash)."""
+        return group_members(self._proc.pid) if self._proc is not None else []
+
+    def owns_port(self, port: int) -> bool:
+        """True if a process of our group holds the socket listening on ``port``: tells our
+        server from another one that took the port first and answers there."""
+        targets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+        for pid in self.pids() if targets else ():
+            try:
+                with os.scandir(f"/proc/{pid}/fd") as fds:
+                    if any(_readlink(fd.path) in targets for fd in fds):
+                        return True
+            except OSError:
+                continue
+        return False
+
     def log_offset(self) -> int:
         return self.log.stat().st_size if self.log.exists() else 0
 
@@ -114,7 +136,8 @@ class ServerProcess:
         env[LIFELINE_ENV] = str(read_fd)
         argv = self.argv
         if self.lifeline == "leash":
-            argv = [sys.executable, os.path.abspath(__file__), "--", *argv]
+            argv = [sys.executable, os.path.abspath(__file__), str(self.leash_signal), "--",
+                    *argv]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(self.log, "ab") as out:
@@ -131,7 +154,7 @@ class ServerProcess:
             os.close(read_fd)
         self._lifeline_w = write_fd
 
-    def signal(self, signum: int) -> None:
+    def send_signal(self, signum: int) -> None:
         """Send ``signum`` to the whole process group (no-op if it is gone)."""
         if self._proc is not None:
             with suppress(ProcessLookupError, PermissionError):
@@ -143,7 +166,7 @@ class ServerProcess:
             return
         self._cut_lifeline()
         if self._proc.returncode is None:
-            self.signal(signal.SIGTERM)
+            self.send_signal(signal.SIGTERM)
         self._finish(timeout)
 
     def kill(self) -> None:
@@ -151,7 +174,7 @@ class ServerProcess:
         if self._proc is None:
             return
         self._cut_lifeline()
-        self.signal(signal.SIGKILL)
+        self.send_signal(signal.SIGKILL)
         self._finish(10.0)
 
     def _cut_lifeline(self) -> None:
@@ -169,11 +192,49 @@ class ServerProcess:
         proc = self._proc
         assert proc is not None
         if proc.returncode is None and not _wait_exited(proc.pid, timeout):
-            self.signal(signal.SIGKILL)
+            self.send_signal(signal.SIGKILL)
             _wait_exited(proc.pid, 10.0)
-        self.signal(signal.SIGKILL)  # stragglers the leader left behind
+        self.send_signal(signal.SIGKILL)  # stragglers the leader left behind
         proc.wait()
         self._proc = None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in process group ``pgid`` (from /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
 
 
 def _wait_exited(pid: int, timeout: float) -> bool:
@@ -199,22 +260,27 @@ def stop_all(processes: Iterable[ServerProcess], timeout: float = 10.0) -> None:
     for proc in procs:
         proc._cut_lifeline()
         if proc.running():
-            proc.signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for proc in procs:
         proc.stop(max(0.1, deadline - time.monotonic()))
 
 
 # ----------------------------------------------------------------------------- the leash
-def _leash(argv: list[str]) -> int:
-    """Run ``argv`` as our child until it exits; end it when the lifeline breaks."""
+def _leash(stop_signal: int, argv: list[str]) -> int:
+    """Run ``argv`` as our child until it exits; send it ``stop_signal`` when the lifeline
+    breaks or we get SIGTERM/SIGINT (SIGKILL if it is still there 5 s later)."""
     lifeline = int(os.environ.pop(LIFELINE_ENV))
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     done = threading.Event()
 
-    def forward(signum: int, _frame: object) -> None:
-        with suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
+    def send(signum: int) -> None:
+        if not done.is_set():  # never signal a reaped (possibly reused) pid
+            with suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+
+    def forward(_signum: int, _frame: object) -> None:
+        send(stop_signal)
 
     def watch() -> None:
         while True:
@@ -224,19 +290,20 @@ def _leash(argv: list[str]) -> int:
             except OSError as exc:
                 if exc.errno != errno.EINTR:
                     break
-        forward(signal.SIGTERM, None)
+        send(stop_signal)
         if not done.wait(_LEASH_GRACE):
-            forward(signal.SIGKILL, None)
+            send(signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     threading.Thread(target=watch, daemon=True).start()
-    code = child.wait()
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped yet
     done.set()
+    code = child.wait()
     return code if code >= 0 else 128 - code
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or sys.argv[1] != "--":
-        sys.exit(f"usage: {sys.argv[0]} -- COMMAND [ARG...]")
-    sys.exit(_leash(sys.argv[2:]))
+    if len(sys.argv) < 4 or sys.argv[2] != "--":
+        sys.exit(f"usage: {sys.argv[0]} STOP_SIGNAL_NUMBER -- COMMAND [ARG...]")
+    sys.exit(_leash(int(sys.argv[1]), sys.argv[3:]))

@@ -65,8 +65,7 @@ def boto3_config(region: str = "us-east-1") -> Any:
     return Config(signature_version="s3v4", region_name=region,
                   s3={"addressing_style": "path"},
                   request_checksum_calculation="when_required",
-                  response_checksum_validation="when_required",
-                  retries={"max_attempts": 2, "mode": "standard"})
+                  response_checksum_validation="when_required")
 
 
 def s3_client(endpoint_url: str, access_key: str, secret_key: str,

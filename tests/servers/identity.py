@@ -129,7 +129,7 @@ class RackspaceIdentity:
         return {"access": {
             "token": {
                 "id": token,
-                "expires": expires.strftime("%Y-%m-%dT%H:%M:%S.") + f"{expires.microsecond // 1000:03d}Z",
+                "expires": expires.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                 "tenant": {"id": tenant, "name": tenant},
                 "RAX-AUTH:authenticatedBy": ["APIKEY"],
             },

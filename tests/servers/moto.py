@@ -52,6 +52,11 @@ class MotoServer:
     def log_path(self) -> Path:
         return self.root / "moto.log"
 
+    @property
+    def pid(self) -> int | None:
+        """Pid of the leash running moto_server (leader of the process group), if started."""
+        return self._proc.pid if self._proc is not None else None
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.running()
 
@@ -126,7 +131,9 @@ class MotoServer:
                 raise RuntimeError(f"moto_server exited with code {code} during start:\n"
                                    f"{tail(self.log_path)}")
             try:
-                if _request("GET", self.endpoint_url, "/moto-api/") == 200:
+                if _request("GET", self.endpoint_url, "/moto-api/", timeout=1) == 200:
+                    if not self._proc.owns_port(self.port):
+                        raise _PortTaken()  # another server answers on "our" port
                     return
             except (OSError, http.client.HTTPException):
                 pass
@@ -139,9 +146,9 @@ class _PortTaken(Exception):
     pass
 
 
-def _request(method: str, base_url: str, path: str) -> int:
+def _request(method: str, base_url: str, path: str, timeout: float = 10) -> int:
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
         conn.request(method, path)
         response = conn.getresponse()

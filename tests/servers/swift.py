@@ -33,6 +33,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import time
 import urllib.parse
@@ -214,6 +215,11 @@ class SwiftServer:
             proxy.kill()
             raise
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Pid of each started process (memcached: its leash), each a process group leader."""
+        return {name: proc.pid for name, proc in self._procs.items() if proc.pid is not None}
+
     def running(self) -> bool:
         """True if every process of the cluster is running."""
         return bool(self._procs) and all(p.running() for p in self._procs.values())
@@ -309,7 +315,9 @@ class SwiftServer:
                 "-m", "64", "-c", "1024"]
         if os.geteuid() == 0:
             argv += ["-u", "root"]
-        return ServerProcess("memcached", argv, self.log_path("memcached"))
+        # memcached only holds tokens and caches; SIGTERM would take it up to 1 s to notice.
+        return ServerProcess("memcached", argv, self.log_path("memcached"),
+                             leash_signal=signal.SIGKILL)
 
     def _swift_process(self, name: str) -> ServerProcess:
         # -I: ignore PYTHON* variables and user site-packages, and do not put the launcher's
@@ -332,7 +340,10 @@ class SwiftServer:
                         raise _PortTaken(name)
                     raise RuntimeError(f"Swift {name} exited with code {code} during start; "
                                        f"last lines of {log}:\n{tail(log)}")
-            pending = [n for n in pending if not _healthy(self.ports[n])]
+            for name in [n for n in pending if _healthy(self.ports[n])]:
+                if not self._procs[name].owns_port(self.ports[name]):
+                    raise _PortTaken(name)  # another server answers on "our" port
+                pending.remove(name)
             if not pending and self._serves_requests():
                 return
             if time.monotonic() > deadline:

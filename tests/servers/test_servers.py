@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.servers._process import group_members
 from tests.servers.fixtures import S3Bucket, s3_client, unique_name
 from tests.servers.identity import RackspaceIdentity
 from tests.servers.moto import MotoServer
@@ -243,29 +244,18 @@ from tests.servers.swift import SwiftServer
 from tests.servers.moto import MotoServer
 swift = SwiftServer({swift_root!r}); swift.start()
 moto = MotoServer({moto_root!r}); moto.start()
-pids = [p.pid for p in swift._procs.values()] + [moto._proc.pid]
+pids = [*swift.pids.values(), moto.pid]
 print(json.dumps({{"pids": pids, "proxy": swift.proxy_url, "moto": moto.endpoint_url}}), flush=True)
 time.sleep(600)
 """
 
 
-def _group_members(pgids: set[int]) -> list[str]:
+def _group_members(pgids: set[int]) -> list[int]:
     """Live (non-zombie) processes whose process group is one of ``pgids``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, pgid = fields[0], int(fields[2])
-        if pgid in pgids and state not in ("Z", "X"):
-            found.append(f"{entry.name} {state}")
-    return found
+    return [pid for pgid in sorted(pgids) for pid in group_members(pgid)]
 
 
-def _wait_no_members(pgids: set[int], timeout: float) -> list[str]:
+def _wait_no_members(pgids: set[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while (left := _group_members(pgids)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -278,8 +268,9 @@ def test_stop_leaves_no_process(tmp_path):
     try:
         swift.start()
         moto.start()
-        pgids = {p.pid for p in swift._procs.values()} | {moto._proc.pid}
-        assert len(_group_members(pgids)) >= 6  # 4 Swift servers, memcached + leash, moto + leash
+        pgids = {*swift.pids.values(), moto.pid}
+        # 4 Swift servers, memcached and its leash, moto_server and its leash
+        assert len(_group_members(pgids)) == 8
     finally:
         swift.stop()
         moto.stop()
@@ -301,7 +292,7 @@ def test_servers_exit_when_the_test_process_dies(tmp_path):
         info = json.loads(line)
         pgids = set(info["pids"])
         assert requests.get(f"{info['proxy']}/healthcheck", timeout=5).status_code == 200
-        assert len(_group_members(pgids)) >= 6
+        assert len(_group_members(pgids)) == 8
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         assert _wait_no_members(pgids, timeout=15) == []
@@ -311,6 +302,6 @@ def test_servers_exit_when_the_test_process_dies(tmp_path):
             parent.wait()
         for member in _group_members(pgids):  # only if the lifeline failed
             try:
-                os.kill(int(member.split()[0]), signal.SIGKILL)
+                os.kill(member, signal.SIGKILL)
             except ProcessLookupError:
                 pass

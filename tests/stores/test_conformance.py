@@ -14,21 +14,42 @@ from typing import Callable
 
 import pytest
 
+from backupd.config import S3StoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError
+from backupd.secrets import Secret
 from backupd.stores.base import Payload, Store
 from backupd.stores.local import LocalStore
+from backupd.stores.s3 import S3Store
 
 
-def make_local(tmp_path: Path) -> Store:
-    return LocalStore("local-test", tmp_path / "store", prefix="fleet")
+def make_local(request: pytest.FixtureRequest) -> Store:
+    return LocalStore("local-test", request.getfixturevalue("tmp_path") / "store", prefix="fleet")
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {"local": make_local}
+def s3_config(bucket, **extra) -> S3StoreConfig:
+    config = S3StoreConfig(type="s3", bucket=bucket.name, region=bucket.region, prefix="fleet",
+                           endpoint_url=bucket.endpoint_url, addressing_style="path", **extra)
+    config._access_key, config._secret_key = Secret(bucket.access_key), Secret(bucket.secret_key)
+    return config
+
+
+def make_s3_moto(request: pytest.FixtureRequest) -> Store:
+    return S3Store("s3-moto", s3_config(request.getfixturevalue("s3_bucket_moto")))
+
+
+def make_s3_swift(request: pytest.FixtureRequest) -> Store:
+    bucket = request.getfixturevalue("s3_bucket_swift")
+    return S3Store("s3-swift", s3_config(bucket, checksum_mode="when_required"))
+
+
+STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
+    "local": make_local, "s3-moto": make_s3_moto, "s3-swift-s3api": make_s3_swift,
+}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
-def store(request, tmp_path) -> Store:
-    return STORE_FACTORIES[request.param](tmp_path)
+def store(request) -> Store:
+    return STORE_FACTORIES[request.param](request)
 
 
 def test_put_get_roundtrip(store):

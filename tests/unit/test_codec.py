@@ -84,3 +84,16 @@ def test_damaged_parts_are_refused(damage):
         blob = blob + blob
     with pytest.raises(PartDecodeError):
         b"".join(decode_part(blob))
+
+
+def test_payload_reader_seeks():
+    from backupd.stores.base import Payload
+    payload = Payload([b"abc", b"", b"defgh", b"ij"])
+    reader = payload.reader()
+    assert reader.read(4) == b"abcd"
+    reader.seek(0)
+    assert reader.read() == b"abcdefghij"
+    reader.seek(-3, 2)
+    assert reader.tell() == 7 and reader.read() == b"hij"
+    reader.seek(5)
+    assert reader.read(2) == b"fg"
