@@ -14,12 +14,13 @@ from typing import Callable
 
 import pytest
 
-from backupd.config import S3StoreConfig
+from backupd.config import CloudFilesStoreConfig, S3StoreConfig, SwiftStoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError
 from backupd.secrets import Secret
 from backupd.stores.base import Payload, Store
 from backupd.stores.local import LocalStore
 from backupd.stores.s3 import S3Store
+from backupd.stores.swift import SwiftStore
 
 
 def make_local(request: pytest.FixtureRequest) -> Store:
@@ -42,8 +43,25 @@ def make_s3_swift(request: pytest.FixtureRequest) -> Store:
     return S3Store("s3-swift", s3_config(bucket, checksum_mode="when_required"))
 
 
+def make_swift(request: pytest.FixtureRequest) -> Store:
+    server = request.getfixturevalue("swift_server")
+    config = SwiftStoreConfig(type="swift", auth_url=server.auth_url, user=server.user, key_env="UNUSED",
+                              container=request.getfixturevalue("swift_container"), prefix="fleet")
+    config._key = Secret(server.key)
+    return SwiftStore("swift", config)
+
+
+def make_cloudfiles(request: pytest.FixtureRequest) -> Store:
+    identity = request.getfixturevalue("rackspace_identity")
+    config = CloudFilesStoreConfig(type="cloudfiles", region=identity.region, auth_url=identity.auth_url,
+                                   container=request.getfixturevalue("swift_container"))
+    config._username, config._api_key = identity.username, Secret(identity.api_key)
+    return SwiftStore("cloudfiles", config)
+
+
 STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
     "local": make_local, "s3-moto": make_s3_moto, "s3-swift-s3api": make_s3_swift,
+    "swift": make_swift, "cloudfiles": make_cloudfiles,
 }
 
 
