@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from backupd.config import load_config
+from backupd.stores import open_store
 from tests.integration.support import BIN, backup, listing, run, write_config
 from tests.testbed import seed_shard, table_fingerprint
 
 pytestmark = pytest.mark.integration
 
-ENV = {"TEST_S3_KEY": "", "TEST_S3_SECRET": "", "TEST_SWIFT_S3_KEY": "", "TEST_SWIFT_S3_SECRET": ""}
 
 
 @pytest.fixture
@@ -31,20 +32,36 @@ def target(mariadb_factory):
 
 
 @pytest.fixture
-def cloud_env(s3_bucket_moto, s3_bucket_swift):
-    return {"TEST_S3_KEY": s3_bucket_moto.access_key, "TEST_S3_SECRET": s3_bucket_moto.secret_key,
-            "TEST_SWIFT_S3_KEY": s3_bucket_swift.access_key, "TEST_SWIFT_S3_SECRET": s3_bucket_swift.secret_key}
+def cloud_env(s3_bucket_moto, swift_server, rackspace_identity, monkeypatch, tmp_path):
+    monkeypatch.setenv("TEST_S3_KEY", s3_bucket_moto.access_key)
+    monkeypatch.setenv("TEST_S3_SECRET", s3_bucket_moto.secret_key)
+    monkeypatch.setenv("TEST_SWIFT_KEY", swift_server.key)
+    (tmp_path / "rackspace.ini").write_text(
+        f"[rackspace_cloud]\nusername = {rackspace_identity.username}\napi_key = {rackspace_identity.api_key}\n")
 
 
-def cloud_stores(moto, swift) -> dict[str, dict]:
-    return {
+@pytest.fixture
+def rax_container(swift_server):
+    name = swift_container_name = f"rax-{time.monotonic_ns()}"
+    swift_server.create_container(name)
+    yield swift_container_name
+    swift_server.start_proxy()
+    swift_server.delete_container(name)
+
+
+def cloud_stores(moto, swift_server, swift_container, identity=None, rax_container=None, tmp_path=None) -> dict[str, dict]:
+    stores = {
         "aws": {"type": "s3", "bucket": moto.name, "endpoint_url": moto.endpoint_url,
                 "access_key_env": "TEST_S3_KEY", "secret_key_env": "TEST_S3_SECRET",
                 "addressing_style": "path", "prefix": "prod", "retry_budget": "3s"},
-        "swift": {"type": "s3", "bucket": swift.name, "endpoint_url": swift.endpoint_url,
-                  "access_key_env": "TEST_SWIFT_S3_KEY", "secret_key_env": "TEST_SWIFT_S3_SECRET",
-                  "addressing_style": "path", "checksum_mode": "when_required", "retry_budget": "3s"},
+        "swift": {"type": "swift", "auth_url": swift_server.auth_url, "user": swift_server.user,
+                  "key_env": "TEST_SWIFT_KEY", "container": swift_container, "retry_budget": "3s",
+                  "timeout": "5s"},
     }
+    if identity is not None:
+        stores["rackspace-dfw"] = {"type": "cloudfiles", "region": identity.region, "auth_url": identity.auth_url,
+                                   "container": rax_container, "credentials_file": str(tmp_path / "rackspace.ini")}
+    return stores
 
 
 def config_for(tmp_path: Path, source, target, stores, read_from, **settings) -> Path:
@@ -53,23 +70,23 @@ def config_for(tmp_path: Path, source, target, stores, read_from, **settings) ->
                         settings=settings)
 
 
-def objects(bucket) -> dict[str, bytes]:
-    keys = [o["Key"] for page in bucket.client.get_paginator("list_objects_v2").paginate(Bucket=bucket.name)
-            for o in page.get("Contents", [])]
-    return {k.removeprefix("prod/"): bucket.client.get_object(Bucket=bucket.name, Key=k)["Body"].read() for k in keys}
+def objects(config: Path, store: str) -> dict[str, bytes]:
+    """Every object of a configured store, read through backupd's own store."""
+    loaded = load_config(config)
+    handle = open_store(store, loaded.stores[store], retry=False)
+    return {info.key: handle.get(info.key) for info in handle.list("")}
 
 
 def test_backup_to_two_clouds_lands_identical_parts_and_restores_from_each(
-        tmp_path, source, target, s3_bucket_moto, s3_bucket_swift, cloud_env, monkeypatch):
-    for name, value in cloud_env.items():
-        monkeypatch.setenv(name, value)
-    stores = cloud_stores(s3_bucket_moto, s3_bucket_swift)
+        tmp_path, source, target, s3_bucket_moto, swift_server, swift_container, rackspace_identity,
+        rax_container, cloud_env):
+    stores = cloud_stores(s3_bucket_moto, swift_server, swift_container, rackspace_identity, rax_container, tmp_path)
     config = config_for(tmp_path, source, target, stores, ["aws", "swift"])
     backup_id = backup(config, "2")
-    in_aws, in_swift = objects(s3_bucket_moto), objects(s3_bucket_swift)
-    assert in_aws == in_swift and f"2/{backup_id}/manifest.json" in in_aws and len(in_aws) > 3
+    in_aws, in_swift, in_rax = (objects(config, s) for s in ("aws", "swift", "rackspace-dfw"))
+    assert in_aws == in_swift == in_rax and f"2/{backup_id}/manifest.json" in in_aws and len(in_aws) > 3
 
-    for only in ("aws", "swift"):
+    for only in ("aws", "swift", "rackspace-dfw"):
         config = config_for(tmp_path, source, target, stores, [only])
         result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json", "--force")
         assert result.code == 0, result.stderr
@@ -78,10 +95,8 @@ def test_backup_to_two_clouds_lands_identical_parts_and_restores_from_each(
 
 
 def test_cloud_down_mid_backup_commits_degraded_then_sync_completes_it(
-        tmp_path, source, target, s3_bucket_moto, s3_bucket_swift, cloud_env, monkeypatch, swift_server):
-    for name, value in cloud_env.items():
-        monkeypatch.setenv(name, value)
-    stores = cloud_stores(s3_bucket_moto, s3_bucket_swift)
+        tmp_path, source, target, s3_bucket_moto, swift_server, swift_container, cloud_env):
+    stores = cloud_stores(s3_bucket_moto, swift_server, swift_container)
     # a mysqldump slowed down after 1 MB, so the proxy can be killed while parts are flowing
     wrapper = tmp_path / "slow-mysqldump"
     wrapper.write_text("#!/bin/sh\nmysqldump \"$@\" | (head -c 1000000; sleep 3; cat)\n")
@@ -91,9 +106,9 @@ def test_cloud_down_mid_backup_commits_degraded_then_sync_completes_it(
     proc = subprocess.Popen([str(BIN / "backupd"), "--config", str(config), "backup", "--shard", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while not objects(s3_bucket_swift) and time.monotonic() < deadline:
+    while not swift_server.list_objects(swift_container) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert objects(s3_bucket_swift), "parts should be reaching swift"
+    assert swift_server.list_objects(swift_container), "parts should be reaching swift"
     swift_server.kill_proxy()
     try:
         stdout, stderr = proc.communicate(timeout=120)
@@ -109,7 +124,21 @@ def test_cloud_down_mid_backup_commits_degraded_then_sync_completes_it(
     assert run("restore", "--config", str(config), "--shard", "2", "--target", "dr").code == 1
     synced = run("backupd", "--config", str(config), "sync", "--shard", "2")
     assert synced.code == 0, synced.stderr
-    assert objects(s3_bucket_moto) == objects(s3_bucket_swift)
+    assert objects(config, "aws") == objects(config, "swift")
     result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json")
     assert result.code == 0, result.stderr
     assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
+
+
+def test_permanent_errors_are_not_retried(tmp_path, source, target, s3_bucket_moto, swift_server,
+                                          swift_container, cloud_env):
+    stores = cloud_stores(s3_bucket_moto, swift_server, swift_container)
+    stores["aws"]["bucket"] = "no-such-bucket-anywhere"
+    stores["aws"]["retry_budget"] = "10m"
+    config = config_for(tmp_path, source, target, stores, ["swift"])
+    result = run("backupd", "--config", str(config), "backup", "--shard", "2")
+    assert result.code == 0, result.stderr
+    assert "DEGRADED" in result.stderr and "store aws" in result.stderr and "NoSuchBucket" in result.stderr
+    assert "retrying" not in result.stderr
+    [entry] = listing(config, "2")
+    assert entry["stores"] == ["swift"] and entry["degraded_stores"] == ["aws"]
