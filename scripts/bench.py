@@ -198,13 +198,142 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
         source.stop()
 
 
+AWS_VENV = REPO / ".testbed" / "awscli-venv"
+
+
+def aws_cli() -> Path:
+    """The AWS CLI, in its own venv (its botocore pin must not touch the project's)."""
+    binary = AWS_VENV / "bin" / "aws"
+    if not binary.exists():
+        print("bench: installing the AWS CLI into .testbed/awscli-venv ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(AWS_VENV)], check=True)
+        subprocess.run([str(AWS_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", "awscli"], check=True)
+    return binary
+
+
+def bench_clouds(rounds: int, gib: float) -> None:
+    """Backup to local, S3 (moto), Swift (libcloud) and both clouds; the hand pipeline to S3;
+    restore from each store."""
+    from tests.servers.moto import MotoServer
+    from tests.servers.swift import SwiftServer
+
+    BENCH.mkdir(exist_ok=True)
+    aws = aws_cli()
+    work = BENCH / "clouds"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    source = source_server(gib)
+    moto = MotoServer(work / "moto")
+    swift = SwiftServer(work / "swift")
+    moto.start()
+    swift.start()
+    try:
+        swift.create_container("backupd")
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+        s3.create_bucket(Bucket="backupd")
+        s3.create_bucket(Bucket="hand")
+        env = {**os.environ, "BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing",
+               "BENCH_SWIFT_KEY": swift.key, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        os.environ.update({k: v for k, v in env.items() if k.startswith("BENCH_")})
+        config = work / "backupd.toml"
+        shards = "".join(f"""[shards.{name}]
+socket = "{source.socket}"
+user = "root"
+stores = {json.dumps(stores)}
+""" for name, stores in [("local", ["local"]), ("s3", ["s3"]), ("swift", ["swift"]),
+                         ("both", ["s3", "swift"])])
+
+        def write(target: MariaDBServer | None) -> None:
+            text = f"""[backupd]
+part_size = "64MiB"
+[stores.local]
+type = "local"
+path = "{work / 'store'}"
+[stores.s3]
+type = "s3"
+bucket = "backupd"
+endpoint_url = "{moto.endpoint_url}"
+addressing_style = "path"
+access_key_env = "BENCH_S3_KEY"
+secret_key_env = "BENCH_S3_SECRET"
+[stores.swift]
+type = "swift"
+auth_url = "{swift.auth_url}"
+user = "{swift.user}"
+key_env = "BENCH_SWIFT_KEY"
+container = "backupd"
+{shards}"""
+            if target:
+                for name in ("local", "s3", "swift"):
+                    text += f"""[targets.from-{name}]
+socket = "{target.socket}"
+user = "root"
+read_from = ["{name}"]
+"""
+            config.write_text(text)
+
+        write(None)
+        option = work / "client.cnf"
+        option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
+        option.chmod(0o600)
+        flavour, version = client_version("mysqldump")
+        dump = " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+        backupd = [str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard"]
+        jobs: dict[str, Callable[[], Sample]] = {
+            "mysqldump | zstd -3 -T2 | aws s3 cp - s3://": lambda: timed(
+                f"{dump} | zstd -q -3 -T2 | AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+                f"AWS_DEFAULT_REGION=us-east-1 {aws} --endpoint-url {moto.endpoint_url} s3 cp - s3://hand/dump.sql.zst"),
+            "backupd -> local store": lambda: timed_rss(backupd + ["local"])[0],
+            "backupd -> S3 (moto)": lambda: timed_rss(backupd + ["s3"])[0],
+            "backupd -> Swift (libcloud)": lambda: timed_rss(backupd + ["swift"])[0],
+            "backupd -> S3 + Swift at once": lambda: timed_rss(backupd + ["both"])[0],
+        }
+        results: dict[str, list[Sample]] = {name: [] for name in jobs}
+        for r in range(rounds):
+            for name, job in jobs.items():
+                results[name].append(job())
+            print(f"bench: cloud backup round {r + 1}/{rounds} done", flush=True)
+        print_table("Backup of the shard to each store (ratio = job / the hand pipeline to one cloud)",
+                    list(results.items()), "mysqldump | zstd -3 -T2 | aws s3 cp - s3://")
+
+        restores: dict[str, list[Sample]] = {f"restore from {n}": [] for n in ("local", "s3", "swift")}
+        n = 100
+        for r in range(rounds):
+            for name in ("local", "s3", "swift"):
+                n += 1
+                target = fresh_target(n)
+                try:
+                    write(target)
+                    sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config),
+                                             "--shard", "both" if name != "local" else "local",
+                                             "--target", f"from-{name}", "--json"])
+                    assert json.loads(out)["verified"]
+                    restores[f"restore from {name}"].append(sample)
+                finally:
+                    target.destroy()
+            print(f"bench: cloud restore round {r + 1}/{rounds} done", flush=True)
+        print_table("Restore of the shard from each store (apply + verify)", list(restores.items()),
+                    "restore from local")
+    finally:
+        swift.stop()
+        moto.stop()
+        source.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["backup-restore"])
+    parser.add_argument("suite", choices=["backup-restore", "clouds"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gib", type=float, default=1.0, help="size of the generated shard")
     args = parser.parse_args()
-    bench_backup_restore(args.rounds, args.gib)
+    if args.suite == "clouds":
+        bench_clouds(args.rounds, args.gib)
+    else:
+        bench_backup_restore(args.rounds, args.gib)
     return 0
 
 
