@@ -4,7 +4,9 @@ For each part, the stores are tried in the target's ``read_from`` order; a part 
 unreadable, of the wrong size or whose sha256 differs in one store is fetched from the next
 (said on stderr through the log). Only a part whose size and sha256 match the manifest is
 handed on. One part is prefetched while the previous one is applied, so memory stays at about
-two parts.
+two parts. A store that fails with an error other than "not found" (down, unreachable after its
+retry budget, refusing access) is tried last for the following parts, so a dead cloud costs
+its retry budget once, not once per part.
 """
 
 from __future__ import annotations
@@ -25,15 +27,30 @@ class PartFetcher:
     def __init__(self, stores: list[Store], manifest: Manifest):
         self.stores = stores
         self.manifest = manifest
+        self._down: set[str] = set()
+
+    def _ordered(self) -> list[Store]:
+        """Stores in preference order, those that failed before moved to the end."""
+        return [s for s in self.stores if s.name not in self._down] + \
+            [s for s in self.stores if s.name in self._down]
+
+    def _failed(self, store: Store, exc: StoreError) -> None:
+        if store.name not in self._down:
+            self._down.add(store.name)
+            log.warning("store %s failed (%s); it is tried last from now on", store.name, exc)
 
     def preflight(self) -> None:
         """Check, before anything is applied, that every part exists at its size somewhere."""
         for part in self.manifest.parts:
             problems = []
-            for store in self.stores:
+            for store in self._ordered():
                 try:
                     size = store.stat(part.key).size
+                except ObjectNotFound as exc:
+                    problems.append(f"{store.name}: {exc}")
+                    continue
                 except StoreError as exc:
+                    self._failed(store, exc)
                     problems.append(f"{store.name}: {exc}")
                     continue
                 if size == part.size:
@@ -47,7 +64,7 @@ class PartFetcher:
         """The verified bytes of ``part`` from the first store that has a good copy."""
         problems: list[str] = []
         corrupt = False
-        for store in self.stores:
+        for store in self._ordered():
             try:
                 data = store.get(part.key)
             except ObjectNotFound:
@@ -55,6 +72,7 @@ class PartFetcher:
                 corrupt = True
                 continue
             except StoreError as exc:
+                self._failed(store, exc)
                 problems.append(f"{store.name}: {exc}")
                 continue
             problem = _check(data, part)

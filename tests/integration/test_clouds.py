@@ -142,3 +142,20 @@ def test_permanent_errors_are_not_retried(tmp_path, source, target, s3_bucket_mo
     assert "retrying" not in result.stderr
     [entry] = listing(config, "2")
     assert entry["stores"] == ["swift"] and entry["degraded_stores"] == ["aws"]
+
+
+def test_restore_while_one_cloud_is_down_reads_every_part_from_the_other(
+        tmp_path, source, target, s3_bucket_moto, swift_server, swift_container, cloud_env):
+    stores = cloud_stores(s3_bucket_moto, swift_server, swift_container)
+    config = config_for(tmp_path, source, target, stores, ["swift", "aws"])
+    backup(config, "2")
+    swift_server.kill_proxy()
+    try:
+        result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json")
+    finally:
+        swift_server.start_proxy()
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["verified"]
+    assert "store swift failed" in result.stderr and "tried last" in result.stderr
+    assert result.stderr.count("store swift failed") == 1  # the dead cloud is given up once
+    assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
