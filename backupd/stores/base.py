@@ -90,6 +90,12 @@ class _ChunkReader(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
+    def close(self) -> None:
+        # SDKs may keep the request body (and so this reader) alive after the upload: drop the
+        # part's bytes now so memory stays bounded by the parts actually in flight.
+        self._chunks, self._starts, self._size = [], [], 0
+        super().close()
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         if self._pos >= self._size:
             return 0
@@ -100,6 +106,28 @@ class _ChunkReader(io.RawIOBase):
         buffer[:n] = chunk[offset:offset + n]
         self._pos += n
         return n
+
+
+def read_exactly(stream: BinaryIO, length: int, *, what: str) -> bytearray:
+    """Read exactly ``length`` bytes into one preallocated buffer (no list-and-join copy).
+
+    Raises ``EOFError`` naming ``what`` if the stream ends early or holds more.
+    """
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        chunk = stream.read(min(READ_CHUNK, length - done))
+        if not chunk:
+            raise EOFError(f"{what} ended after {done} of {length} bytes")
+        view[done:done + len(chunk)] = chunk
+        done += len(chunk)
+    if stream.read(1):
+        raise EOFError(f"{what} is longer than its {length} bytes")
+    return buffer
+
+
+READ_CHUNK = 1024 * 1024
 
 
 class Store(ABC):

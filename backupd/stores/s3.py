@@ -20,7 +20,7 @@ import botocore.exceptions
 
 from backupd.config import S3StoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties, read_exactly
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
@@ -95,26 +95,35 @@ class S3Store(Store):
             for chunk in payload:
                 md5.update(chunk)
             extra["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+        body = payload.reader()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=payload.reader(),
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
                                    ContentLength=payload.size, **extra)
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, "write", key) from None
+        finally:
+            body.close()
 
     def open(self, key: str) -> BinaryIO:
+        return self._open(key)  # type: ignore[return-value]
+
+    def _open(self, key: str) -> "_Body":
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, "read", key) from None
-        return _Body(self, key, response["Body"])  # type: ignore[return-value]
+        return _Body(self, key, response["Body"], int(response["ContentLength"]))
 
     def get(self, key: str) -> bytes:
-        with self.open(key) as stream:
-            return stream.read()
+        with self._open(key) as stream:
+            try:
+                return read_exactly(stream, stream.length, what=f"object {key}")  # type: ignore[return-value]
+            except EOFError as exc:
+                raise TransientStoreError(f"store {self.name}: {exc}", store=self.name, key=key) from None
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -150,8 +159,9 @@ class S3Store(Store):
 class _Body:
     """A StreamingBody whose read errors become store errors (and that is a context manager)."""
 
-    def __init__(self, store: S3Store, key: str, body: Any):
+    def __init__(self, store: S3Store, key: str, body: Any, length: int):
         self._store, self._key, self._body = store, key, body
+        self.length = length
 
     def read(self, size: int = -1) -> bytes:
         try:

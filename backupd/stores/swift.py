@@ -40,7 +40,7 @@ from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExis
 
 from backupd.config import CloudFilesStoreConfig, SwiftStoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties, read_exactly
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -84,13 +84,18 @@ class _SizedBody:
         self.payload = payload
 
     def __len__(self) -> int:
-        return self.payload.size
+        return self.payload.size if self.payload is not None else 0
 
     def __iter__(self) -> Iterator[memoryview]:
+        assert self.payload is not None
         for chunk in self.payload:
             view = memoryview(chunk)
             for offset in range(0, len(view), READ_CHUNK):
                 yield view[offset:offset + READ_CHUNK]
+
+    def release(self) -> None:
+        """Drop the part's bytes (libcloud keeps the last request, and so this body, alive)."""
+        self.payload = None  # type: ignore[assignment]
 
 
 class SwiftStore(Store):
@@ -234,11 +239,16 @@ class SwiftStore(Store):
             md5.update(chunk)
 
         def operation(driver: Any) -> None:
-            response = driver.connection.request(
-                self._path(driver, key), method="PUT", data=_SizedBody(payload), raw=True,
-                headers={"Content-Type": "application/octet-stream", "ETag": md5.hexdigest()})
-            if response.status != 201:
-                raise self._status_error(response.status, "write", key)
+            body = _SizedBody(payload)
+            try:
+                response = driver.connection.request(
+                    self._path(driver, key), method="PUT", data=body, raw=True,
+                    headers={"Content-Type": "application/octet-stream", "ETag": md5.hexdigest()})
+                status = response.status
+            finally:
+                body.release()
+            if status != 201:
+                raise self._status_error(status, "write", key)
 
         self._run("write", key, operation)
 
@@ -256,7 +266,13 @@ class SwiftStore(Store):
 
     def get(self, key: str) -> bytes:
         with self.open(key) as stream:
-            return stream.read()
+            length = stream._length  # type: ignore[attr-defined]
+            if length < 0:
+                return stream.read()
+            try:
+                return read_exactly(stream, length, what=f"object {key}")  # type: ignore[return-value]
+            except EOFError as exc:
+                raise TransientStoreError(f"store {self.name}: {exc}", store=self.name, key=key) from None
 
     def stat(self, key: str) -> ObjectInfo:
         def operation(driver: Any) -> ObjectInfo:
