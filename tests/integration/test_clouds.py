@@ -120,12 +120,19 @@ def test_cloud_down_mid_backup_commits_degraded_then_sync_completes_it(
     [entry] = listing(config, "2")
     assert entry["id"] == backup_id and entry["stores"] == ["aws"] and entry["degraded_stores"] == ["swift"]
 
+    # the restore works from the surviving cloud (swift first in read_from, falling back per part)
+    config = config_for(tmp_path, source, target, stores, ["swift", "aws"])
+    result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json")
+    assert result.code == 0, result.stderr
+    assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
+
     # nothing committed in swift: restore from it alone fails, sync fixes it
-    assert run("restore", "--config", str(config), "--shard", "2", "--target", "dr").code == 1
+    config = config_for(tmp_path, source, target, stores, ["swift"])
+    assert run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--force").code == 1
     synced = run("backupd", "--config", str(config), "sync", "--shard", "2")
     assert synced.code == 0, synced.stderr
     assert objects(config, "aws") == objects(config, "swift")
-    result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json")
+    result = run("restore", "--config", str(config), "--shard", "2", "--target", "dr", "--json", "--force")
     assert result.code == 0, result.stderr
     assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
 
