@@ -115,6 +115,15 @@ read_from = ["local"]
     path.write_text(text)
 
 
+def dump_command(work: Path, source: MariaDBServer) -> str:
+    """The same mysqldump command line backupd runs, for the plain-tool baselines."""
+    option = work / "client.cnf"
+    option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
+    option.chmod(0o600)
+    flavour, version = client_version("mysqldump")
+    return " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+
+
 def med(samples: list[Sample]) -> float:
     return statistics.median(s.seconds for s in samples)
 
@@ -141,11 +150,7 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
     config = work / "backupd.toml"
     try:
         write_config(config, source, None)
-        option = work / "client.cnf"
-        option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
-        option.chmod(0o600)
-        flavour, version = client_version("mysqldump")
-        dump = " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+        dump = dump_command(work, source)
         zst = work / "dump.sql.zst"
         backup_jobs: dict[str, Callable[[], Sample]] = {
             "mysqldump > /dev/null": lambda: timed(f"{dump} > /dev/null"),
@@ -277,11 +282,7 @@ read_from = ["{name}"]
             config.write_text(text)
 
         write(None)
-        option = work / "client.cnf"
-        option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
-        option.chmod(0o600)
-        flavour, version = client_version("mysqldump")
-        dump = " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+        dump = dump_command(work, source)
         backupd = [str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard"]
         jobs: dict[str, Callable[[], Sample]] = {
             "mysqldump | zstd -3 -T2 | aws s3 cp - s3://": lambda: timed(
