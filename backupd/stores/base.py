@@ -18,10 +18,13 @@ Contract, for every implementation:
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import BinaryIO, Iterable, Iterator, Sequence
+
+from backupd.errors import TransientStoreError
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class Payload:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.chunks)
+
+    def md5(self) -> "hashlib._Hash":
+        """MD5 of the bytes (what S3's Content-MD5 and Swift's ETag check)."""
+        digest = hashlib.md5(usedforsecurity=False)
+        for chunk in self:
+            digest.update(chunk)
+        return digest
 
     def to_bytes(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -108,25 +118,6 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
-def read_exactly(stream: BinaryIO, length: int, *, what: str) -> bytearray:
-    """Read exactly ``length`` bytes into one preallocated buffer (no list-and-join copy).
-
-    Raises ``EOFError`` naming ``what`` if the stream ends early or holds more.
-    """
-    buffer = bytearray(length)
-    view = memoryview(buffer)
-    done = 0
-    while done < length:
-        chunk = stream.read(min(READ_CHUNK, length - done))
-        if not chunk:
-            raise EOFError(f"{what} ended after {done} of {length} bytes")
-        view[done:done + len(chunk)] = chunk
-        done += len(chunk)
-    if stream.read(1):
-        raise EOFError(f"{what} is longer than its {length} bytes")
-    return buffer
-
-
 READ_CHUNK = 1024 * 1024
 
 
@@ -158,3 +149,20 @@ class Store(ABC):
     def describe(self) -> str:
         """A short human description (type and location) for messages."""
         return self.name
+
+    def _read_whole(self, stream: BinaryIO, length: int, key: str) -> bytes:
+        """Read exactly ``length`` bytes of ``key`` into one preallocated buffer (no
+        list-and-join copy); a body that ends early or runs long is a transient error."""
+        buffer = bytearray(length)
+        view = memoryview(buffer)
+        done = 0
+        while done < length:
+            chunk = stream.read(min(READ_CHUNK, length - done))
+            if not chunk:
+                break
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        if done < length or stream.read(1):
+            raise TransientStoreError(f"store {self.name}: object {key} is not the {length} bytes "
+                                      f"its headers announced ({done} read)", store=self.name, key=key)
+        return buffer  # type: ignore[return-value]

@@ -11,7 +11,6 @@ bytes it received.
 from __future__ import annotations
 
 import base64
-import hashlib
 from typing import Any, BinaryIO, Iterator
 
 import boto3
@@ -20,7 +19,7 @@ import botocore.exceptions
 
 from backupd.config import S3StoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties, read_exactly
+from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
@@ -91,10 +90,7 @@ class S3Store(Store):
     def put(self, key: str, payload: Payload) -> None:
         extra = dict(self._extra)
         if self.config.checksum_mode == "when_required":
-            md5 = hashlib.md5(usedforsecurity=False)
-            for chunk in payload:
-                md5.update(chunk)
-            extra["ContentMD5"] = base64.b64encode(md5.digest()).decode()
+            extra["ContentMD5"] = base64.b64encode(payload.md5().digest()).decode()
         body = payload.reader()
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
@@ -120,10 +116,7 @@ class S3Store(Store):
 
     def get(self, key: str) -> bytes:
         with self._open(key) as stream:
-            try:
-                return read_exactly(stream, stream.length, what=f"object {key}")  # type: ignore[return-value]
-            except EOFError as exc:
-                raise TransientStoreError(f"store {self.name}: {exc}", store=self.name, key=key) from None
+            return self._read_whole(stream, stream.length, key)  # type: ignore[arg-type]
 
     def stat(self, key: str) -> ObjectInfo:
         try:

@@ -22,7 +22,6 @@ clean Store (each has a test in ``tests/stores/test_swift_quirks.py``):
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
@@ -40,7 +39,7 @@ from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExis
 
 from backupd.config import CloudFilesStoreConfig, SwiftStoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties, read_exactly
+from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -234,9 +233,7 @@ class SwiftStore(Store):
 
     # ------------------------------------------------------------------ the Store contract
     def put(self, key: str, payload: Payload) -> None:
-        md5 = hashlib.md5(usedforsecurity=False)
-        for chunk in payload:
-            md5.update(chunk)
+        md5 = payload.md5()
 
         def operation(driver: Any) -> None:
             body = _SizedBody(payload)
@@ -269,10 +266,7 @@ class SwiftStore(Store):
             length = stream._length  # type: ignore[attr-defined]
             if length < 0:
                 return stream.read()
-            try:
-                return read_exactly(stream, length, what=f"object {key}")  # type: ignore[return-value]
-            except EOFError as exc:
-                raise TransientStoreError(f"store {self.name}: {exc}", store=self.name, key=key) from None
+            return self._read_whole(stream, length, key)
 
     def stat(self, key: str) -> ObjectInfo:
         def operation(driver: Any) -> ObjectInfo:
