@@ -34,9 +34,13 @@ class CatalogEntry:
 
 
 class Catalog:
+    """The committed backups in ``stores``. Manifests are immutable, so one Catalog reads each
+    manifest once: calling ``entries`` again re-lists the stores but only reads new manifests."""
+
     def __init__(self, stores: list[Store]):
         self.stores = stores
         self.unreadable: list[Unreadable] = []
+        self._manifests: dict[tuple[str, str], Manifest] = {}
 
     def entries(self, shard: str | None = None) -> list[CatalogEntry]:
         """Every committed backup (of ``shard``, or all), oldest first, merged across stores."""
@@ -54,11 +58,14 @@ class Catalog:
                     continue
                 entry = merged.get((parsed.shard, parsed.backup_id))
                 if entry is None:
-                    try:
-                        manifest = self.read(store, parsed.shard, parsed.backup_id)
-                    except (CatalogError, StoreError) as exc:
-                        self.unreadable.append(Unreadable(store.name, info.key, str(exc)))
-                        continue
+                    manifest = self._manifests.get((parsed.shard, parsed.backup_id))
+                    if manifest is None:
+                        try:
+                            manifest = self.read(store, parsed.shard, parsed.backup_id)
+                        except (CatalogError, StoreError) as exc:
+                            self.unreadable.append(Unreadable(store.name, info.key, str(exc)))
+                            continue
+                        self._manifests[(parsed.shard, parsed.backup_id)] = manifest
                     entry = merged[(parsed.shard, parsed.backup_id)] = CatalogEntry(manifest)
                 entry.found_in.append(store.name)
         return sorted(merged.values(), key=lambda e: (e.manifest.started_at, e.manifest.id))

@@ -16,7 +16,7 @@ from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_log
 from backupd.config import Config
 from backupd.errors import UsageError
 from backupd.stores import open_stores
-from backupd.units import format_size
+from backupd.units import format_duration, format_size
 
 
 def _config(ctx: click.Context) -> Config:
@@ -39,16 +39,81 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--shard", "shard_id", required=True, help="Shard id from the config.")
 @click.option("--kind", type=click.Choice(["full", "incremental"]), default="full", show_default=True)
+@click.option("--if-due", is_flag=True,
+              help="Take whichever backup the schedule says is due now (full or incremental), or "
+                   "nothing; a backup of the shard already running elsewhere also means nothing to do.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 @click.pass_context
-def backup(ctx: click.Context, shard_id: str, kind: str) -> int:
-    """Take one backup of a shard and print its id."""
-    from backupd.pipeline import run_backup
+def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: bool) -> int:
+    """Take one backup of a shard (under the shard's lock) and print its id."""
+    from backupd.jobs import run_backup_job
 
     config = _config(ctx)
     config.shard(shard_id)
-    report = run_backup(config, shard_id, kind)
-    click.echo(report.manifest.id)
+    result = run_backup_job(config, shard_id, kind, if_due=if_due)
+    if as_json:
+        document: dict[str, object] = {"result": result.status, "shard": shard_id, "kind": result.kind}
+        if result.report is not None:
+            m = result.report.manifest
+            document.update(id=m.id, parent_id=m.parent_id, seconds=round(result.report.seconds, 3),
+                            raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes,
+                            degraded=result.report.degraded)
+        else:
+            document["reason"] = result.reason
+        click.echo(json.dumps(document))
+    elif result.report is not None:
+        click.echo(result.report.manifest.id)
+    else:
+        click.echo(f"backupd: shard {shard_id}: skipped: {result.reason}", err=True)
     return 0
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--once", is_flag=True, help="Run whatever is due now, wait for it, and exit.")
+@click.pass_context
+def run(ctx: click.Context, once: bool) -> int:
+    """Run the scheduler: fulls every full_every, incrementals every incremental_every,
+    retention after each full (SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config)."""
+    from backupd.daemon import Daemon
+
+    config = _config(ctx)
+    if not config.shards:
+        raise UsageError(f"{config.path}: no shards configured; nothing to schedule")
+    return Daemon(config.path, config, once=once).run()
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", help="Only this shard.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
+@click.option("--json", "as_json", is_flag=True, help="Print every verdict as JSON.")
+@click.pass_context
+def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool) -> int:
+    """Delete backups the [retention] policy no longer keeps (manifest first, then parts)."""
+    from backupd.prune import prune as run_prune
+
+    config = _config(ctx)
+    if shard_id is not None:
+        config.shard(shard_id)
+    report = run_prune(config, shard_id, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted,
+                               "objects_deleted": report.objects_deleted,
+                               "bytes_freed": report.bytes_freed, "problems": report.problems,
+                               "verdicts": [{"id": v.manifest.id, "shard": v.manifest.shard,
+                                             "kind": v.manifest.kind, "keep": v.keep, "reasons": v.reasons}
+                                            for v in report.verdicts]}, indent=2))
+    else:
+        for verdict in report.verdicts:
+            action = "keep  " if verdict.keep else ("would delete" if dry_run else "delete")
+            click.echo(f"{action:<12} {verdict.manifest.id}  ({'; '.join(verdict.reasons)})")
+        if dry_run:
+            click.echo(f"prune: {len(report.to_delete)} of {len(report.verdicts)} backups would be deleted (dry run)")
+        else:
+            click.echo(f"prune: {len(report.deleted)} backups deleted ({report.objects_deleted} objects, "
+                       f"{format_size(report.bytes_freed)})")
+    for problem in report.problems:
+        click.echo(f"backupd: error: {problem}", err=True)
+    return 1 if report.problems else 0
 
 
 @cli.command("list", epilog=EXIT_CODES_HELP)
@@ -64,19 +129,52 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
     entries = catalog.entries(shard_id)
     for bad in catalog.unreadable:
         click.echo(f"backupd: warning: unreadable manifest {bad.store}:{bad.key}: {bad.error}", err=True)
+    chains = _chains([e.manifest for e in entries])
     if as_json:
-        rows = [{**e.manifest.summary(), "found_in": e.found_in} for e in entries]
+        rows = [{**e.manifest.summary(), "found_in": e.found_in,
+                 "restores_on": chains.get(e.manifest.id)} for e in entries]
         click.echo(json.dumps(rows, indent=2))
         return 0
-    header = ("ID", "SHARD", "KIND", "SNAPSHOT (UTC)", "RAW", "STORED", "RATIO", "PARTS", "STORES")
-    table = [header] + [(
-        m.id, m.shard, m.kind, m.snapshot_at.strftime("%Y-%m-%d %H:%M:%S"),
-        format_size(m.raw_bytes), format_size(m.stored_bytes), f"{m.compression_ratio:.2f}x",
-        str(len(m.parts)), ",".join(e.found_in)) for e in entries for m in [e.manifest]]
+    header = ("ID", "SHARD", "KIND", "SNAPSHOT (UTC)", "WINDOW", "RAW", "STORED", "RATIO", "PARTS", "STORES")
+    table = [header]
+    for entry in _chain_order(entries, chains):
+        m = entry.manifest
+        if m.kind == "incremental":
+            base = chains.get(m.id)
+            ident = f"  +- {m.id}" if base else f"{m.id} (applies to no full)"
+            window = format_duration((m.snapshot_at - m.window.since).total_seconds()) if m.window else ""
+        else:
+            ident, window = m.id, ""
+        table.append((ident, m.shard, m.kind, m.snapshot_at.strftime("%Y-%m-%d %H:%M:%S"), window,
+                      format_size(m.raw_bytes), format_size(m.stored_bytes), f"{m.compression_ratio:.2f}x",
+                      str(len(m.parts)), ",".join(entry.found_in)))
     _print_table(table)
     if not entries:
         click.echo("no committed backups" + (f" for shard {shard_id}" if shard_id else ""), err=True)
     return 0
+
+
+def _chains(manifests: list) -> dict[str, str]:
+    """For each incremental, the full a restore would apply it to (``backupd.chain``)."""
+    from backupd.chain import base_for
+
+    chains = {}
+    for m in manifests:
+        if m.kind == "incremental":
+            base = base_for(m, [f for f in manifests if f.kind == "full" and f.shard == m.shard])
+            if base is not None:
+                chains[m.id] = base.id
+    return chains
+
+
+def _chain_order(entries: list, chains: dict[str, str]) -> list:
+    """Fulls oldest first, each followed by the incrementals that restore on it."""
+    ordered = []
+    for entry in entries:
+        if entry.manifest.kind == "full":
+            ordered.append(entry)
+            ordered += [e for e in entries if chains.get(e.manifest.id) == entry.manifest.id]
+    return ordered + [e for e in entries if e.manifest.kind == "incremental" and e.manifest.id not in chains]
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -107,6 +205,9 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``backupd`` console script; returns the exit code."""
+    from backupd.daemon import exit_with_parent
+
+    exit_with_parent()
     return run_cli("backupd", cli, argv)
 
 

@@ -74,6 +74,7 @@ class ShardConfig(EndpointConfig):
     reference: Literal["digest", "counts"] = "digest"
     stores: list[str] | None = None
     lock_wait_timeout: Duration = 30.0
+    incremental_columns: dict[str, str] | None = None  # replaces [backupd] incremental_columns
 
 
 class TargetConfig(EndpointConfig):
@@ -110,6 +111,9 @@ class S3StoreConfig(_StoreSection):
     server_side_encryption: Literal["AES256", "aws:kms"] | None = None
     sse_kms_key_id: str | None = None
     checksum_mode: Literal["when_supported", "when_required"] = "when_supported"
+    # AWS S3 (and moto) create conditionally (If-None-Match) atomically; set false for
+    # S3-compatible servers that do not (Swift's s3api), so backupd knows its locks are best-effort.
+    atomic_create: bool = True
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     connect_timeout: Duration = 10.0
     read_timeout: Duration = 60.0
@@ -183,6 +187,61 @@ class Settings(_Section):
     mysqldump: str = "mysqldump"
     mysql: str = "mysql"
     work_dir: str | None = None
+    # Which column marks a row as changed, by "database.table" pattern (shell-style, first match
+    # wins); "" copies matching tables whole in every incremental.
+    incremental_columns: dict[str, str] = Field(default_factory=lambda: {"*": "updated_at"})
+
+
+class ShardSchedule(_Section):
+    """Per-shard overrides of the schedule (``[schedule.shards.ID]``)."""
+
+    enabled: bool = True
+    full_every: Duration | None = None
+    incremental_every: Duration | None = None
+    incremental_window: Duration | None = None
+
+
+class ScheduleConfig(_Section):
+    """The ``[schedule]`` section: when the daemon backs up, and how it shares the fleet."""
+
+    full_every: Duration = Field(default=8 * 3600.0, gt=0)
+    incremental_every: Duration = Field(default=3600.0, ge=0)  # 0: no incrementals
+    incremental_window: Duration = Field(default=24 * 3600.0, gt=0)
+    concurrency: int = Field(default=2, ge=1, le=64)
+    jitter: Duration = Field(default=300.0, ge=0)
+    shutdown_grace: Duration = Field(default=300.0, ge=0)
+    lock_ttl: Duration = Field(default=600.0, ge=10)
+    lock_store: str | None = None
+    tick: Duration = Field(default=30.0, gt=0)
+    catalog_refresh: Duration = Field(default=300.0, gt=0)
+    retry_after: Duration = Field(default=300.0, gt=0)  # longest wait before retrying a failed backup
+    shards: dict[str, ShardSchedule] = Field(default_factory=dict)
+
+    def for_shard(self, shard_id: str) -> "EffectiveSchedule":
+        """This shard's schedule, its overrides applied."""
+        override = self.shards.get(shard_id, ShardSchedule())
+        return EffectiveSchedule(
+            enabled=override.enabled,
+            full_every=override.full_every or self.full_every,
+            incremental_every=self.incremental_every if override.incremental_every is None
+            else override.incremental_every,
+            incremental_window=override.incremental_window or self.incremental_window)
+
+
+@dataclass(frozen=True)
+class EffectiveSchedule:
+    enabled: bool
+    full_every: float
+    incremental_every: float
+    incremental_window: float
+
+
+class RetentionConfig(_Section):
+    """The ``[retention]`` section (see ``backupd.retention``)."""
+
+    full_days: float = Field(default=7, ge=0)
+    keep_daily: int = Field(default=0, ge=0)
+    keep_weekly: int = Field(default=0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -194,6 +253,8 @@ class Config:
     stores: Mapping[str, StoreConfig]
     shards: Mapping[str, ShardConfig]
     targets: Mapping[str, TargetConfig]
+    schedule: ScheduleConfig = ScheduleConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -214,6 +275,14 @@ class Config:
     def shard_stores(self, shard_id: str) -> list[str]:
         """The names of the stores shard ``shard_id`` is backed up to (default: all)."""
         return list(self.shard(shard_id).stores or self.stores)
+
+    def lock_store(self, shard_id: str) -> str:
+        """The store holding the shard's backup lock: ``[schedule] lock_store``, else the
+        shard's first store. Hosts sharing a fleet must agree on it."""
+        return self.schedule.lock_store or self.shard_stores(shard_id)[0]
+
+    def incremental_columns(self, shard_id: str) -> Mapping[str, str]:
+        return self.shard(shard_id).incremental_columns or self.settings.incremental_columns
 
 
 def resolve_config_path(cli_value: str | os.PathLike[str] | None) -> Path:
@@ -244,7 +313,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
-    _SECTIONS = ("backupd", "stores", "shards", "targets")
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention")
 
     def __init__(self, path: Path):
         self.path = path
@@ -271,7 +340,15 @@ class _Loader:
             self.check_store_refs(f"targets.{name}.read_from", target.read_from, stores)
         if settings.work_dir:
             settings = settings.model_copy(update={"work_dir": self.absolute(settings.work_dir)})
-        return Config(self.path, settings, stores, shards, targets)
+        schedule = self.model(ScheduleConfig, raw.get("schedule", {}), "schedule")
+        for sid in schedule.shards:
+            if sid not in shards:
+                raise self.fail(f"schedule.shards.{sid}",
+                                f"no shard named '{sid}' (configured shards: {', '.join(sorted(shards)) or 'none'})")
+        if schedule.lock_store is not None:
+            self.check_store_refs("schedule.lock_store", [schedule.lock_store], stores)
+        retention = self.model(RetentionConfig, raw.get("retention", {}), "retention")
+        return Config(self.path, settings, stores, shards, targets, schedule, retention)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})

@@ -61,7 +61,11 @@ class TransientStoreError(StoreError):
 
 
 class PermanentStoreError(StoreError):
-    """A failure that retrying cannot fix (authentication, missing bucket, permissions)."""
+    """A failure that retrying cannot fix (authentication, missing bucket, permissions).
+
+    ``status`` is the HTTP status when the store answered one (0 otherwise)."""
+
+    status: int = 0
 
 
 class CatalogError(BackupdError):
@@ -74,6 +78,14 @@ class UnsupportedFormat(CatalogError):
 
 class BackupFailed(BackupdError):
     """A backup could not be committed; nothing of it was left behind."""
+
+
+class LockHeld(BackupdError):
+    """Another run holds the shard's backup lock (its owner is named in the message)."""
+
+
+class LockLost(BackupFailed):
+    """This run's shard lock expired or was taken over before the backup could commit."""
 
 
 class NoBackupFound(BackupdError):

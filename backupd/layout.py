@@ -5,6 +5,7 @@ Every store uses the same layout (a store may add its own prefix, which it handl
     <shard>/<backup_id>/part-000001.zst
     <shard>/<backup_id>/manifest.json          written last
     <shard>/<backup_id>/annotations/<name>.json
+    <shard>/locks/<generation>.json            the shard's backup lock (see backupd.lease)
 
 ``backup_id`` sorts by time: ``20261126T080000Z-full-3f9a1c``.
 """
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 MANIFEST_NAME = "manifest.json"
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)-([0-9a-f]{6})$")
 _PART_NAME = re.compile(r"^part-(\d{6})\.zst$")
+_LOCK_NAME = re.compile(r"^(\d{12})\.json$")
 
 
 def new_backup_id(kind: str, moment: datetime) -> str:
@@ -52,6 +54,20 @@ def manifest_key(shard: str, backup_id: str) -> str:
 
 def annotation_key(shard: str, backup_id: str, name: str) -> str:
     return f"{backup_prefix(shard, backup_id)}annotations/{name}.json"
+
+
+def lock_prefix(shard: str) -> str:
+    return f"{shard}/locks/"
+
+
+def lock_key(shard: str, generation: int) -> str:
+    return f"{lock_prefix(shard)}{generation:012d}.json"
+
+
+def lock_generation(key: str) -> int | None:
+    """The generation of a lock key (None for anything else)."""
+    match = _LOCK_NAME.match(key.rsplit("/", 1)[-1])
+    return int(match.group(1)) if match and "/locks/" in key else None
 
 
 @dataclass(frozen=True)

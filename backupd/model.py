@@ -11,12 +11,13 @@ import json
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backupd.errors import CatalogError, UnsupportedFormat
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = frozenset({FORMAT_VERSION})
+# 2 added incrementals (``incremental``) and per-table schema fingerprints; 1 is still read.
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, FORMAT_VERSION})
 
 BackupKind = Literal["full", "incremental"]
 StoreState = Literal["complete", "failed"]
@@ -58,6 +59,7 @@ class TableReference(_Record):
     table: str
     rows: int = Field(ge=0)
     digest: str | None = None
+    schema_digest: str | None = None  # fingerprint of the table's definition (see reference.py)
 
     @property
     def name(self) -> str:
@@ -79,6 +81,41 @@ class Reference(_Record):
     digest_algorithm: str | None = None
     tables: list[TableReference]
     objects: list[SchemaObject] = []
+
+
+class Window(_Record):
+    """The changes an incremental carries: rows changed in ``[since, until]`` (``until`` is
+    the incremental's snapshot)."""
+
+    since: datetime
+    until: datetime
+
+
+class TableChange(_Record):
+    """How an incremental carries one table.
+
+    ``changed``: rows whose ``column`` is at or after the window's start are upserted
+    (REPLACE), and rows whose primary key is no longer live are deleted. ``whole``: the table
+    is dropped and re-created with all its rows (``reason`` says why: no change column, no
+    primary key, new or changed definition since the base full).
+    """
+
+    database: str
+    table: str
+    mode: Literal["changed", "whole"]
+    column: str | None = None
+    reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}.{self.table}"
+
+
+class Incremental(_Record):
+    """What makes a backup an incremental: its window and how each table is carried."""
+
+    window: Window
+    tables: list[TableChange]
 
 
 class Codec(_Record):
@@ -113,6 +150,15 @@ class Manifest(_Record):
     reference: Reference
     stores: dict[str, StoreStatus]
     tool_versions: dict[str, str] = {}
+    incremental: Incremental | None = None  # set exactly when kind == "incremental"
+
+    @model_validator(mode="after")
+    def _incremental_fields(self) -> "Manifest":
+        if (self.kind == "incremental") != (self.incremental is not None):
+            raise ValueError("an incremental backup needs its 'incremental' record, and only it")
+        if self.kind == "incremental" and not self.parent_id:
+            raise ValueError("an incremental backup needs the parent_id of its base full")
+        return self
 
     def to_json(self) -> bytes:
         """Serialize for storage (stable key order, UTC timestamps)."""
@@ -149,11 +195,18 @@ class Manifest(_Record):
     def compression_ratio(self) -> float:
         return self.raw_bytes / self.stored_bytes if self.stored_bytes else 0.0
 
+    @property
+    def window(self) -> Window | None:
+        return self.incremental.window if self.incremental else None
+
     def summary(self) -> dict[str, object]:
         """The fields ``backupd list --json`` prints for this backup."""
+        window = self.window
         return {
             "id": self.id, "shard": self.shard, "kind": self.kind, "method": self.method,
             "parent_id": self.parent_id,
+            "window_since": _iso(window.since) if window else None,
+            "window_until": _iso(window.until) if window else None,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at),
             "snapshot_at": _iso(self.snapshot_at),
             "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes,

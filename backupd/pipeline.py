@@ -14,15 +14,16 @@ from datetime import datetime
 from typing import Callable
 
 from backupd import __version__
-from backupd.catalog import commit_manifest
+from backupd.catalog import Catalog, commit_manifest
 from backupd.codec import PartCompressor
 from backupd.config import Config
-from backupd.errors import UsageError
+from backupd.errors import BackupFailed, UsageError
 from backupd.layout import new_backup_id
 from backupd.model import Codec, Manifest, StoreStatus, utc_now
 from backupd.sources.base import Source
+from backupd.sources.incremental import IncrementalSource
 from backupd.sources.mysqldump import MysqldumpSource
-from backupd.stores import open_stores
+from backupd.stores import Store, open_stores
 from backupd.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -40,25 +41,46 @@ class BackupReport:
         return self.manifest.raw_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-def make_source(config: Config, shard_id: str, kind: str) -> Source:
+def newest_full(stores: list[Store], shard_id: str) -> Manifest:
+    """The newest committed full of the shard in ``stores`` (an incremental's base)."""
+    fulls = [m for m in Catalog(stores).backups(shard_id) if m.kind == "full"]
+    if not fulls:
+        raise BackupFailed(f"shard {shard_id}: no committed full backup to base an incremental on",
+                           hint=f"take a full first: backupd backup --shard {shard_id} --kind full")
+    return max(fulls, key=lambda m: (m.snapshot_at, m.id))
+
+
+def make_source(config: Config, shard_id: str, kind: str, stores: list[Store]) -> tuple[Source, str | None]:
+    """The source for a backup of ``kind``, and the id of its base full (incrementals)."""
     shard = config.shard(shard_id)
-    if kind != "full":
-        raise UsageError(f"shard {shard_id}: backup kind '{kind}' is not supported by method "
-                         f"'{shard.method}' yet (supported: full)")
-    return MysqldumpSource(shard_id, shard, mysqldump=config.settings.mysqldump,
-                           work_dir=config.settings.work_dir)
+    settings = config.settings
+    if kind == "full":
+        return MysqldumpSource(shard_id, shard, mysqldump=settings.mysqldump,
+                               work_dir=settings.work_dir), None
+    if kind == "incremental":
+        base = newest_full(stores, shard_id)
+        window = config.schedule.for_shard(shard_id).incremental_window
+        return IncrementalSource(shard_id, shard, base=base, window=window,
+                                 columns=config.incremental_columns(shard_id),
+                                 mysqldump=settings.mysqldump, work_dir=settings.work_dir), base.id
+    raise UsageError(f"shard {shard_id}: unknown backup kind '{kind}' (full or incremental)")
 
 
 def run_backup(config: Config, shard_id: str, kind: str = "full", *,
-               clock: Callable[[], datetime] = utc_now) -> BackupReport:
-    """Take one backup of ``shard_id`` and commit it (see the module contract)."""
-    source = make_source(config, shard_id, kind)
+               clock: Callable[[], datetime] = utc_now,
+               before_commit: Callable[[], None] | None = None) -> BackupReport:
+    """Take one backup of ``shard_id`` and commit it (see the module contract).
+
+    ``before_commit`` runs after every part is stored and before the manifest is written; if
+    it raises (the shard lock was lost, say), the backup is aborted like any other failure.
+    """
     stores = open_stores(config, config.shard_stores(shard_id))
+    source, parent_id = make_source(config, shard_id, kind, stores)
     settings = config.settings
     started_at, started = clock(), time.monotonic()
     backup_id = new_backup_id(kind, started_at)
-    log.info("shard %s: backup %s started (%s, to %s)", shard_id, backup_id, source.method,
-             ", ".join(s.name for s in stores))
+    log.info("shard %s: backup %s started (%s %s%s, to %s)", shard_id, backup_id, source.method,
+             kind, f" on base {parent_id}" if parent_id else "", ", ".join(s.name for s in stores))
     uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
     compressor = PartCompressor(settings.part_size, settings.compression_level,
                                 settings.compression_threads)
@@ -73,7 +95,7 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
         statuses.update({name: StoreStatus(state="failed", error=reason)
                          for name, reason in uploader.failed.items()})
         manifest = Manifest(
-            id=backup_id, shard=shard_id, kind=kind, method=result.method,
+            id=backup_id, shard=shard_id, kind=kind, method=result.method, parent_id=parent_id,
             started_at=started_at, finished_at=clock(), snapshot_at=result.snapshot_at,
             databases=result.databases,
             coordinates=result.coordinates, server=result.server,
@@ -81,7 +103,10 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
             raw_bytes=sum(p.raw_size for p in uploader.records),
             stored_bytes=sum(p.size for p in uploader.records),
             reference=result.reference, stores=statuses,
-            tool_versions={"backupd": __version__, **result.tool_versions})
+            tool_versions={"backupd": __version__, **result.tool_versions},
+            incremental=result.incremental)
+        if before_commit is not None:
+            before_commit()
         committed = commit_manifest(manifest, complete)
     except BaseException:
         log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)

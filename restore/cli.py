@@ -30,7 +30,9 @@ def parse_time(text: str) -> datetime:
 @click.option("--shard", "shard_id", required=True, help="Shard id whose backups to restore.")
 @click.option("--target", "target_name", required=True, help="Target name from the config (e.g. us-west).")
 @click.option("--backup", "backup_id", help="Restore exactly this backup id.")
-@click.option("--at", "at_text", metavar="TIME", help="Restore the newest backup at or before TIME (default: now).")
+@click.option("--at", "at_text", metavar="TIME",
+              help="Restore the newest restorable point (a full, or a full and an incremental) "
+                   "at or before TIME (default: now).")
 @click.option("--force", is_flag=True, help="Replace databases that already exist on the target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
@@ -56,6 +58,9 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         click.echo(json.dumps(_report_json(report), indent=2))
         return 0
     m, v = report.manifest, report.verification
+    if len(report.chain) > 1:
+        click.echo(f"applied full {report.chain[0]}, then incremental {m.id} "
+                   f"(state at {m.snapshot_at.isoformat()})")
     click.echo(f"restored shard {m.shard} backup {m.id} into target {report.target}: "
                f"{len(v.tables)} tables, {v.rows} rows, {format_size(m.raw_bytes)} of SQL "
                f"in {format_duration(report.apply_seconds)} "
@@ -73,6 +78,8 @@ def _report_json(report: object) -> dict[str, object]:
     v = report.verification
     return {
         "backup": report.manifest.id, "shard": report.manifest.shard, "target": report.target,
+        "kind": report.manifest.kind, "chain": report.chain,
+        "snapshot_at": report.manifest.snapshot_at.isoformat().replace("+00:00", "Z"),
         "raw_bytes": report.manifest.raw_bytes, "stored_bytes": report.manifest.stored_bytes,
         "apply_seconds": round(report.apply_seconds, 3), "verify_seconds": round(report.verify_seconds, 3),
         "verified": v.ok, "verification_mode": v.mode, "tables": len(v.tables), "rows": v.rows,

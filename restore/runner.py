@@ -1,5 +1,8 @@
 """One restore, end to end: plan -> preflight -> fetch+verify parts -> apply -> verify data.
 
+A plan is a full, or a full and an incremental applied on top of it; the target is verified
+against the reference of the last one (its snapshot's row counts and digests).
+
 Contract of ``run_restore``: it returns a RestoreReport whose ``verification.ok`` is True, or
 raises: NoBackupFound, TargetNotEmpty, CorruptPart (a part has no good copy: nothing from it or
 after it is applied), RestoreFailed, or DataMismatch (applied, but the tables differ from the
@@ -15,7 +18,7 @@ from datetime import datetime
 
 from backupd.catalog import Catalog
 from backupd.codec import PartDecodeError, decode_part
-from backupd.config import Config
+from backupd.config import Config, TargetConfig
 from backupd.errors import CorruptPart, DataMismatch, RestoreFailed
 from backupd.model import Manifest
 from backupd.stores import open_stores
@@ -23,7 +26,7 @@ from restore.apply import MysqlClientApplier
 from backupd.fetch import PartFetcher
 from restore.markers import LoadMarkers, parse_marker
 from restore.planner import plan_restore
-from restore.target import prepare_target
+from restore.target import prepare_target, reconcile_for_incremental
 from restore.verify import TableVerifier, VerificationReport
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class RestoreReport:
     apply_seconds: float
     verify_seconds: float
     verification: VerificationReport
+    chain: list[str]  # the ids applied, a full first
 
     @property
     def seconds(self) -> float:
@@ -53,50 +57,33 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
     label = f"target {target_name}"
     stores = open_stores(config, list(target.read_from))
     plan = plan_restore(Catalog(stores).backups(shard_id), shard_id, at=at, backup_id=backup_id)
+    for note in plan.notes:
+        log.warning("shard %s: %s", shard_id, note)
     manifest = plan.final
-    log.info("shard %s: restoring %s (%s, snapshot %s) into target %s", shard_id, manifest.id,
-             manifest.kind, manifest.snapshot_at.isoformat(), target_name)
-    fetcher = PartFetcher(stores, manifest)
-    fetcher.preflight()
-    prepare_target(target, target_name, manifest.databases, force=force, label=label)
+    log.info("shard %s: restoring %s (snapshot %s) into target %s", shard_id,
+             " + ".join(f"{m.kind} {m.id}" for m in plan.steps), manifest.snapshot_at.isoformat(),
+             target_name)
+    fetchers = [PartFetcher(stores, step) for step in plan.steps]
+    for fetcher in fetchers:
+        fetcher.preflight()
+    databases = sorted({d for step in plan.steps for d in step.databases})
+    prepare_target(target, target_name, databases, force=force, label=label)
 
-    verifier = TableVerifier(target, manifest.reference, label=label)
-    markers = LoadMarkers()
-
-    def on_output(line: bytes) -> None:
-        number = parse_marker(line)
-        if number is not None and number in markers.tables:
-            verifier.table_loaded(*markers.tables[number])
-
+    verifier = TableVerifier(target, manifest.reference, label=label, databases=manifest.databases)
     started = time.monotonic()
-    applied = 0
     try:
-        with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
-                                work_dir=config.settings.work_dir, on_output=on_output) as applier:
-            try:
-                for part, data in fetcher.verified_parts():
-                    try:
-                        for chunk in decode_part(data):
-                            for piece in markers.feed(chunk):
-                                applier.write(piece)
-                    except PartDecodeError as exc:
-                        raise CorruptPart(f"part {part.key} of backup {manifest.id}: {exc}") from None
-                    applied += 1
-                for piece in markers.flush():
-                    applier.write(piece)
-                applier.finish()
-            except BaseException as exc:
-                applier.abort()
-                if isinstance(exc, (CorruptPart, RestoreFailed)):
-                    exc.hint = (f"target {target_name} is partially restored ({applied} of "
-                                f"{len(manifest.parts)} parts applied); fix the cause and rerun with --force")
-                raise
+        for step, fetcher in zip(plan.steps, fetchers):
+            if step.kind == "incremental":
+                reconcile_for_incremental(target, plan.full, step, label=label)
+            final = step is manifest
+            _apply(config, target, target_name, label, step, fetcher, verifier if final else None)
         apply_seconds = time.monotonic() - started
         started = time.monotonic()
         verification = verifier.finish()
     finally:
         verifier.close()
-    report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started, verification)
+    report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started,
+                           verification, [step.id for step in plan.steps])
     if not verification.ok:
         error = DataMismatch(f"target {target_name}: restored data differs from backup {manifest.id} "
                              f"in {len(verification.failures)} place(s): {verification.failures[0]}",
@@ -104,3 +91,38 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+def _apply(config: Config, target: TargetConfig, target_name: str, label: str, manifest: Manifest,
+           fetcher: PartFetcher, verifier: TableVerifier | None) -> None:
+    """Stream one backup's verified parts into the target. With a ``verifier``, each table is
+    handed to it as soon as the mysql client has loaded it (see ``restore.markers``)."""
+    markers = LoadMarkers()
+
+    def on_output(line: bytes) -> None:
+        number = parse_marker(line)
+        if verifier is not None and number is not None and number in markers.tables:
+            verifier.table_loaded(*markers.tables[number])
+
+    applied = 0
+    with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
+                            work_dir=config.settings.work_dir, on_output=on_output) as applier:
+        try:
+            for part, data in fetcher.verified_parts():
+                try:
+                    for chunk in decode_part(data):
+                        for piece in markers.feed(chunk):
+                            applier.write(piece)
+                except PartDecodeError as exc:
+                    raise CorruptPart(f"part {part.key} of backup {manifest.id}: {exc}") from None
+                applied += 1
+            for piece in markers.flush():
+                applier.write(piece)
+            applier.finish()
+        except BaseException as exc:
+            applier.abort()
+            if isinstance(exc, (CorruptPart, RestoreFailed)):
+                exc.hint = (f"target {target_name} is partially restored ({applied} of "
+                            f"{len(manifest.parts)} parts of {manifest.kind} {manifest.id} applied); "
+                            "fix the cause and rerun with --force")
+            raise

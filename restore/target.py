@@ -6,6 +6,7 @@ import logging
 
 from backupd.config import TargetConfig
 from backupd.errors import TargetNotEmpty
+from backupd.model import Manifest
 from backupd.mysql import connect, query, quote_identifier
 
 log = logging.getLogger(__name__)
@@ -49,3 +50,50 @@ def prepare_target(target: TargetConfig, name: str, databases: list[str], *, for
             query(conn, f"DROP DATABASE {quote_identifier(database)}", label=label)
     finally:
         conn.close()
+
+
+def reconcile_for_incremental(target: TargetConfig, full: Manifest, incremental: Manifest, *,
+                              label: str) -> None:
+    """Make a target restored from ``full`` ready for ``incremental``'s stream.
+
+    The stream re-creates every view, trigger, routine and event of its snapshot, so all of them
+    are dropped first (no trigger fires while its rows are applied); tables and databases that
+    no longer exist at the incremental's snapshot are dropped too.
+    """
+    databases = sorted(set(full.databases) | set(incremental.databases))
+    keep_tables = {(t.database, t.table) for t in incremental.reference.tables}
+    conn = connect(target, label=label)
+    try:
+        if not target.write_binlog:
+            query(conn, "SET SESSION sql_log_bin = 0", label=label)
+        for database in sorted(set(full.databases) - set(incremental.databases)):
+            log.info("%s: dropping database %s (gone at the incremental's snapshot)", label, database)
+            query(conn, f"DROP DATABASE IF EXISTS {quote_identifier(database)}", label=label)
+        marks = ", ".join(["%s"] * len(databases))
+        statements = []
+        for schema, name in query(conn, "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS "
+                                        f"WHERE TRIGGER_SCHEMA IN ({marks})", databases, label=label):
+            statements.append(f"DROP TRIGGER IF EXISTS {_qualified(schema, name)}")
+        for schema, name, kind in query(conn, "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM "
+                                              f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})",
+                                        databases, label=label):
+            statements.append(f"DROP {kind} IF EXISTS {_qualified(schema, name)}")
+        for schema, name in query(conn, "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS "
+                                        f"WHERE EVENT_SCHEMA IN ({marks})", databases, label=label):
+            statements.append(f"DROP EVENT IF EXISTS {_qualified(schema, name)}")
+        for schema, name, kind in query(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM "
+                                              f"information_schema.TABLES WHERE TABLE_SCHEMA IN ({marks})",
+                                        databases, label=label):
+            if kind == "VIEW":
+                statements.append(f"DROP VIEW IF EXISTS {_qualified(schema, name)}")
+            elif (schema, name) not in keep_tables:
+                log.info("%s: dropping table %s.%s (gone at the incremental's snapshot)", label, schema, name)
+                statements.append(f"DROP TABLE IF EXISTS {_qualified(schema, name)}")
+        for statement in statements:
+            query(conn, statement, label=label)
+    finally:
+        conn.close()
+
+
+def _qualified(schema: str, name: str) -> str:
+    return f"{quote_identifier(schema)}.{quote_identifier(name)}"

@@ -4,7 +4,8 @@ Tables are measured with the same SQL the source was (``backupd.reference``). A 
 verified as soon as it is loaded (``TableVerifier.table_loaded``, driven by the load markers),
 so most verification overlaps the rest of the load; ``finish()`` measures whatever was not
 verified yet. Every table in the reference must exist with the same row count and, in digest
-mode, the same digest; every view, trigger, routine and event must exist.
+mode, the same digest; every view, trigger, routine and event must exist; and the backup's
+databases on the target must hold no other table.
 """
 
 from __future__ import annotations
@@ -50,16 +51,18 @@ class VerificationReport:
     mode: str
     tables: list[TableCheck] = field(default_factory=list)
     missing_objects: list[str] = field(default_factory=list)
+    extra_tables: list[str] = field(default_factory=list)
     verified_during_load: int = 0
 
     @property
     def ok(self) -> bool:
-        return all(t.ok for t in self.tables) and not self.missing_objects
+        return all(t.ok for t in self.tables) and not self.missing_objects and not self.extra_tables
 
     @property
     def failures(self) -> list[str]:
         return [t.describe() for t in self.tables if not t.ok] + \
-            [f"{o}: missing on target" for o in self.missing_objects]
+            [f"{o}: missing on target" for o in self.missing_objects] + \
+            [f"{t}: on target but not in the backup" for t in self.extra_tables]
 
     @property
     def rows(self) -> int:
@@ -69,9 +72,12 @@ class VerificationReport:
 class TableVerifier:
     """Measures target tables in a small pool of connections (one per worker thread)."""
 
-    def __init__(self, target: TargetConfig, reference: Reference, *, label: str, workers: int = 2):
+    def __init__(self, target: TargetConfig, reference: Reference, *, label: str,
+                 databases: list[str] | None = None, workers: int = 2):
         self.target = target
         self.reference = reference
+        self.databases = sorted(set(databases or []) | {t.database for t in reference.tables}
+                                | {o.database for o in reference.objects})
         self.label = label
         self._expected = {(t.database, t.table): t for t in reference.tables}
         self._futures: dict[tuple[str, str], Future[TableCheck]] = {}
@@ -99,12 +105,13 @@ class TableVerifier:
             report = VerificationReport(mode=self.reference.mode, verified_during_load=self._early)
             report.tables = sorted((f.result() for f in self._futures.values()),
                                    key=lambda check: check.expected.name)
-            databases = sorted({t.database for t in self.reference.tables} |
-                               {o.database for o in self.reference.objects})
+            conn = self._connection()
             present = {(o.database, o.kind, o.name)
-                       for o in list_objects(self._connection(), databases, label=self.label)}
+                       for o in list_objects(conn, self.databases, label=self.label)}
             report.missing_objects = [f"{o.kind} {o.database}.{o.name}" for o in self.reference.objects
                                       if (o.database, o.kind, o.name) not in present]
+            report.extra_tables = [t.name for t in list_tables(conn, self.databases, label=self.label)
+                                   if (t.database, t.table) not in self._expected]
             return report
         finally:
             self.close()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ContextManager, Iterator, Protocol
 
-from backupd.model import Coordinates, Reference, ServerInfo
+from backupd.model import Coordinates, Incremental, Reference, ServerInfo
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class SourceResult:
     server: ServerInfo
     reference: Reference
     tool_versions: dict[str, str] = field(default_factory=dict)
+    incremental: Incremental | None = None  # the window and table modes of an incremental
 
 
 class SourceStream(Protocol):

@@ -19,8 +19,9 @@ import subprocess
 import tempfile
 import threading
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import pymysql
 
@@ -60,19 +61,143 @@ def client_version(binary: str) -> tuple[str, str]:
     return flavour, match.group(1) if match else "unknown"
 
 
+def coordinate_args(flavour: str, version: str) -> list[str]:
+    """The flags that make mysqldump print its snapshot's binlog coordinates (commented)."""
+    if flavour == "mariadb":
+        return ["--master-data=2", "--gtid"]
+    if major_minor(version) >= (8, 0) and tuple(map(int, version.split(".")[:3])) >= (8, 0, 26):
+        return ["--source-data=2", "--set-gtid-purged=COMMENTED"]
+    return ["--master-data=2", "--set-gtid-purged=COMMENTED"]
+
+
+def common_args(binary: str, option_path: str, flavour: str, version: str) -> list[str]:
+    """Flags every mysqldump run of backupd gets (the option file must come first)."""
+    return [binary, f"--defaults-file={option_path}", "--single-transaction", "--quick",
+            "--hex-blob", "--default-character-set=utf8mb4", "--max-allowed-packet=1G",
+            "--no-tablespaces", *coordinate_args(flavour, version)]
+
+
 def mysqldump_args(binary: str, option_path: str, flavour: str, version: str,
                    databases: list[str]) -> list[str]:
-    """The mysqldump command line (the option file must come first)."""
-    args = [binary, f"--defaults-file={option_path}", "--single-transaction", "--quick",
-            "--routines", "--triggers", "--events", "--hex-blob", "--default-character-set=utf8mb4",
-            "--max-allowed-packet=1G", "--no-tablespaces"]
-    if flavour == "mariadb":
-        args += ["--master-data=2", "--gtid"]
-    elif major_minor(version) >= (8, 0) and tuple(map(int, version.split(".")[:3])) >= (8, 0, 26):
-        args += ["--source-data=2", "--set-gtid-purged=COMMENTED"]
-    else:
-        args += ["--master-data=2", "--set-gtid-purged=COMMENTED"]
-    return args + ["--databases", *databases]
+    """The command line of a full logical backup."""
+    return common_args(binary, option_path, flavour, version) + \
+        ["--routines", "--triggers", "--events", "--databases", *databases]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """Where the coordinated snapshots sit, as seen while commits were blocked."""
+
+    coordinates: Coordinates
+    snapshot_at: datetime        # backupd's clock (UTC)
+    server_utc: datetime         # the server's UTC_TIMESTAMP(6), naive
+    server_local: datetime       # the server's NOW(6) in its default time zone, naive
+
+
+class SnapshotSession:
+    """Connections to one shard whose snapshots, and those of the mysqldump runs it starts,
+    all see the same data (see ``backupd.sources.snapshot``).
+
+    ``open_dumps(build)`` blocks commits, opens ``len(self.snapshots)`` snapshot connections,
+    calls ``build(info)`` for the mysqldump command lines, starts them, waits until each has
+    printed its coordinates, unblocks commits and checks that every snapshot is at the same
+    binlog position. Closing the session kills what is still running and closes everything.
+    """
+
+    def __init__(self, shard_id: str, shard: ShardConfig, *, mysqldump: str, work_dir: str | None,
+                 snapshot_connections: int):
+        self.shard_id = shard_id
+        self.shard = shard
+        self.binary = mysqldump
+        self.work_dir = work_dir
+        self.label = f"shard {shard_id}"
+        self._stack = ExitStack()
+        try:
+            self.control = self._connect()
+            self.snapshots = [self._connect(read_timeout=None) for _ in range(snapshot_connections)]
+            self.server = server_info(self.control, label=self.label)
+            self.flavour, self.version = client_version(self.binary)
+            self.option_path = str(self._stack.enter_context(option_file(shard, work_dir)))
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _connect(self, **options: Any) -> pymysql.connections.Connection:
+        conn = connect(self.shard, label=self.label, **options)
+        self._stack.callback(conn.close)
+        return conn
+
+    def databases(self) -> list[str]:
+        """The shard's configured databases (checked to exist), or every user database."""
+        present = user_databases(self.control, label=self.label)
+        if not self.shard.databases:
+            if not present:
+                raise SourceError(f"{self.label}: has no user databases to back up")
+            return present
+        missing = [d for d in self.shard.databases if d not in present]
+        if missing:
+            raise SourceError(f"{self.label}: database '{missing[0]}' (from shards.{self.shard_id}."
+                              f"databases) does not exist on {self.shard.describe()}")
+        return list(self.shard.databases)
+
+    def common_args(self, *, coordinates: bool = True) -> list[str]:
+        """mysqldump's shared flags; ``coordinates=False`` for runs outside the coordinated
+        snapshot (schema objects, which are not versioned by snapshots anyway)."""
+        args = common_args(self.binary, self.option_path, self.flavour, self.version)
+        return args if coordinates else [a for a in args if a not in coordinate_args(self.flavour, self.version)]
+
+    @property
+    def tool_versions(self) -> dict[str, str]:
+        return {"mysqldump": f"{self.flavour} {self.version}"}
+
+    def open_dumps(self, build: Callable[[SnapshotInfo], list[list[str]]]
+                   ) -> tuple[SnapshotInfo, list["DumpProcess"]]:
+        block = CommitBlock(self.control, self.server, lock_wait_timeout=self.shard.lock_wait_timeout,
+                            label=self.label)
+        block.acquire()
+        try:
+            seen = [open_reference_snapshot(conn, self.server, label=self.label) for conn in self.snapshots]
+            now_utc, now_local = query(self.snapshots[0], "SELECT UTC_TIMESTAMP(6), NOW(6)", label=self.label)[0]
+            info = SnapshotInfo(seen[0], utc_now(), now_utc, now_local)
+            dumps = [self.start_dump(args) for args in build(info)]
+            for dump in dumps:
+                dump.read_header()
+        finally:
+            block.release()
+        log.debug("%s: snapshot at %s:%s, commits unblocked", self.label,
+                  info.coordinates.binlog_file, info.coordinates.binlog_pos)
+        ours = (info.coordinates.binlog_file, info.coordinates.binlog_pos)
+        for other in seen[1:]:
+            if (other.binlog_file, other.binlog_pos) != ours:
+                raise SourceError(f"{self.label}: two reference snapshots disagree "
+                                  f"({other.binlog_file}:{other.binlog_pos} vs {ours[0]}:{ours[1]})")
+        for dump in dumps:
+            dump.check_coordinates(info.coordinates)
+        return info, dumps
+
+    def start_dump(self, args: list[str]) -> "DumpProcess":
+        """Start one mysqldump run, killed (if still running) when the session closes."""
+        stderr_file = self._stack.enter_context(tempfile.TemporaryFile(dir=self.work_dir))
+        dump = DumpProcess(self.label, args, stderr_file)
+        self._stack.callback(dump.reap)
+        return dump
+
+    def scan_reference(self, databases: list[str], *, tables: list[TableInfo] | None = None
+                       ) -> "_ReferenceScanner":
+        """Start computing the reference on the first snapshot connection, in a thread."""
+        scanner = _ReferenceScanner(self, self.snapshots[0], databases, tables)
+        self._stack.callback(scanner.stop)
+        scanner.start()
+        return scanner
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "SnapshotSession":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class MysqldumpSource:
@@ -86,79 +211,61 @@ class MysqldumpSource:
         self.shard = shard
         self.binary = mysqldump
         self.work_dir = work_dir
-        self.label = f"shard {shard_id}"
 
     @contextmanager
     def open(self) -> Iterator["DumpStream"]:
-        with ExitStack() as stack:
-            control = connect(self.shard, label=self.label)
-            stack.callback(control.close)
-            reference_conn = connect(self.shard, label=self.label, read_timeout=None)
-            stack.callback(reference_conn.close)
-            server = server_info(control, label=self.label)
-            databases = self._databases(control)
-            flavour, version = client_version(self.binary)
-            option_path = stack.enter_context(option_file(self.shard, self.work_dir))
-            stderr_file = stack.enter_context(tempfile.TemporaryFile(dir=self.work_dir))
-
-            block = CommitBlock(control, server, lock_wait_timeout=self.shard.lock_wait_timeout,
-                                label=self.label)
-            block.acquire()
-            stack.callback(block.release)
-            coordinates = open_reference_snapshot(reference_conn, server, label=self.label)
-            snapshot_at = utc_now()
-            process = subprocess.Popen(
-                mysqldump_args(self.binary, str(option_path), flavour, version, databases),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=0,
-                start_new_session=True)  # its own process group: _reap kills wrappers' children too
-            stack.callback(_reap, process)
-            stream = DumpStream(self, process, stderr_file, databases, server, coordinates,
-                                snapshot_at, {"mysqldump": f"{flavour} {version}"})
-            stream.read_header()
-            block.release()
-            log.debug("%s: snapshot at %s:%s, commits unblocked", self.label,
-                      coordinates.binlog_file, coordinates.binlog_pos)
-            stream.check_header_coordinates()
-
-            scanner = _ReferenceScanner(self, control, reference_conn, databases)
-            stack.callback(scanner.stop)
-            stream.scanner = scanner
-            scanner.start()
-            yield stream
-
-    def _databases(self, conn: pymysql.connections.Connection) -> list[str]:
-        present = user_databases(conn, label=self.label)
-        if not self.shard.databases:
-            if not present:
-                raise SourceError(f"{self.label}: has no user databases to back up")
-            return present
-        missing = [d for d in self.shard.databases if d not in present]
-        if missing:
-            raise SourceError(f"{self.label}: database '{missing[0]}' (from shards.{self.shard_id}."
-                              f"databases) does not exist on {self.shard.describe()}")
-        return list(self.shard.databases)
+        with SnapshotSession(self.shard_id, self.shard, mysqldump=self.binary,
+                             work_dir=self.work_dir, snapshot_connections=1) as session:
+            databases = session.databases()
+            info, (dump,) = session.open_dumps(
+                lambda _: [mysqldump_args(self.binary, session.option_path, session.flavour,
+                                          session.version, databases)])
+            scanner = session.scan_reference(databases)
+            yield DumpStream(session, dump, scanner, databases, info)
 
 
 class DumpStream:
-    """mysqldump's stdout as chunks, with its header checked and its trailer verified."""
+    """A full backup's stream: mysqldump's stdout, then the facts of its snapshot."""
 
-    def __init__(self, source: MysqldumpSource, process: subprocess.Popen[bytes], stderr_file: IO[bytes],
-                 databases: list[str], server: ServerInfo, coordinates: Coordinates,
-                 snapshot_at: datetime, tool_versions: dict[str, str]):
-        self.source = source
-        self.process = process
-        self.stderr_file = stderr_file
+    def __init__(self, session: SnapshotSession, dump: "DumpProcess", scanner: "_ReferenceScanner",
+                 databases: list[str], info: SnapshotInfo):
+        self.session = session
+        self.dump = dump
+        self.scanner = scanner
         self.databases = databases
-        self.server = server
-        self.coordinates = coordinates
-        self.snapshot_at = snapshot_at
-        self.tool_versions = tool_versions
-        self.scanner: _ReferenceScanner | None = None
-        self._fd = process.stdout.fileno()  # type: ignore[union-attr]
+        self.info = info
+        self._drained = False
+
+    def chunks(self) -> Iterator[bytes]:
+        yield from self.dump.chunks()
+        self._drained = True
+
+    def result(self) -> SourceResult:
+        if not self._drained:
+            raise SourceError(f"{self.session.label}: result() called before the dump was drained")
+        reference = self.scanner.join()
+        log.debug("%s: reference of %d tables ready", self.session.label, len(reference.tables))
+        self.dump.check_trailer_gtid(self.info.coordinates)
+        return SourceResult(method=MysqldumpSource.method, databases=self.databases,
+                            snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
+                            server=self.session.server, reference=reference,
+                            tool_versions=self.session.tool_versions)
+
+
+class DumpProcess:
+    """One running mysqldump: its stdout as chunks, its header coordinates, exit status and
+    trailer checked. stderr goes to a file and is quoted when it fails."""
+
+    def __init__(self, label: str, args: list[str], stderr_file: IO[bytes]):
+        self.label = label
+        self.stderr_file = stderr_file
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=0,
+            start_new_session=True)  # its own process group: reap() kills wrappers' children too
+        self._fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         self._pending: list[bytes] = []
         self._tail = b""
         self._header_coords: tuple[str, int] | None = None
-        self._drained = False
         try:
             fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
@@ -178,19 +285,20 @@ class DumpStream:
             if match:
                 self._header_coords = (match.group(1).decode(), int(match.group(2)))
                 return
-        raise SourceError(f"{self.source.label}: mysqldump printed no binlog coordinates in its "
+        raise SourceError(f"{self.label}: mysqldump printed no binlog coordinates in its "
                           f"first {len(header)} bytes", detail=self._stderr_tail())
 
-    def check_header_coordinates(self) -> None:
+    def check_coordinates(self, coordinates: Coordinates) -> None:
         assert self._header_coords is not None
-        ours = (self.coordinates.binlog_file, self.coordinates.binlog_pos)
+        ours = (coordinates.binlog_file, coordinates.binlog_pos)
         if self._header_coords != ours:
-            raise SourceError(f"{self.source.label}: mysqldump's snapshot is at "
+            raise SourceError(f"{self.label}: mysqldump's snapshot is at "
                               f"{self._header_coords[0]}:{self._header_coords[1]} but the "
                               f"reference snapshot is at {ours[0]}:{ours[1]}; refusing a backup "
                               "whose reference may not match its data")
 
     def chunks(self) -> Iterator[bytes]:
+        """The whole output; at its end, mysqldump's exit status and trailer are checked."""
         pending, self._pending = self._pending, []
         for chunk in pending:
             self._keep_tail(chunk)
@@ -202,28 +310,18 @@ class DumpStream:
             self._keep_tail(chunk)
             yield chunk
         self._finish_process()
-        log.debug("%s: mysqldump finished", self.source.label)
+        log.debug("%s: mysqldump finished", self.label)
         if not _TRAILER.search(self._tail):
-            raise SourceError(f"{self.source.label}: mysqldump exited 0 but its output has no "
+            raise SourceError(f"{self.label}: mysqldump exited 0 but its output has no "
                               "'Dump completed' trailer (truncated dump)", detail=self._stderr_tail())
-        self._drained = True
 
-    def result(self) -> SourceResult:
-        if not self._drained:
-            raise SourceError(f"{self.source.label}: result() called before the dump was drained")
-        assert self.scanner is not None
-        reference = self.scanner.join()
-        log.debug("%s: reference of %d tables ready", self.source.label, len(reference.tables))
-        coordinates = self.coordinates
+    def check_trailer_gtid(self, coordinates: Coordinates) -> None:
+        """The GTID in mysqldump's trailer (MariaDB) must be the reference snapshot's."""
         trailer_gtid = _TRAILER_GTID.search(self._tail)
         if trailer_gtid and coordinates.gtid and trailer_gtid.group(1).decode() != coordinates.gtid:
-            raise SourceError(f"{self.source.label}: mysqldump recorded GTID "
+            raise SourceError(f"{self.label}: mysqldump recorded GTID "
                               f"{trailer_gtid.group(1).decode()!r} but the reference snapshot is at "
                               f"{coordinates.gtid!r}")
-        return SourceResult(method=self.source.method, databases=self.databases,
-                            snapshot_at=self.snapshot_at,
-                            coordinates=coordinates, server=self.server, reference=reference,
-                            tool_versions=self.tool_versions)
 
     def _keep_tail(self, chunk: bytes) -> None:
         self._tail = (self._tail + chunk[-TAIL_KEEP:])[-TAIL_KEEP:]
@@ -231,9 +329,9 @@ class DumpStream:
     def _finish_process(self) -> None:
         code = self.process.wait()
         if code != 0:
-            raise SourceError(f"{self.source.label}: mysqldump failed with exit status {code}: "
-                              f"{self._stderr_tail().splitlines()[-1] if self._stderr_tail() else 'no message'}",
-                              detail=self._stderr_tail())
+            tail = self._stderr_tail()
+            raise SourceError(f"{self.label}: mysqldump failed with exit status {code}: "
+                              f"{tail.splitlines()[-1] if tail else 'no message'}", detail=tail)
 
     def _stderr_tail(self) -> str:
         self.stderr_file.seek(0, os.SEEK_END)
@@ -241,30 +339,44 @@ class DumpStream:
         self.stderr_file.seek(max(0, size - 4096))
         return self.stderr_file.read().decode("utf-8", "replace").strip()
 
+    def reap(self) -> None:
+        """Make sure mysqldump (and its process group) is gone."""
+        process = self.process
+        if process.returncode is None:  # not reaped yet, so its group id cannot have been reused
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        process.wait()
+        if process.stdout:
+            process.stdout.close()
+
 
 class _ReferenceScanner:
-    """Computes the reference in the reference snapshot, in a thread, while the dump streams."""
+    """Computes the reference in a snapshot connection, in a thread, while the dump streams."""
 
-    def __init__(self, source: MysqldumpSource, control: pymysql.connections.Connection,
-                 conn: pymysql.connections.Connection, databases: list[str]):
-        self.source = source
-        self.control = control
+    def __init__(self, session: SnapshotSession, conn: pymysql.connections.Connection,
+                 databases: list[str], tables: list[TableInfo] | None):
+        self.session = session
         self.conn = conn
         self.databases = databases
+        self.tables = tables
         self._stop = threading.Event()
         self._result: Reference | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"reference-{source.shard_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"reference-{session.shard_id}",
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
+        label = self.session.label
         try:
-            tables: list[TableInfo] = list_tables(self.conn, self.databases, label=self.source.label)
-            self._result = compute_reference(self.conn, self.databases, self.source.shard.reference,
-                                             label=self.source.label, tables=tables,
-                                             should_stop=self._stop.is_set)
+            tables = self.tables if self.tables is not None else \
+                list_tables(self.conn, self.databases, label=label)
+            self._result = compute_reference(self.conn, self.databases, self.session.shard.reference,
+                                             label=label, tables=tables, should_stop=self._stop.is_set)
         except BaseException as exc:  # reported by join()
             self._error = exc
 
@@ -273,7 +385,7 @@ class _ReferenceScanner:
         if self._error is not None:
             if isinstance(self._error, BackupdError):
                 raise self._error
-            raise SourceError(f"{self.source.label}: computing the table reference failed: {self._error}")
+            raise SourceError(f"{self.session.label}: computing the table reference failed: {self._error}")
         assert self._result is not None
         return self._result
 
@@ -283,19 +395,7 @@ class _ReferenceScanner:
             return
         self._stop.set()
         try:
-            query(self.control, f"KILL QUERY {self.conn.thread_id()}", label=self.source.label)
+            query(self.session.control, f"KILL QUERY {self.conn.thread_id()}", label=self.session.label)
         except Exception:
             pass
         self._thread.join(timeout=30)
-
-
-def _reap(process: subprocess.Popen[bytes]) -> None:
-    """Make sure mysqldump (and its process group) is gone when the source closes."""
-    if process.returncode is None:  # not reaped yet, so its group id cannot have been reused
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    process.wait()
-    if process.stdout:
-        process.stdout.close()

@@ -11,6 +11,10 @@ Contract, for every implementation:
 - ``stat`` returns size (and the store's etag when it has one) or raises ``ObjectNotFound``.
 - ``list(prefix)`` yields every object whose key starts with ``prefix``, sorted by key; a prefix
   with no objects lists empty (never an error); in-progress uploads are never listed.
+- ``put_if_absent`` creates the object only if no object has the key, atomically against
+  concurrent creators (exactly one of several racing callers gets True); False means the key
+  exists. A retried attempt whose first try did succeed may report False: callers that must
+  know read the object back (``backupd.lease`` does).
 - ``delete`` removes the object; deleting a missing key is not an error.
 - Failures raise ``TransientStoreError`` (worth retrying) or ``PermanentStoreError``.
 """
@@ -40,6 +44,9 @@ class StoreProperties:
 
     connections: int = 4
     max_object_size: int = 5 * 1024**3
+    # put_if_absent is atomic against racing creators (local files, S3). Swift checks
+    # If-None-Match before writing, so two creators racing within milliseconds may both win.
+    atomic_create: bool = True
 
 
 class Payload:
@@ -129,6 +136,9 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, key: str, payload: Payload) -> None: ...
+
+    @abstractmethod
+    def put_if_absent(self, key: str, payload: Payload) -> bool: ...
 
     @abstractmethod
     def open(self, key: str) -> BinaryIO: ...

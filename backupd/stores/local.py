@@ -65,6 +65,31 @@ class LocalStore(Store):
         except OSError as exc:
             raise self._error(exc, "write", key) from None
 
+    def put_if_absent(self, key: str, payload: Payload) -> bool:
+        # Written in full to a temporary file, then hard-linked into place: link() fails if the
+        # name exists, so exactly one racing creator wins and readers never see a partial file.
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}{_TMP_MARK}{secrets.token_hex(4)}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb", closefd=True) as out:
+                    for chunk in payload:
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            return True
+        except OSError as exc:
+            raise self._error(exc, "write", key) from None
+
     def open(self, key: str) -> BinaryIO:
         try:
             return open(self._path(key), "rb")

@@ -77,6 +77,9 @@ class RetryingStore(Store):
     def put(self, key: str, payload: Payload) -> None:
         self._call(f"put {key}", lambda: self.inner.put(key, payload))
 
+    def put_if_absent(self, key: str, payload: Payload) -> bool:
+        return self._call(f"create {key}", lambda: self.inner.put_if_absent(key, payload))
+
     def open(self, key: str) -> BinaryIO:
         return self._call(f"open {key}", lambda: self.inner.open(key))
 

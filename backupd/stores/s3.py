@@ -39,7 +39,8 @@ class S3Store(Store):
         self.config = config
         self.bucket = config.bucket
         self.prefix = config.prefix.strip("/")
-        self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3)
+        self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3,
+                                          atomic_create=config.atomic_create)
         client_config = botocore.config.Config(
             region_name=config.region, signature_version="s3v4",
             s3={"addressing_style": config.addressing_style},
@@ -79,16 +80,31 @@ class S3Store(Store):
             text = f"store {self.name}: cannot {action} {where}: {code or status} {message}".rstrip()
             if code in _NOT_FOUND or (status == 404 and code != "NoSuchBucket"):
                 return ObjectNotFound(f"store {self.name}: object {key} not found", store=self.name, key=key)
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return TransientStoreError(text, store=self.name, key=key)
-            return PermanentStoreError(text, store=self.name, key=key)
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429 or status == 409:
+                return TransientStoreError(text, store=self.name, key=key)  # 409: racing conditional writes
+            error = PermanentStoreError(text, store=self.name, key=key)
+            error.status = status
+            return error
         text = f"store {self.name}: cannot {action} {where}: {exc}"
         if isinstance(exc, _TRANSIENT_EXCEPTIONS):
             return TransientStoreError(text, store=self.name, key=key)
         return PermanentStoreError(text, store=self.name, key=key)
 
     def put(self, key: str, payload: Payload) -> None:
-        extra = dict(self._extra)
+        self._put(key, payload)
+
+    def put_if_absent(self, key: str, payload: Payload) -> bool:
+        """A conditional PutObject (``If-None-Match: *``); the server answers 412 if the key exists."""
+        try:
+            self._put(key, payload, IfNoneMatch="*")
+        except PermanentStoreError as exc:
+            if exc.status == 412:
+                return False
+            raise
+        return True
+
+    def _put(self, key: str, payload: Payload, **conditions: str) -> None:
+        extra = dict(self._extra, **conditions)
         if self.config.checksum_mode == "when_required":
             extra["ContentMD5"] = base64.b64encode(payload.md5().digest()).decode()
         body = payload.reader()

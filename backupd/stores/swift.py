@@ -103,7 +103,8 @@ class SwiftStore(Store):
         self.config = config
         self.container = config.container
         self.prefix = config.prefix.strip("/")
-        self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3)
+        self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3,
+                                          atomic_create=False)
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._token: tuple[str, str] | None = None  # (token, storage url) for tempauth
@@ -233,21 +234,32 @@ class SwiftStore(Store):
 
     # ------------------------------------------------------------------ the Store contract
     def put(self, key: str, payload: Payload) -> None:
+        self._put(key, payload, {})
+
+    def put_if_absent(self, key: str, payload: Payload) -> bool:
+        """A PUT with ``If-None-Match: *``: Swift answers 412 if the object exists."""
+        return self._put(key, payload, {"If-None-Match": "*"})
+
+    def _put(self, key: str, payload: Payload, conditions: dict[str, str]) -> bool:
         md5 = payload.md5()
 
-        def operation(driver: Any) -> None:
+        def operation(driver: Any) -> bool:
             body = _SizedBody(payload)
             try:
                 response = driver.connection.request(
                     self._path(driver, key), method="PUT", data=body, raw=True,
-                    headers={"Content-Type": "application/octet-stream", "ETag": md5.hexdigest()})
+                    headers={"Content-Type": "application/octet-stream", "ETag": md5.hexdigest(),
+                             **conditions})
                 status = response.status
             finally:
                 body.release()
+            if status == 412 and conditions:
+                return False
             if status != 201:
                 raise self._status_error(status, "write", key)
+            return True
 
-        self._run("write", key, operation)
+        return self._run("write", key, operation)
 
     def open(self, key: str) -> BinaryIO:
         def operation(driver: Any) -> _Body:

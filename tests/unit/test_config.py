@@ -80,6 +80,15 @@ def _error(write, text: str) -> str:
     (lambda t: t.replace('type = "local"', 'type = "ftp"'), "stores.local.type", "unknown store type"),
     (lambda t: t + '\n[metricz]\nx = 1\n', "metricz", "unknown section"),
     (lambda t: t.replace('databases = ["app"]', 'databases = "app"'), "shards.7.databases", "valid list"),
+    (lambda t: t + '\n[schedule]\nfull_every = "often"\n', "schedule.full_every", "not a duration"),
+    (lambda t: t + '\n[schedule]\nconcurrency = 0\n', "schedule.concurrency", "greater than or equal to 1"),
+    (lambda t: t + '\n[schedule]\nlock_store = "s3"\n', "schedule.lock_store", "no store named 's3'"),
+    (lambda t: t + '\n[schedule.shards.9]\nfull_every = "4h"\n', "schedule.shards.9", "no shard named '9'"),
+    (lambda t: t + '\n[schedule.shards.7]\nfull_evry = "4h"\n', "schedule.shards.7.full_evry", "unknown key"),
+    (lambda t: t + '\n[retention]\nfull_days = -1\n', "retention.full_days", "greater than or equal to 0"),
+    (lambda t: t + '\n[retention]\nkeep_hourly = 3\n', "retention.keep_hourly", "unknown key"),
+    (lambda t: t.replace('[backupd]', '[backupd]\nincremental_columns = ["updated_at"]'),
+     "backupd.incremental_columns", "valid dictionary"),
 ])
 def test_bad_config_names_file_key_and_problem(write, edit, key, problem):
     text = edit(GOOD)
@@ -88,6 +97,24 @@ def test_bad_config_names_file_key_and_problem(write, edit, key, problem):
     assert message.startswith(str(write(text)))
     assert f": {key}: " in message
     assert problem in message
+
+
+def test_schedule_retention_and_incremental_columns(write):
+    config = load_config(write(GOOD))
+    assert config.schedule.for_shard("7").full_every == 8 * 3600
+    assert config.schedule.for_shard("7").incremental_window == 24 * 3600
+    assert config.schedule.concurrency == 2 and config.schedule.shutdown_grace == 300
+    assert config.retention.full_days == 7 and config.retention.keep_daily == 0
+    assert config.lock_store("7") == "local"
+    assert dict(config.incremental_columns("7")) == {"*": "updated_at"}
+    config = load_config(write(GOOD.replace("[backupd]", '[backupd]\nincremental_columns = {"app.*" = "updated_at", "*" = ""}')
+                               + '\n[schedule]\nfull_every = "6h"\nincremental_every = 0\n'
+                               + '[schedule.shards.7]\nincremental_every = "30m"\nenabled = false\n'
+                               + '[retention]\nfull_days = 3\nkeep_weekly = 4\n'))
+    schedule = config.schedule.for_shard("7")
+    assert (schedule.full_every, schedule.incremental_every, schedule.enabled) == (6 * 3600, 1800, False)
+    assert list(config.incremental_columns("7")) == ["app.*", "*"]  # file order: first match wins
+    assert (config.retention.full_days, config.retention.keep_weekly) == (3, 4)
 
 
 def test_unreadable_password_file(write, tmp_path):

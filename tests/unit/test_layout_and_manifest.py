@@ -1,14 +1,12 @@
 import json
-from datetime import datetime, timezone
+from datetime import timedelta
 
 import pytest
 
 from backupd import layout
 from backupd.errors import CatalogError, UnsupportedFormat
-from backupd.model import (Codec, Coordinates, Manifest, PartRecord, Reference, ServerInfo,
-                           StoreStatus, TableReference)
-
-NOW = datetime(2026, 11, 26, 8, 0, 0, tzinfo=timezone.utc)
+from backupd.model import Manifest
+from tests.unit.manifests import NOW, full, incremental, make_manifest
 
 
 def test_backup_ids_sort_by_time_and_are_unique():
@@ -31,22 +29,6 @@ def test_keys_round_trip():
         layout.part_key("7", bid, 0)
 
 
-def make_manifest(**overrides) -> Manifest:
-    bid = "20261126T080000Z-full-abc123"
-    fields = dict(
-        id=bid, shard="7", kind="full", method="mysqldump", started_at=NOW, finished_at=NOW,
-        snapshot_at=NOW, databases=["app"],
-        coordinates=Coordinates(binlog_file="bin.000003", binlog_pos=1234, gtid="0-1-99"),
-        server=ServerInfo(vendor="mariadb", version="10.11.19-MariaDB"), codec=Codec(level=3),
-        parts=[PartRecord(index=1, key=layout.part_key("7", bid, 1), size=10, raw_size=30, sha256="a" * 64)],
-        raw_bytes=30, stored_bytes=10,
-        reference=Reference(mode="digest", digest_algorithm="md5-sum64",
-                            tables=[TableReference(database="app", table="bucket_0007", rows=3, digest="00ff")]),
-        stores={"local": StoreStatus(state="complete")})
-    fields.update(overrides)
-    return Manifest(**fields)
-
-
 def test_manifest_round_trip():
     manifest = make_manifest()
     again = Manifest.from_json(manifest.to_json(), origin="test")
@@ -61,7 +43,7 @@ def test_manifest_round_trip():
 
 def test_manifest_refuses_unknown_versions():
     document = json.loads(make_manifest().to_json())
-    for version in (2, 0, None, "1"):
+    for version in (3, 0, None, "1"):
         document["format_version"] = version
         with pytest.raises(UnsupportedFormat, match="format_version"):
             Manifest.from_json(json.dumps(document).encode(), origin="s3:7/x/manifest.json")
@@ -81,3 +63,40 @@ def test_manifest_rejects_bad_part_hash():
     document["parts"][0]["sha256"] = "xyz"
     with pytest.raises(CatalogError, match="parts.0.sha256"):
         Manifest.from_json(json.dumps(document).encode(), origin="o")
+
+
+def test_format_1_manifests_are_still_read():
+    document = json.loads(make_manifest().to_json())
+    assert document["format_version"] == 2
+    document["format_version"] = 1
+    for table in document["reference"]["tables"]:
+        table.pop("schema_digest")
+    document.pop("incremental")
+    assert Manifest.from_json(json.dumps(document).encode(), origin="o").id == make_manifest().id
+
+
+def test_incremental_manifest_round_trip_and_consistency():
+    base = full(timedelta(0))
+    inc = incremental(timedelta(hours=1), base)
+    again = Manifest.from_json(inc.to_json(), origin="o")
+    assert again == inc and again.window.since == NOW + timedelta(hours=1) - timedelta(hours=24)
+    assert again.summary()["window_since"] == "2026-11-25T09:00:00Z"
+    document = json.loads(inc.to_json())
+    document["incremental"] = None
+    with pytest.raises(CatalogError, match="incremental"):
+        Manifest.from_json(json.dumps(document).encode(), origin="o")
+    document = json.loads(base.to_json())
+    document["incremental"] = json.loads(inc.to_json())["incremental"]
+    with pytest.raises(CatalogError, match="incremental"):
+        Manifest.from_json(json.dumps(document).encode(), origin="o")
+    document = json.loads(inc.to_json())
+    document["parent_id"] = None
+    with pytest.raises(CatalogError, match="parent_id"):
+        Manifest.from_json(json.dumps(document).encode(), origin="o")
+
+
+def test_lock_keys():
+    assert layout.lock_key("7", 3) == "7/locks/000000000003.json"
+    assert layout.lock_generation(layout.lock_key("7", 3)) == 3
+    assert layout.parse_key(layout.lock_key("7", 3)) is None  # never mistaken for a backup
+    assert layout.lock_generation("7/20261126T080000Z-full-abc123/manifest.json") is None

@@ -31,6 +31,10 @@ class Flaky(Store):
         self._maybe_fail()
         self.received.append(data + reader.read())
 
+    def put_if_absent(self, key, payload):
+        self._maybe_fail()
+        return True
+
     def open(self, key):
         raise NotImplementedError
 

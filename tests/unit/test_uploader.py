@@ -28,6 +28,9 @@ class SlowStore(Store):
         with self.lock:
             self.objects[key] = payload.to_bytes()
 
+    def put_if_absent(self, key, payload):
+        raise NotImplementedError
+
     def open(self, key):
         raise NotImplementedError
 

@@ -1,0 +1,56 @@
+"""Which full backup an incremental can be applied to (pure: manifests in, answers out).
+
+An incremental ``I`` carries, for every table at its snapshot, either its rows changed since
+``I.window.since`` plus the list of live primary keys ("changed" tables), or the whole table.
+Applied on top of a full ``F``, it yields exactly the state at ``I``'s snapshot when:
+
+* ``F`` is a full of the same shard taken no later than ``I`` (``F.snapshot_at <= I.snapshot_at``);
+* ``I``'s window reaches back to ``F``'s snapshot (``I.window.since <= F.snapshot_at``), so every
+  row changed after ``F`` is in ``I``;
+* every "changed" table of ``I`` exists in ``F`` with the same definition (schema fingerprint),
+  so ``I``'s rows fit ``F``'s copy of the table.
+
+Retention (what to keep) and the restore planner (what to apply) both use these rules.
+"""
+
+from __future__ import annotations
+
+from backupd.model import Manifest
+
+
+def why_not_applicable(incremental: Manifest, full: Manifest) -> str | None:
+    """None when ``incremental`` applies to ``full``; otherwise why not, in a few words."""
+    assert incremental.incremental is not None, "not an incremental"
+    if full.kind != "full" or full.shard != incremental.shard:
+        return f"{full.id} is not a full backup of shard {incremental.shard}"
+    if full.snapshot_at > incremental.snapshot_at:
+        return f"full {full.id} is newer than incremental {incremental.id}"
+    window = incremental.incremental.window
+    if window.since > full.snapshot_at:
+        return (f"the window of {incremental.id} starts at {_iso(window.since)}, after the "
+                f"snapshot of full {full.id} ({_iso(full.snapshot_at)})")
+    schemas = {(t.database, t.table): t.schema_digest for t in full.reference.tables}
+    own = {(t.database, t.table): t.schema_digest for t in incremental.reference.tables}
+    for change in incremental.incremental.tables:
+        if change.mode != "changed":
+            continue
+        key = (change.database, change.table)
+        if key not in schemas:
+            return f"table {change.name} is not in full {full.id}"
+        if schemas[key] is None or schemas[key] != own.get(key):
+            return f"table {change.name} has a different definition in full {full.id}"
+    return None
+
+
+def applies_to(incremental: Manifest, full: Manifest) -> bool:
+    return why_not_applicable(incremental, full) is None
+
+
+def base_for(incremental: Manifest, fulls: list[Manifest]) -> Manifest | None:
+    """The newest of ``fulls`` that ``incremental`` applies to, or None."""
+    usable = [f for f in fulls if applies_to(incremental, f)]
+    return max(usable, key=lambda f: (f.snapshot_at, f.id)) if usable else None
+
+
+def _iso(moment: object) -> str:
+    return moment.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]

@@ -1,0 +1,323 @@
+"""``backupd run``: the long-running scheduler (foreground, logs to stderr, systemd-friendly).
+
+Every ``tick`` (the ``schedule`` library drives it) the daemon asks the planner
+(``backupd.scheduler``) what is due, from the catalog, and starts up to ``concurrency`` backups,
+each as a child process ``backupd backup --shard ID --if-due --json``. Running each backup in
+its own process keeps them isolated (a crash or a leak ends with its job), lets two backups use
+two cores, and reuses exactly the path a one-shot backup takes: the child takes the shard's
+lock, cleans orphans, re-checks that the job is still due and commits or cleans up after
+itself. Children run in their own session (a Ctrl-C on the daemon's terminal does not reach
+them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup outlives it.
+
+* A failed backup is retried after a backoff (30 s, doubling, at most ``retry_after``).
+* After each committed full the daemon runs ``backupd prune --shard ID``.
+* SIGTERM/SIGINT: no new job starts; running backups get ``shutdown_grace`` to finish, then
+  SIGTERM (they abort cleanly: no manifest, parts deleted); a second signal aborts them at once.
+* SIGHUP: the configuration file is read again; a bad one is rejected (logged) and the running
+  configuration kept.
+* The catalog is re-read after every job of a shard and every ``catalog_refresh`` (to see what
+  other hosts did); manifests are read once and cached (they are immutable).
+* ``--once``: start whatever is due now (``concurrency`` at a time), wait for it, exit
+  (0 if every job succeeded, 1 otherwise) — for cron, systemd timers or Kubernetes CronJobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Callable
+
+import schedule
+
+from backupd.catalog import Catalog
+from backupd.config import Config, load_config
+from backupd.errors import ConfigError
+from backupd.jobs import cadence_of
+from backupd.model import utc_now
+from backupd.scheduler import History, Job, due_jobs, next_job
+from backupd.stores import open_stores
+from backupd.units import format_duration
+
+log = logging.getLogger(__name__)
+PARENT_ENV = "BACKUPD_PARENT_PID"
+FIRST_RETRY = 30.0
+ABORT_WAIT = 120.0
+POLL = 0.2
+
+
+@dataclass
+class Child:
+    """A running child process (a backup or a prune) and where its stdout goes."""
+
+    shard: str
+    what: str
+    process: subprocess.Popen[bytes]
+    stdout: IO[bytes]
+    started: float = field(default_factory=time.monotonic)
+
+    def output(self) -> str:
+        self.stdout.seek(0)
+        return self.stdout.read().decode("utf-8", "replace")
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config, *, once: bool = False,
+                 clock: Callable[[], datetime] = utc_now, command: list[str] | None = None):
+        self.config_path = config_path
+        self.config = config
+        self.once = once
+        self.clock = clock
+        self.command = command or [sys.executable, "-m", "backupd.cli"]
+        self.backups: dict[str, Child] = {}
+        self.prunes: list[Child] = []
+        self.failures: dict[str, int] = {}
+        self.not_before: dict[str, datetime] = {}
+        self.histories: dict[str, History] = {}
+        self.stale: set[str] = set()
+        self.queue: list[Job] | None = None  # --once: the jobs still to start
+        self.failed_jobs = 0
+        self.signals = 0
+        self.reload_requested = False
+        self._catalog = self._new_catalog()
+        self._last_refresh = 0.0
+
+    # ------------------------------------------------------------------ configuration
+    def _new_catalog(self) -> Catalog:
+        return Catalog(open_stores(self.config, list(self.config.stores)))
+
+    def enabled_shards(self) -> list[str]:
+        return [s for s in self.config.shards if self.config.schedule.for_shard(s).enabled]
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc.message)
+            return
+        self.config = config
+        self._catalog = self._new_catalog()
+        self.histories.clear()
+        log.info("reload: configuration %s loaded: %d shards, %d stores", self.config_path,
+                 len(config.shards), len(config.stores))
+
+    # ------------------------------------------------------------------ catalog
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the catalog if it is older than ``catalog_refresh`` or a shard's job ended."""
+        due = time.monotonic() - self._last_refresh >= self.config.schedule.catalog_refresh
+        if not (force or due or self.stale or not self.histories):
+            return
+        entries = self._catalog.entries()
+        for bad in self._catalog.unreadable:
+            log.warning("catalog: %s:%s is unreadable: %s", bad.store, bad.key, bad.error)
+        by_shard: dict[str, list] = {}
+        for entry in entries:
+            by_shard.setdefault(entry.manifest.shard, []).append(entry.manifest)
+        self.histories = {s: History.of(by_shard.get(s, [])) for s in self.config.shards}
+        self.stale.clear()
+        self._last_refresh = time.monotonic()
+
+    # ------------------------------------------------------------------ planning
+    def cadences(self) -> dict:
+        return {s: cadence_of(self.config, s) for s in self.enabled_shards()}
+
+    def plan(self) -> list[Job]:
+        self.refresh()
+        return due_jobs(self.clock(), self.cadences(), self.histories, running=self.backups,
+                        not_before=self.not_before)
+
+    def tick(self) -> None:
+        """Start what is due (the ``schedule`` job)."""
+        if self.signals:
+            return
+        try:
+            jobs = self.plan() if self.queue is None else [j for j in self.queue if j.shard not in self.backups]
+        except Exception as exc:  # a store down, say: log it and try again at the next tick
+            log.error("planning failed: %s", exc)
+            return
+        for job in jobs:
+            if len(self.backups) >= self.config.schedule.concurrency:
+                break
+            self.start_backup(job)
+
+    def log_next(self) -> None:
+        now = self.clock()
+        for shard, cadence in self.cadences().items():
+            if shard in self.backups:
+                continue
+            job = next_job(shard, cadence, self.histories.get(shard, History()), now)
+            when = "now" if job.is_due(now) else \
+                f"at {job.due_at.strftime('%Y-%m-%d %H:%M:%S')}Z (in {format_duration((job.due_at - now).total_seconds())})"
+            log.info("shard %s: next %s %s", shard, job.kind, when)
+
+    # ------------------------------------------------------------------ children
+    def _spawn(self, shard: str, what: str, args: list[str]) -> Child:
+        stdout = tempfile.TemporaryFile()
+        process = subprocess.Popen(
+            [*self.command, "--config", str(self.config_path), *args], stdin=subprocess.DEVNULL,
+            stdout=stdout, env={**os.environ, PARENT_ENV: str(os.getpid())}, start_new_session=True)
+        return Child(shard, what, process, stdout)
+
+    def start_backup(self, job: Job) -> None:
+        log.info("shard %s: starting %s backup (%s)", job.shard, job.kind, job.reason)
+        self.backups[job.shard] = self._spawn(job.shard, job.kind, [
+            "backup", "--shard", job.shard, "--kind", job.kind, "--if-due", "--json"])
+        if self.queue is not None:
+            self.queue = [j for j in self.queue if j.shard != job.shard]
+
+    def reap(self) -> None:
+        for shard, child in list(self.backups.items()):
+            if child.process.poll() is not None:
+                del self.backups[shard]
+                self._finished_backup(child)
+        for child in list(self.prunes):
+            if child.process.poll() is not None:
+                self.prunes.remove(child)
+                if child.process.returncode != 0:
+                    log.error("shard %s: prune failed with exit status %d", child.shard, child.process.returncode)
+                child.stdout.close()
+
+    def _finished_backup(self, child: Child) -> None:
+        code = child.process.returncode
+        seconds = time.monotonic() - child.started
+        output = child.output()
+        child.stdout.close()
+        self.stale.add(child.shard)
+        result = _parse_result(output)
+        if code == 0 and result is not None:
+            self.failures.pop(child.shard, None)
+            self.not_before.pop(child.shard, None)
+            if result.get("result") == "skipped":
+                log.info("shard %s: skipped: %s", child.shard, result.get("reason"))
+                return
+            log.info("shard %s: %s %s committed in %s", child.shard, result.get("kind"), result.get("id"),
+                     format_duration(seconds))
+            if result.get("kind") == "full" and not self.signals:
+                self.prunes.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
+            return
+        self.failed_jobs += 1
+        if self.signals and code in (143, -signal.SIGTERM, -signal.SIGKILL):
+            log.warning("shard %s: %s backup aborted by shutdown (no manifest, parts deleted)",
+                        child.shard, child.what)
+            return
+        count = self.failures[child.shard] = self.failures.get(child.shard, 0) + 1
+        wait = min(self.config.schedule.retry_after, FIRST_RETRY * 2 ** (count - 1))
+        self.not_before[child.shard] = self.clock() + timedelta(seconds=wait)
+        log.error("shard %s: %s backup failed (exit status %s, attempt %d); retrying in %s",
+                  child.shard, child.what, code, count, format_duration(wait))
+
+    # ------------------------------------------------------------------ signals and the loop
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.signals += 1
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self.reload_requested = True
+
+    def run(self) -> int:
+        """Run until stopped (or, with ``once``, until what was due is done); return the exit code."""
+        previous = {sig: signal.signal(sig, handler) for sig, handler in (
+            (signal.SIGTERM, self._on_stop), (signal.SIGINT, self._on_stop), (signal.SIGHUP, self._on_hup))}
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _loop(self) -> int:
+        config = self.config
+        log.info("daemon started (pid %d): %d shards, concurrency %d, stores %s", os.getpid(),
+                 len(self.enabled_shards()), config.schedule.concurrency, ", ".join(config.stores))
+        if self.once:
+            self.queue = self.plan()
+            if not self.queue:
+                log.info("--once: nothing is due")
+        else:
+            self.refresh(force=True)
+            self.log_next()
+        ticker = schedule.Scheduler()
+        ticker.every(self.config.schedule.tick).seconds.do(self.tick)
+        self.tick()
+        busy = bool(self.backups)
+        while not self.signals:
+            if self.reload_requested:
+                self.reload()
+            self.reap()
+            if busy and not self.backups and not self.once:
+                self.log_next()
+            busy = bool(self.backups)
+            if self.once and not self.backups and not self.prunes and not self.queue:
+                return 1 if self.failed_jobs else 0
+            if self.once and self.queue:
+                self.tick()
+            ticker.run_pending()
+            time.sleep(POLL)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        grace = self.config.schedule.shutdown_grace
+        if self.backups:
+            running = ", ".join(f"shard {c.shard} ({c.what}, {format_duration(time.monotonic() - c.started)})"
+                                for c in self.backups.values())
+            log.warning("stopping: no new backups; waiting up to %s for running ones to finish: %s "
+                        "(signal again to abort them now)", format_duration(grace), running)
+        deadline = time.monotonic() + grace
+        while self.backups and self.signals < 2 and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(POLL)
+        if self.backups:
+            log.warning("stopping: aborting %d running backups (they delete their parts)", len(self.backups))
+            for child in self.backups.values():
+                _signal(child.process, signal.SIGTERM)
+            deadline = time.monotonic() + ABORT_WAIT
+            while self.backups and time.monotonic() < deadline:
+                self.reap()
+                time.sleep(POLL)
+            for child in self.backups.values():
+                log.error("shard %s: backup did not stop; killing it (its parts are cleaned by the "
+                          "next backup of the shard)", child.shard)
+                _signal(child.process, signal.SIGKILL)
+                child.process.wait()
+            self.reap()
+        for child in self.prunes:
+            child.process.wait()
+        log.info("daemon stopped")
+        return 0
+
+
+def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _parse_result(output: str) -> dict | None:
+    try:
+        result = json.loads(output)
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def exit_with_parent() -> None:
+    """In a child started by the daemon: get SIGTERM when the daemon dies (Linux), so no
+    backup outlives it; if the daemon is already gone, stop now."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):
+        os.kill(os.getpid(), signal.SIGTERM)

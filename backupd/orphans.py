@@ -1,0 +1,84 @@
+"""Orphaned parts: objects of a backup that never committed (its run was killed, the host died).
+
+A backup exists only once its manifest exists, so the parts of a run that died before its
+commit are invisible to the catalog but still cost storage. They are found per store: every
+backup id under the shard's prefix with no manifest in that store, which is not committed in
+any store either (``backupd sync`` copies a committed backup's parts before its manifest, so a
+store may briefly hold parts of a backup committed elsewhere: those are not orphans).
+
+Deleting orphans is only safe while no backup of the shard can be running: the caller holds the
+shard's lock. If any store cannot be listed, nothing is deleted (what looks orphaned might be
+committed in the store that did not answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from backupd.catalog import Catalog
+from backupd.errors import StoreError
+from backupd.layout import parse_key, shard_prefix
+from backupd.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Orphans:
+    """Per store, the keys of each uncommitted backup id."""
+
+    by_store: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(len(keys) for backups in self.by_store.values() for keys in backups.values())
+
+
+def find_orphans(stores: list[Store], shard: str, catalog: Catalog) -> Orphans | None:
+    """The shard's orphaned objects in ``stores``; None if some store could not be listed."""
+    committed = {e.manifest.id for e in catalog.entries(shard)}
+    if any(bad.key == shard_prefix(shard) for bad in catalog.unreadable):
+        return None  # a store that could not be listed may hold the manifest of what looks orphaned
+    orphans = Orphans()
+    for store in stores:
+        try:
+            listing = list(store.list(shard_prefix(shard)))
+        except StoreError as exc:
+            log.warning("shard %s: not looking for orphaned parts: store %s cannot be listed: %s",
+                        shard, store.name, exc)
+            return None
+        backups: dict[str, list[str]] = {}
+        manifests: set[str] = set()
+        for info in listing:
+            parsed = parse_key(info.key)
+            if parsed is None:
+                continue
+            backups.setdefault(parsed.backup_id, []).append(info.key)
+            if parsed.kind == "manifest":
+                manifests.add(parsed.backup_id)
+        stray = {bid: keys for bid, keys in backups.items() if bid not in manifests and bid not in committed}
+        if stray:
+            orphans.by_store[store.name] = stray
+    return orphans
+
+
+def clean_orphans(stores: list[Store], shard: str, catalog: Catalog) -> int:
+    """Delete the shard's orphaned objects (the caller holds the shard lock); return how many."""
+    orphans = find_orphans(stores, shard, catalog)
+    if orphans is None or not orphans.count:
+        return 0
+    by_name = {s.name: s for s in stores}
+    deleted = 0
+    for store_name, backups in orphans.by_store.items():
+        for backup_id, keys in sorted(backups.items()):
+            log.warning("shard %s: deleting %d orphaned objects of uncommitted backup %s from store %s",
+                        shard, len(keys), backup_id, store_name)
+            for key in keys:
+                try:
+                    by_name[store_name].delete(key)
+                    deleted += 1
+                except StoreError as exc:
+                    log.error("shard %s: could not delete orphaned %s from store %s: %s", shard, key,
+                              store_name, exc)
+    return deleted

@@ -1,0 +1,334 @@
+"""Logical incrementals: the rows changed in a time window, plus what removes deleted rows.
+
+An incremental is taken in one consistent snapshot (the same hand-off as a full: every
+connection and every mysqldump run opens its snapshot while commits are blocked). For each base
+table it carries either
+
+* ``changed`` (the table has the change column, a primary key, and the same definition as in
+  the base full): first, SQL that deletes every row whose primary key is not live at the
+  snapshot (the live keys are sent as the gaps between runs of consecutive integer keys, or as
+  a list of keys in a temporary table for other keys), then every row whose change column is
+  at or after the window's start, as ``REPLACE`` (an upsert by key); or
+* ``whole`` (no change column, no primary key, or a new or changed definition): the table is
+  dropped, re-created and copied whole.
+
+Views follow with the whole tables; triggers, routines and events (re-created by the restore,
+which drops them first so that applying the rows never fires a trigger) come last. Applied to
+a full whose snapshot lies inside the window, the stream yields exactly the state at the
+incremental's snapshot, deletes included; the restore proves it against the incremental's own
+per-table reference (row counts and digests at its snapshot).
+
+The window is ``incremental_window`` back from the snapshot, extended back to the base full's
+snapshot (minus ``LONG_TRANSACTION_MARGIN``) when the base is older, so an incremental always
+applies to its base. A row's change column is compared in the server's clock: DATETIME columns
+against the server's default time zone (what ``NOW()`` writes), TIMESTAMP columns in UTC.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pymysql
+import pymysql.cursors
+
+from backupd.config import ShardConfig
+from backupd.errors import SourceError
+from backupd.model import Incremental, Manifest, TableChange, Window
+from backupd.mysql import query, quote_identifier
+from backupd.reference import TableInfo, list_tables
+from backupd.sources.base import SourceResult
+from backupd.sources.mysqldump import DumpProcess, SnapshotInfo, SnapshotSession
+
+log = logging.getLogger(__name__)
+
+LONG_TRANSACTION_MARGIN = timedelta(hours=1)
+TEMPORAL_TYPES = frozenset({"datetime", "timestamp"})
+INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
+DELETE_BATCH = 1000
+KEY_BATCH = 1000
+_LITERAL_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def change_column_for(table: str, rules: Mapping[str, str]) -> str:
+    """The change column configured for ``db.table``: the first matching pattern wins, "" when
+    none matches or the rule says "" (copy whole)."""
+    for pattern, column in rules.items():
+        if fnmatch.fnmatchcase(table, pattern):
+            return column
+    return ""
+
+
+def plan_tables(tables: list[TableInfo], base: Manifest, rules: Mapping[str, str]) -> list[TableChange]:
+    """How the incremental carries each table (pure; see the module docstring)."""
+    in_base = {(t.database, t.table): t.schema_digest for t in base.reference.tables}
+    plan = []
+    for table in tables:
+        name = table.name
+        column_name = change_column_for(name, rules)
+        column = table.column(column_name) if column_name else None
+        key = (table.database, table.table)
+        reason = None
+        if not column_name:
+            reason = "no change column configured"
+        elif column is None:
+            reason = f"no column {column_name}"
+        elif column.data_type not in TEMPORAL_TYPES:
+            reason = f"column {column.name} is {column.data_type.upper()}, not DATETIME/TIMESTAMP"
+        elif not table.primary_key:
+            reason = "no primary key"
+        elif key not in in_base:
+            reason = "new since the base full"
+        elif in_base[key] is None:
+            reason = "the base full has no definition fingerprint"
+        elif in_base[key] != table.schema_digest:
+            reason = "definition changed since the base full"
+        if reason:
+            plan.append(TableChange(database=table.database, table=table.table, mode="whole", reason=reason))
+        else:
+            assert column is not None
+            plan.append(TableChange(database=table.database, table=table.table, mode="changed",
+                                    column=column.name))
+    return plan
+
+
+def window_start(snapshot_at: datetime, window: timedelta, base: Manifest) -> datetime:
+    """The window reaches ``window`` back, and at least to the base full (minus the margin)."""
+    return min(snapshot_at - window, base.snapshot_at - LONG_TRANSACTION_MARGIN)
+
+
+class IncrementalSource:
+    """An incremental of one shard against its base full (see the module docstring)."""
+
+    method = "mysqldump"
+
+    def __init__(self, shard_id: str, shard: ShardConfig, *, base: Manifest, window: float,
+                 columns: Mapping[str, str], mysqldump: str = "mysqldump", work_dir: str | None = None):
+        self.shard_id = shard_id
+        self.shard = shard
+        self.base = base
+        self.window = timedelta(seconds=window)
+        self.columns = columns
+        self.binary = mysqldump
+        self.work_dir = work_dir
+
+    @contextmanager
+    def open(self) -> Iterator["IncrementalStream"]:
+        with SnapshotSession(self.shard_id, self.shard, mysqldump=self.binary,
+                             work_dir=self.work_dir, snapshot_connections=2) as session:
+            label = session.label
+            databases = session.databases()
+            tables = list_tables(session.control, databases, label=label)
+            plan = plan_tables(tables, self.base, self.columns)
+            whole = [c.name for c in plan if c.mode == "whole"]
+            if whole:
+                log.info("%s: %d of %d tables are copied whole in incrementals: %s", label,
+                         len(whole), len(plan), _summarize(plan))
+            window: list[Window] = []
+
+            def commands(info: SnapshotInfo) -> list[list[str]]:
+                since = window_start(info.snapshot_at, self.window, self.base)
+                window.append(Window(since=since, until=info.snapshot_at))
+                return self._commands(session, databases, tables, plan, info, info.snapshot_at - since)
+
+            info, dumps = session.open_dumps(commands)
+            keys_conn = session.snapshots[1]
+            seen = list_tables(keys_conn, databases, label=label)
+            if [(t.name, t.schema_digest) for t in seen] != [(t.name, t.schema_digest) for t in tables]:
+                raise SourceError(f"{label}: table definitions changed while the incremental was "
+                                  "starting; refusing it", hint="the next run will pick the new definitions up")
+            scanner = session.scan_reference(databases, tables=seen)
+            by_name = {t.name: t for t in tables}
+            changed = [by_name[c.name] for c in plan if c.mode == "changed"]
+            later = self._object_runs(session, databases, tables)
+            yield IncrementalStream(session, dumps, later, scanner, keys_conn, changed, databases,
+                                    info, Incremental(window=window[0], tables=plan))
+
+    def _commands(self, session: SnapshotSession, databases: list[str], tables: list[TableInfo],
+                  plan: list[TableChange], info: SnapshotInfo, back: timedelta) -> list[list[str]]:
+        """mysqldump runs: one per change-column condition, the whole tables with the views,
+        and the triggers, routines and events."""
+        by_name = {t.name: t for t in tables}
+        conditions: dict[str, set[str]] = {}
+        for change in plan:
+            if change.mode == "changed":
+                assert change.column is not None
+                column = by_name[change.name].column(change.column)
+                assert column is not None
+                # mysqldump's session is in UTC (--tz-utc): TIMESTAMPs compare in UTC, DATETIMEs
+                # hold what the application's NOW() wrote, in the server's time zone.
+                moment = (info.server_utc if column.data_type == "timestamp" else info.server_local) - back
+                where = f"{quote_identifier(column.name)} >= '{moment.strftime(_LITERAL_FORMAT)}'"
+                conditions.setdefault(where, set()).add(change.name)
+        runs = []
+        for where, names in conditions.items():
+            dbs = sorted({n.split(".", 1)[0] for n in names})
+            skip = [t.name for t in tables if t.database in dbs and t.name not in names]
+            runs.append(session.common_args() + [
+                "--no-create-info", "--replace", "--skip-triggers", f"--where={where}",
+                *[f"--ignore-table={name}" for name in skip], "--databases", *dbs])
+        whole = [c.name for c in plan if c.mode == "whole"]
+        if whole:
+            dbs = sorted({n.split(".", 1)[0] for n in whole})
+            skip = [t.name for t in tables if t.database in dbs and t.name not in whole]
+            views = list_views(session.control, dbs, label=session.label)
+            runs.append(session.common_args() + [
+                "--skip-triggers", *[f"--ignore-table={name}" for name in skip + views],
+                "--databases", *dbs])
+        return runs
+
+    def _object_runs(self, session: SnapshotSession, databases: list[str],
+                     tables: list[TableInfo]) -> list[list[str]]:
+        """mysqldump runs for views, then triggers, routines and events. Their definitions are
+        not versioned by snapshots, so these runs start after the data, outside the hand-off."""
+        uncoordinated = session.common_args(coordinates=False)
+        return [
+            uncoordinated + ["--no-data", "--skip-triggers",
+                             *[f"--ignore-table={t.name}" for t in tables], "--databases", *databases],
+            uncoordinated + ["--no-create-info", "--no-data", "--triggers", "--routines", "--events",
+                             "--databases", *databases],
+        ]
+
+
+def list_views(conn: pymysql.connections.Connection, databases: list[str], *, label: str) -> list[str]:
+    """``db.view`` names of the views in ``databases``."""
+    marks = ", ".join(["%s"] * len(databases))
+    rows = query(conn, f"SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.VIEWS "
+                       f"WHERE TABLE_SCHEMA IN ({marks})", databases, label=label)
+    return sorted(f"{d}.{v}" for d, v in rows)
+
+
+class IncrementalStream:
+    """The incremental's stream: the deletes, the changed rows, the whole tables, then views,
+    triggers, routines and events."""
+
+    def __init__(self, session: SnapshotSession, dumps: list[DumpProcess], later: list[list[str]],
+                 scanner: object, keys_conn: pymysql.connections.Connection, changed: list[TableInfo],
+                 databases: list[str], info: SnapshotInfo, incremental: Incremental):
+        self.session = session
+        self.dumps = dumps
+        self.later = later
+        self.scanner = scanner
+        self.keys_conn = keys_conn
+        self.changed = changed
+        self.databases = databases
+        self.info = info
+        self.incremental = incremental
+        self._drained = False
+
+    def chunks(self) -> Iterator[bytes]:
+        window = self.incremental.window
+        yield (f"-- backupd incremental of shard {self.session.shard_id}: rows changed since "
+               f"{window.since.isoformat()} up to the snapshot at {window.until.isoformat()}\n"
+               "SET NAMES utf8mb4;\nSET SESSION FOREIGN_KEY_CHECKS=0;\nSET SESSION UNIQUE_CHECKS=0;\n"
+               "SET SESSION time_zone='+00:00';\nSET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO';\n").encode()
+        for table in self.changed:
+            yield from _batched(delete_statements(self.keys_conn, table, label=self.session.label))
+        for dump in self.dumps:
+            yield from dump.chunks()
+        for args in self.later:
+            yield from self.session.start_dump(args).chunks()
+        self._drained = True
+
+    def result(self) -> SourceResult:
+        if not self._drained:
+            raise SourceError(f"{self.session.label}: result() called before the stream was drained")
+        reference = self.scanner.join()  # type: ignore[attr-defined]
+        for dump in self.dumps:
+            dump.check_trailer_gtid(self.info.coordinates)
+        return SourceResult(method=IncrementalSource.method, databases=self.databases,
+                            snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
+                            server=self.session.server, reference=reference,
+                            tool_versions=self.session.tool_versions, incremental=self.incremental)
+
+
+def delete_statements(conn: pymysql.connections.Connection, table: TableInfo, *,
+                      label: str) -> Iterator[str]:
+    """SQL deleting every row of ``table`` whose primary key is not live in ``conn``'s snapshot."""
+    target = f"{quote_identifier(table.database)}.{quote_identifier(table.table)}"
+    key = table.primary_key
+    columns = {c.name: c for c in table.columns}
+    if len(key) == 1 and columns[key[0]].data_type in INTEGER_TYPES:
+        yield from _integer_key_deletes(conn, target, quote_identifier(key[0]), label=label)
+    else:
+        yield from _listed_key_deletes(conn, target, table.database, [quote_identifier(k) for k in key],
+                                       label=label)
+
+
+def _integer_key_deletes(conn: pymysql.connections.Connection, target: str, pk: str, *,
+                         label: str) -> Iterator[str]:
+    """Live keys as runs of consecutive integers: delete outside [min, max] and in every gap."""
+    low, high = query(conn, f"SELECT MIN({pk}), MAX({pk}) FROM {target}", label=label)[0]
+    if low is None:
+        yield f"DELETE FROM {target};\n"
+        return
+    yield f"DELETE FROM {target} WHERE {pk} < {int(low)} OR {pk} > {int(high)};\n"
+    gaps = f"SELECT prev, k FROM (SELECT {pk} AS k, LAG({pk}) OVER (ORDER BY {pk}) AS prev " \
+           f"FROM {target}) g WHERE k > prev + 1"
+    batch: list[str] = []
+    for prev, current in _stream(conn, gaps, label=label):
+        batch.append(f"({pk} > {int(prev)} AND {pk} < {int(current)})")
+        if len(batch) == DELETE_BATCH:
+            yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
+            batch = []
+    if batch:
+        yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
+
+
+def _listed_key_deletes(conn: pymysql.connections.Connection, target: str, database: str,
+                        key: list[str], *, label: str) -> Iterator[str]:
+    """Live keys listed in a temporary table (beside the table); delete every row without a match."""
+    columns = ", ".join(key)
+    keys = f"{quote_identifier(database)}.backupd_live_keys"
+    yield (f"USE {quote_identifier(database)};\n"  # a multi-table DELETE wants a default database
+           f"DROP TEMPORARY TABLE IF EXISTS {keys};\n"
+           f"CREATE TEMPORARY TABLE {keys} ENGINE=InnoDB AS SELECT {columns} FROM {target} LIMIT 0;\n"
+           f"ALTER TABLE {keys} ADD PRIMARY KEY ({columns});\n")
+    batch: list[str] = []
+    for row in _stream(conn, f"SELECT {columns} FROM {target}", label=label):
+        batch.append("(" + ",".join(conn.escape(value) for value in row) + ")")
+        if len(batch) == KEY_BATCH:
+            yield f"INSERT INTO {keys} VALUES {','.join(batch)};\n"
+            batch = []
+    if batch:
+        yield f"INSERT INTO {keys} VALUES {','.join(batch)};\n"
+    match = " AND ".join(f"t.{k} = k.{k}" for k in key)
+    yield (f"DELETE t FROM {target} t LEFT JOIN {keys} k ON {match} WHERE k.{key[0]} IS NULL;\n"
+           f"DROP TEMPORARY TABLE {keys};\n")
+
+
+def _stream(conn: pymysql.connections.Connection, sql: str, *, label: str) -> Iterator[tuple[object, ...]]:
+    """Rows of ``sql`` read unbuffered (memory stays small whatever the table's size)."""
+    cursor = pymysql.cursors.SSCursor(conn)
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(10_000):
+            yield from rows
+    except pymysql.MySQLError as exc:
+        raise SourceError(f"{label}: reading live keys failed: {exc} (while running: {sql[:120]})") from None
+    finally:
+        cursor.close()
+
+
+def _batched(statements: Iterator[str], size: int = 1024 * 1024) -> Iterator[bytes]:
+    """Join small statements into chunks of about ``size`` bytes."""
+    pending: list[str] = []
+    length = 0
+    for statement in statements:
+        pending.append(statement)
+        length += len(statement)
+        if length >= size:
+            yield "".join(pending).encode("utf-8")
+            pending, length = [], 0
+    if pending:
+        yield "".join(pending).encode("utf-8")
+
+
+def _summarize(plan: list[TableChange], limit: int = 8) -> str:
+    whole = [c for c in plan if c.mode == "whole"]
+    text = ", ".join(f"{c.name} ({c.reason})" for c in whole[:limit])
+    return text + (f" and {len(whole) - limit} more" if len(whole) > limit else "")
