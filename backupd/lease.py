@@ -86,18 +86,25 @@ class LeaseRecord:
                    expires_at=datetime.fromisoformat(document["expires_at"]))
 
 
-def process_start(pid: int) -> str:
-    """Start time of ``pid`` (clock ticks since boot, from /proc), or "" where unknown."""
+def _proc_stat(pid: int) -> list[str]:
+    """Fields 3.. of /proc/<pid>/stat (state first), or [] where unknown."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
             # the command name (field 2) may hold spaces and parentheses: split after its ')'
-            return handle.read().rsplit(")", 1)[1].split()[19]
+            return handle.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return ""
+        return []
+
+
+def process_start(pid: int) -> str:
+    """Start time of ``pid`` (clock ticks since boot, from /proc), or "" where unknown."""
+    fields = _proc_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def process_alive(owner: Owner) -> bool:
-    """Whether ``owner``'s process (on this host) still runs, pid reuse excluded."""
+    """Whether ``owner``'s process (on this host) still runs: pid reuse and zombies (a killed
+    process nobody reaped yet) do not count."""
     if owner.pid <= 0:
         return False
     try:
@@ -106,7 +113,10 @@ def process_alive(owner: Owner) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    return not owner.started or process_start(owner.pid) == owner.started
+    fields = _proc_stat(owner.pid)
+    if fields and fields[0] in ("Z", "X"):
+        return False
+    return not owner.started or (len(fields) > 19 and fields[19] == owner.started)
 
 
 class ShardLease:

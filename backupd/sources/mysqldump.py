@@ -56,6 +56,8 @@ def client_version(binary: str) -> tuple[str, str]:
     except FileNotFoundError:
         raise SourceError(f"mysqldump binary '{binary}' not found",
                           hint="install mariadb-client or set [backupd] mysqldump") from None
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"mysqldump binary '{binary}' did not answer --version within 30s") from None
     flavour = "mariadb" if "mariadb" in out.lower() else "mysql"
     match = re.search(r"Distrib (\d+\.\d+\.\d+)", out) or re.search(r"Ver (\d+\.\d+\.\d+)", out)
     return flavour, match.group(1) if match else "unknown"

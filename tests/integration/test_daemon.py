@@ -1,0 +1,257 @@
+"""The daemon against real servers: what is due comes from the catalog, crashes and restarts,
+graceful and forced shutdown, config reload, two daemons on one fleet, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import BIN, listing, run, store_files, write_config
+from tests.testbed import seed_shard
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fleet(mariadb_factory):
+    servers = {}
+    for sid in ("1", "2"):
+        servers[sid] = mariadb_factory(f"shard{sid}")
+        seed_shard(servers[sid], int(sid) - 1, 64, target_bytes=1024 * 1024)
+    return servers
+
+
+def slow_mysqldump(tmp_path: Path, seconds: int) -> Path:
+    """A mysqldump that streams 800 kB, then stalls ``seconds`` before the rest."""
+    wrapper = tmp_path / f"slow-mysqldump-{seconds}"
+    wrapper.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && exec mysqldump --version\n"
+                       f"mysqldump \"$@\" | (head -c 800000; sleep {seconds}; cat)\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None) -> Path:
+    path = write_config(tmp_path / "backupd.toml", shards=shards,
+                        settings={"compression_threads": 0, **(settings or {})})
+    text = path.read_text()
+    body = {"tick": "1s", "jitter": "0s", **(schedule or {})}
+    text += "[schedule]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+    if retention:
+        text += "[retention]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in retention.items())
+    path.write_text(text)
+    return path
+
+
+class Daemon:
+    """``backupd run`` in the background, stderr to a file."""
+
+    def __init__(self, config: Path, log: Path, *args: str):
+        self.log = log
+        self.handle = open(log, "wb")
+        self.process = subprocess.Popen([str(BIN / "backupd"), "--config", str(config), "run", *args],
+                                        stdout=subprocess.DEVNULL, stderr=self.handle)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.process.returncode}) waiting for {what}:\n{self.text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.text()}")
+
+    def children(self) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.handle.close()
+        return code
+
+
+@pytest.fixture
+def daemons():
+    started: list[Daemon] = []
+
+    def start(config: Path, log: Path, *args: str) -> Daemon:
+        daemon = Daemon(config, log, *args)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
+        daemon.handle.close()
+
+
+def manifests(store: Path) -> list[str]:
+    return [f for f in store_files(store) if f.endswith("manifest.json")]
+
+
+def parts(store: Path) -> list[str]:
+    return [f for f in store_files(store) if f.endswith(".zst")]
+
+
+def test_run_once_takes_what_the_catalog_says_is_due(tmp_path, fleet):
+    config = daemon_config(tmp_path, fleet, schedule={"full_every": "1h", "incremental_every": "3s"})
+    first = run("backupd", "--config", str(config), "run", "--once")
+    assert first.code == 0, first.stderr
+    assert sorted((e["shard"], e["kind"]) for e in listing(config)) == [("1", "full"), ("2", "full")]
+    again = run("backupd", "--config", str(config), "run", "--once")
+    assert again.code == 0 and "nothing is due" in again.stderr
+    assert len(listing(config)) == 2
+    time.sleep(3)
+    later = run("backupd", "--config", str(config), "run", "--once")
+    assert later.code == 0, later.stderr
+    kinds = sorted((e["shard"], e["kind"]) for e in listing(config))
+    assert kinds == [("1", "full"), ("1", "incremental"), ("2", "full"), ("2", "incremental")]
+
+
+def test_kill_9_mid_backup_then_restart_cleans_orphans_and_redoes_it(tmp_path, fleet, daemons):
+    shards = {"1": fleet["1"]}
+    config = daemon_config(tmp_path, shards, settings={"mysqldump": str(slow_mysqldump(tmp_path, 60)),
+                                                        "part_size": "64KiB"})
+    store = tmp_path / "store"
+    daemon = daemons(config, tmp_path / "first.log")
+    daemon.wait_for(lambda: parts(store), what="parts of the first full")
+    backup_process = daemon.children()
+    assert backup_process, "the backup runs in a child process"
+    # a crash of the whole host: daemon and backup die at once, nothing cleans up
+    for pid in [daemon.process.pid, *backup_process]:
+        os.kill(pid, signal.SIGKILL)
+    daemon.process.wait()
+    time.sleep(0.5)
+    orphans = parts(store)
+    assert orphans and manifests(store) == []
+    assert store_files(store / "1" / "locks")  # the dead run's lease is still there
+
+    daemon_config(tmp_path, shards, settings={"part_size": "64KiB"})  # a healthy mysqldump now
+    restarted = run("backupd", "--config", str(config), "run", "--once")
+    assert restarted.code == 0, restarted.stderr
+    assert "orphaned" in restarted.stderr
+    [entry] = listing(config)
+    assert entry["kind"] == "full"
+    assert not set(orphans) & set(parts(store))  # the dead run's parts are gone
+    assert len(manifests(store)) == 1
+    assert store_files(store / "1" / "locks") == []
+
+
+def test_a_backup_does_not_outlive_its_daemon(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, settings={
+        "mysqldump": str(slow_mysqldump(tmp_path, 60)), "part_size": "64KiB"})
+    store = tmp_path / "store"
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: parts(store), what="parts")
+    [child] = daemon.children()
+    daemon.process.kill()  # the daemon alone: its child is told (PR_SET_PDEATHSIG) and aborts cleanly
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
+    assert parts(store) == [] and manifests(store) == []
+
+
+def test_sigterm_lets_a_running_backup_finish_within_the_grace(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, schedule={"shutdown_grace": "60s"},
+                           settings={"mysqldump": str(slow_mysqldump(tmp_path, 3)), "part_size": "64KiB"})
+    store = tmp_path / "store"
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: parts(store), what="parts")
+    assert daemon.stop() == 0
+    assert "waiting up to" in daemon.text()
+    [entry] = listing(config)
+    assert entry["kind"] == "full"
+
+
+def test_sigterm_aborts_backups_still_running_after_the_grace(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, schedule={"shutdown_grace": "1s"},
+                           settings={"mysqldump": str(slow_mysqldump(tmp_path, 60)), "part_size": "64KiB"})
+    store = tmp_path / "store"
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: parts(store), what="parts")
+    started = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - started < 30
+    assert "aborting 1 running backups" in daemon.text()
+    assert store_files(store / "1") == []  # no manifest, no part, no lease
+
+
+def test_second_signal_aborts_at_once(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, schedule={"shutdown_grace": "10m"},
+                           settings={"mysqldump": str(slow_mysqldump(tmp_path, 60)), "part_size": "64KiB"})
+    store = tmp_path / "store"
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: parts(store), what="parts")
+    daemon.process.send_signal(signal.SIGINT)
+    daemon.wait_for(lambda: "waiting up to" in daemon.text(), what="graceful stop")
+    time.sleep(0.5)
+    assert daemon.process.poll() is None  # still waiting for the backup
+    daemon.process.send_signal(signal.SIGINT)
+    assert daemon.process.wait(timeout=30) == 0
+    assert store_files(store / "1") == []
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_old_one(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, schedule={"full_every": "1h", "incremental_every": "1h"})
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: [e for e in listing(config) if e["shard"] == "1"], what="shard 1's full")
+    good = config.read_text()
+    config.write_text(good.replace("[schedule]", "[schedule]\nbogus = 1"))
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda: "keeping the running configuration" in daemon.text(), what="rejected reload")
+    assert "schedule.bogus: unknown key" in daemon.text()
+    assert daemon.process.poll() is None
+    daemon_config(tmp_path, fleet, schedule={"full_every": "1h", "incremental_every": "1h"})  # adds shard 2
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda: [e for e in listing(config) if e["shard"] == "2"], what="shard 2 after reload")
+    assert daemon.stop() == 0
+    assert sorted(e["shard"] for e in listing(config)) == ["1", "2"]
+
+
+def test_two_daemons_on_one_fleet_never_double_a_backup(tmp_path, fleet, daemons):
+    config = daemon_config(tmp_path, fleet, schedule={"concurrency": 2},
+                           settings={"mysqldump": str(slow_mysqldump(tmp_path, 2))})
+    a = daemons(config, tmp_path / "a.log", "--once")
+    b = daemons(config, tmp_path / "b.log", "--once")
+    assert a.process.wait(timeout=120) == 0, a.text()
+    assert b.process.wait(timeout=120) == 0, b.text()
+    assert sorted(e["shard"] for e in listing(config)) == ["1", "2"]
+    text = a.text() + b.text()
+    assert "skipped" in text  # the loser of each shard saw the lock or the new backup
+
+
+def test_prune_keeps_the_newest_chain_and_deletes_manifest_then_parts(tmp_path, fleet, mariadb_factory):
+    target = mariadb_factory("target")
+    config = write_config(tmp_path / "backupd.toml", shards={"1": fleet["1"]}, targets={"dr": target})
+    config.write_text(config.read_text() + "[retention]\nfull_days = 0\n")
+    for kind in ("full", "incremental", "full", "incremental"):
+        result = run("backupd", "--config", str(config), "backup", "--shard", "1", "--kind", kind)
+        assert result.code == 0, result.stderr
+    old_full, old_inc, new_full, new_inc = [e["id"] for e in listing(config)]
+    dry = run("backupd", "--config", str(config), "prune", "--dry-run", "--json")
+    assert dry.code == 0, dry.stderr
+    verdicts = {v["id"]: v for v in json.loads(dry.stdout)["verdicts"]}
+    assert [i for i, v in verdicts.items() if not v["keep"]] == [old_full, old_inc]
+    assert "newest full" in verdicts[new_full]["reasons"]
+    assert len(listing(config)) == 4  # a dry run deletes nothing
+    result = run("backupd", "--config", str(config), "prune")
+    assert result.code == 0, result.stderr
+    assert [e["id"] for e in listing(config)] == [new_full, new_inc]
+    assert not (tmp_path / "store" / "1" / old_full).exists() and not (tmp_path / "store" / "1" / old_inc).exists()
+    restored = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--json")
+    assert restored.code == 0, restored.stderr
+    assert json.loads(restored.stdout)["chain"] == [new_full, new_inc]
