@@ -276,10 +276,11 @@ class Config:
         """The names of the stores shard ``shard_id`` is backed up to (default: all)."""
         return list(self.shard(shard_id).stores or self.stores)
 
-    def lock_store(self, shard_id: str) -> str:
-        """The store holding the shard's backup lock: ``[schedule] lock_store``, else the
-        shard's first store. Hosts sharing a fleet must agree on it."""
-        return self.schedule.lock_store or self.shard_stores(shard_id)[0]
+    def lock_stores(self, shard_id: str) -> list[str]:
+        """Where the shard's backup lock may live, in order (``backupd.lease.ShardLock``):
+        ``[schedule] lock_store`` if set, then the shard's stores."""
+        preferred = [self.schedule.lock_store] if self.schedule.lock_store else []
+        return list(dict.fromkeys(preferred + self.shard_stores(shard_id)))
 
     def incremental_columns(self, shard_id: str) -> Mapping[str, str]:
         return self.shard(shard_id).incremental_columns or self.settings.incremental_columns

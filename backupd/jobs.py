@@ -19,7 +19,7 @@ from typing import Callable
 from backupd.catalog import Catalog
 from backupd.config import Config
 from backupd.errors import LockHeld
-from backupd.lease import Owner, ShardLease
+from backupd.lease import Owner, ShardLease, ShardLock
 from backupd.model import utc_now
 from backupd.orphans import clean_orphans
 from backupd.pipeline import BackupReport, run_backup
@@ -45,11 +45,11 @@ def cadence_of(config: Config, shard_id: str) -> Cadence:
     return Cadence.of(shard_id, schedule.full_every, schedule.incremental_every, config.schedule.jitter)
 
 
-def shard_lease(config: Config, shard_id: str, purpose: str,
-                clock: Callable[[], datetime] = utc_now) -> ShardLease:
-    store_name = config.lock_store(shard_id)
-    return ShardLease(open_store(store_name, config.stores[store_name]), shard_id,
-                      ttl=config.schedule.lock_ttl, owner=Owner.this_process(purpose), clock=clock)
+def shard_lock(config: Config, shard_id: str, purpose: str,
+               clock: Callable[[], datetime] = utc_now) -> ShardLock:
+    owner = Owner.this_process(purpose)
+    return ShardLock([ShardLease(open_store(name, config.stores[name]), shard_id, ttl=config.schedule.lock_ttl,
+                                 owner=owner, clock=clock) for name in config.lock_stores(shard_id)])
 
 
 def run_backup_job(config: Config, shard_id: str, kind: str = "full", *, if_due: bool = False,
@@ -60,7 +60,7 @@ def run_backup_job(config: Config, shard_id: str, kind: str = "full", *, if_due:
     now, or is skipped when none is.
     """
     config.shard(shard_id)
-    lease = shard_lease(config, shard_id, f"backup {'due' if if_due else kind}", clock)
+    lease = shard_lock(config, shard_id, f"backup {'due' if if_due else kind}", clock)
     try:
         lease.acquire()
     except LockHeld as exc:
@@ -74,7 +74,7 @@ def run_backup_job(config: Config, shard_id: str, kind: str = "full", *, if_due:
         lease.release()
 
 
-def _locked_job(config: Config, shard_id: str, kind: str, lease: ShardLease, *, if_due: bool,
+def _locked_job(config: Config, shard_id: str, kind: str, lease: ShardLock, *, if_due: bool,
                 clock: Callable[[], datetime]) -> JobResult:
     catalog = Catalog(open_stores(config, list(config.stores)))
     removed = clean_orphans(open_stores(config, config.shard_stores(shard_id)), shard_id, catalog)

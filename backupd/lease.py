@@ -28,6 +28,7 @@ or corrupt one (each backup has its own id and commits on its own).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,9 +40,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Iterator
 
-from backupd.errors import LockHeld, LockLost, ObjectNotFound, StoreError
+from backupd.errors import BackupFailed, LockHeld, LockLost, ObjectNotFound, StoreError
 from backupd.layout import lock_generation, lock_key, lock_prefix
 from backupd.model import utc_now
+from backupd.processes import pid_alive, process_start
 from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
@@ -86,37 +88,9 @@ class LeaseRecord:
                    expires_at=datetime.fromisoformat(document["expires_at"]))
 
 
-def _proc_stat(pid: int) -> list[str]:
-    """Fields 3.. of /proc/<pid>/stat (state first), or [] where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            # the command name (field 2) may hold spaces and parentheses: split after its ')'
-            return handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def process_start(pid: int) -> str:
-    """Start time of ``pid`` (clock ticks since boot, from /proc), or "" where unknown."""
-    fields = _proc_stat(pid)
-    return fields[19] if len(fields) > 19 else ""
-
-
 def process_alive(owner: Owner) -> bool:
-    """Whether ``owner``'s process (on this host) still runs: pid reuse and zombies (a killed
-    process nobody reaped yet) do not count."""
-    if owner.pid <= 0:
-        return False
-    try:
-        os.kill(owner.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    fields = _proc_stat(owner.pid)
-    if fields and fields[0] in ("Z", "X"):
-        return False
-    return not owner.started or (len(fields) > 19 and fields[19] == owner.started)
+    """Whether ``owner``'s process (on this host) still runs (pid reuse and zombies excluded)."""
+    return pid_alive(owner.pid, owner.started)
 
 
 class ShardLease:
@@ -281,3 +255,65 @@ class ShardLease:
         finally:
             stop.set()
             thread.join(timeout=30)
+
+
+class ShardLock:
+    """The shard's lock over its candidate stores, so that a cloud outage does not stop backups.
+
+    The lease is taken in the first candidate store that answers (``[schedule] lock_store``
+    first if set, then the shard's stores in order); a store that cannot be reached is skipped
+    with a warning. After taking it, the other reachable candidates are read: a live lease
+    there (another host fell back to it while this one could not reach it, or the other way
+    round) means the lock is held, and ours is given back. Everything else is the lease's.
+    """
+
+    def __init__(self, leases: list[ShardLease]):
+        if not leases:
+            raise ValueError("a shard lock needs at least one store")
+        self.leases = leases
+        self.shard = leases[0].shard
+        self.held: ShardLease | None = None
+
+    def acquire(self) -> None:
+        problems = []
+        for index, lease in enumerate(self.leases):
+            try:
+                lease.acquire()
+            except StoreError as exc:
+                problems.append(f"{lease.store.name}: {exc}")
+                log.warning("shard %s: cannot use store %s for the backup lock (%s); trying the next store",
+                            self.shard, lease.store.name, exc)
+                continue
+            if index:
+                log.warning("shard %s: the backup lock is in store %s instead of %s", self.shard,
+                            lease.store.name, self.leases[0].store.name)
+            self._check_others(lease)
+            self.held = lease
+            return
+        raise BackupFailed(f"shard {self.shard}: every store failed: the backup lock could not be "
+                           f"taken in any of them ({'; '.join(problems)})")
+
+    def _check_others(self, mine: ShardLease) -> None:
+        for other in self.leases:
+            if other is mine:
+                continue
+            try:
+                holder = other.holder()
+            except StoreError:
+                continue
+            if holder is not None:
+                mine.release()
+                raise mine._held(holder)
+
+    def check(self) -> None:
+        assert self.held is not None
+        self.held.check()
+
+    def renewing(self) -> "contextlib.AbstractContextManager[ShardLease]":
+        assert self.held is not None
+        return self.held.renewing()
+
+    def release(self) -> None:
+        if self.held is not None:
+            self.held.release()
+            self.held = None

@@ -15,6 +15,7 @@ import pymysql
 from backupd.config import EndpointConfig
 from backupd.errors import ServerError
 from backupd.model import ServerInfo
+from backupd.processes import pid_alive
 
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
@@ -78,14 +79,33 @@ def _option_value(value: str) -> str:
     return f'"{escaped}"'
 
 
+_OPTION_DIR = re.compile(r"^backupd-(\d+)-")
+
+
+def remove_stale_option_dirs(work_dir: str | None = None) -> None:
+    """Remove option-file folders left by backupd processes that were killed (SIGKILL, a
+    crash) before they could clean up: their names carry the pid that made them."""
+    root = Path(work_dir or tempfile.gettempdir())
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        match = _OPTION_DIR.match(name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(root / name, ignore_errors=True)  # not ours to read: rmtree fails quietly
+
+
 @contextmanager
 def option_file(endpoint: EndpointConfig, work_dir: str | None = None) -> Iterator[Path]:
     """Write a ``[client]`` option file readable only by us (0600, in a 0700 folder).
 
     This is how passwords reach mysqldump and mysql: never argv, never the environment. The
-    file and its folder are removed when the context exits.
+    file and its folder are removed when the context exits; folders left by killed processes
+    are removed by the next one (``remove_stale_option_dirs``).
     """
-    folder = Path(tempfile.mkdtemp(prefix="backupd-", dir=work_dir))
+    remove_stale_option_dirs(work_dir)
+    folder = Path(tempfile.mkdtemp(prefix=f"backupd-{os.getpid()}-", dir=work_dir))
     path = folder / "client.cnf"
     lines = ["[client]", f"user={_option_value(endpoint.user)}"]
     if endpoint.password is not None:

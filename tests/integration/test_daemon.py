@@ -138,6 +138,8 @@ def test_kill_9_mid_backup_then_restart_cleans_orphans_and_redoes_it(tmp_path, f
     orphans = parts(store)
     assert orphans and manifests(store) == []
     assert store_files(store / "1" / "locks")  # the dead run's lease is still there
+    left = [d for pid in backup_process for d in Path("/tmp").glob(f"backupd-{pid}-*")]
+    assert left  # and its 0600 option file, which no one could remove
 
     daemon_config(tmp_path, shards, settings={"part_size": "64KiB"})  # a healthy mysqldump now
     restarted = run("backupd", "--config", str(config), "run", "--once")
@@ -148,6 +150,7 @@ def test_kill_9_mid_backup_then_restart_cleans_orphans_and_redoes_it(tmp_path, f
     assert not set(orphans) & set(parts(store))  # the dead run's parts are gone
     assert len(manifests(store)) == 1
     assert store_files(store / "1" / "locks") == []
+    assert not any(d.exists() for d in left)  # removed by the next run
 
 
 def test_a_backup_does_not_outlive_its_daemon(tmp_path, fleet, daemons):

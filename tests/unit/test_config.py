@@ -105,7 +105,7 @@ def test_schedule_retention_and_incremental_columns(write):
     assert config.schedule.for_shard("7").incremental_window == 24 * 3600
     assert config.schedule.concurrency == 2 and config.schedule.shutdown_grace == 300
     assert config.retention.full_days == 7 and config.retention.keep_daily == 0
-    assert config.lock_store("7") == "local"
+    assert config.lock_stores("7") == ["local"]
     assert dict(config.incremental_columns("7")) == {"*": "updated_at"}
     config = load_config(write(GOOD.replace("[backupd]", '[backupd]\nincremental_columns = {"app.*" = "updated_at", "*" = ""}')
                                + '\n[schedule]\nfull_every = "6h"\nincremental_every = 0\n'

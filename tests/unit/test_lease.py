@@ -128,3 +128,44 @@ def test_racing_acquirers_one_wins(store):
     winner = contenders[results.index(True)]
     winner.check()
     assert os.path.exists(store.root / "7" / "locks" / f"{winner.generation:012d}.json")
+
+
+class Down(LocalStore):
+    """A store that cannot be reached."""
+
+    def list(self, prefix=""):
+        from backupd.errors import TransientStoreError
+
+        raise TransientStoreError(f"store {self.name}: connection refused", store=self.name)
+
+
+def test_shard_lock_falls_back_when_the_first_store_is_down(tmp_path):
+    from backupd.lease import ShardLock
+
+    clock = Clock()
+    first, second = Down("s3", tmp_path / "s3"), LocalStore("swift", tmp_path / "swift")
+    owner = Owner("a", 1, "", "backup")
+    lock = ShardLock([ShardLease(s, "7", ttl=600, owner=owner, clock=clock, host="a", alive=lambda o: True)
+                      for s in (first, second)])
+    lock.acquire()
+    assert lock.held.store is second
+    lock.check()
+    # a host that reaches both stores sees the lease in the second one and does not start
+    other = ShardLock([ShardLease(s, "7", ttl=600, owner=Owner("b", 2, "", "x"), clock=clock, host="b",
+                                  alive=lambda o: True)
+                       for s in (LocalStore("s3", tmp_path / "s3"), second)])
+    with pytest.raises(LockHeld, match="host a pid 1"):
+        other.acquire()
+    assert list(LocalStore("s3", tmp_path / "s3").list("7/locks/")) == []  # it gave its own back
+    lock.release()
+    other.acquire()
+
+
+def test_shard_lock_with_every_store_down_fails_naming_them(tmp_path):
+    from backupd.errors import BackupFailed
+    from backupd.lease import ShardLock
+
+    lock = ShardLock([ShardLease(Down(n, tmp_path / n), "7", ttl=600, owner=Owner("a", 1, "", "x"),
+                                 clock=Clock(), host="a") for n in ("s3", "swift")])
+    with pytest.raises(BackupFailed, match=r"shard 7: every store failed: .*s3: .*connection refused.*swift: "):
+        lock.acquire()
