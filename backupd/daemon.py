@@ -42,8 +42,8 @@ from backupd.catalog import Catalog
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
 from backupd.jobs import cadence_of
-from backupd.model import utc_now
-from backupd.scheduler import History, Job, due_jobs, next_job
+from backupd.model import Manifest, utc_now
+from backupd.scheduler import Cadence, History, Job, due_jobs, next_job
 from backupd.stores import open_stores
 from backupd.units import format_duration
 
@@ -89,6 +89,7 @@ class Daemon:
         self.reload_requested = False
         self._catalog = self._new_catalog()
         self._last_refresh = 0.0
+        self.ticker = schedule.Scheduler()
 
     # ------------------------------------------------------------------ configuration
     def _new_catalog(self) -> Catalog:
@@ -107,6 +108,7 @@ class Daemon:
         self.config = config
         self._catalog = self._new_catalog()
         self.histories.clear()
+        self._start_ticker()
         log.info("reload: configuration %s loaded: %d shards, %d stores", self.config_path,
                  len(config.shards), len(config.stores))
 
@@ -119,15 +121,19 @@ class Daemon:
         entries = self._catalog.entries()
         for bad in self._catalog.unreadable:
             log.warning("catalog: %s:%s is unreadable: %s", bad.store, bad.key, bad.error)
-        by_shard: dict[str, list] = {}
+        by_shard: dict[str, list[Manifest]] = {}
         for entry in entries:
             by_shard.setdefault(entry.manifest.shard, []).append(entry.manifest)
         self.histories = {s: History.of(by_shard.get(s, [])) for s in self.config.shards}
         self.stale.clear()
         self._last_refresh = time.monotonic()
 
+    def _start_ticker(self) -> None:
+        self.ticker.clear()
+        self.ticker.every(max(1, round(self.config.schedule.tick))).seconds.do(self.tick)
+
     # ------------------------------------------------------------------ planning
-    def cadences(self) -> dict:
+    def cadences(self) -> dict[str, Cadence]:
         return {s: cadence_of(self.config, s) for s in self.enabled_shards()}
 
     def plan(self) -> list[Job]:
@@ -243,8 +249,7 @@ class Daemon:
         else:
             self.refresh(force=True)
             self.log_next()
-        ticker = schedule.Scheduler()
-        ticker.every(self.config.schedule.tick).seconds.do(self.tick)
+        self._start_ticker()
         self.tick()
         busy = bool(self.backups)
         while not self.signals:
@@ -258,7 +263,7 @@ class Daemon:
                 return 1 if self.failed_jobs else 0
             if self.once and self.queue:
                 self.tick()
-            ticker.run_pending()
+            self.ticker.run_pending()
             time.sleep(POLL)
         return self.shutdown()
 

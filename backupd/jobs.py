@@ -87,5 +87,5 @@ def _locked_job(config: Config, shard_id: str, kind: str, lease: ShardLock, *, i
                              f"nothing due: next is {job.kind} at {job.due_at.isoformat()}")
         log.info("shard %s: %s due: %s", shard_id, job.kind, job.reason)
         kind = job.kind
-    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lease.check)
+    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lease.check, catalog=catalog)
     return JobResult(shard_id, kind, "committed", report=report)

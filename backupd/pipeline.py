@@ -23,7 +23,7 @@ from backupd.model import Codec, Manifest, StoreStatus, utc_now
 from backupd.sources.base import Source
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.mysqldump import MysqldumpSource
-from backupd.stores import Store, open_stores
+from backupd.stores import open_stores
 from backupd.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,16 @@ class BackupReport:
         return self.manifest.raw_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-def newest_full(stores: list[Store], shard_id: str) -> Manifest:
-    """The newest committed full of the shard in ``stores`` (an incremental's base)."""
-    fulls = [m for m in Catalog(stores).backups(shard_id) if m.kind == "full"]
+def newest_full(catalog: Catalog, shard_id: str) -> Manifest:
+    """The newest committed full of the shard (an incremental's base)."""
+    fulls = [m for m in catalog.backups(shard_id) if m.kind == "full"]
     if not fulls:
         raise BackupFailed(f"shard {shard_id}: no committed full backup to base an incremental on",
                            hint=f"take a full first: backupd backup --shard {shard_id} --kind full")
     return max(fulls, key=lambda m: (m.snapshot_at, m.id))
 
 
-def make_source(config: Config, shard_id: str, kind: str, stores: list[Store]) -> tuple[Source, str | None]:
+def make_source(config: Config, shard_id: str, kind: str, catalog: Catalog) -> tuple[Source, str | None]:
     """The source for a backup of ``kind``, and the id of its base full (incrementals)."""
     shard = config.shard(shard_id)
     settings = config.settings
@@ -58,7 +58,7 @@ def make_source(config: Config, shard_id: str, kind: str, stores: list[Store]) -
         return MysqldumpSource(shard_id, shard, mysqldump=settings.mysqldump,
                                work_dir=settings.work_dir), None
     if kind == "incremental":
-        base = newest_full(stores, shard_id)
+        base = newest_full(catalog, shard_id)
         window = config.schedule.for_shard(shard_id).incremental_window
         return IncrementalSource(shard_id, shard, base=base, window=window,
                                  columns=config.incremental_columns(shard_id),
@@ -68,14 +68,16 @@ def make_source(config: Config, shard_id: str, kind: str, stores: list[Store]) -
 
 def run_backup(config: Config, shard_id: str, kind: str = "full", *,
                clock: Callable[[], datetime] = utc_now,
-               before_commit: Callable[[], None] | None = None) -> BackupReport:
+               before_commit: Callable[[], None] | None = None,
+               catalog: Catalog | None = None) -> BackupReport:
     """Take one backup of ``shard_id`` and commit it (see the module contract).
 
     ``before_commit`` runs after every part is stored and before the manifest is written; if
     it raises (the shard lock was lost, say), the backup is aborted like any other failure.
+    ``catalog`` (default: the shard's stores) is where an incremental finds its base full.
     """
     stores = open_stores(config, config.shard_stores(shard_id))
-    source, parent_id = make_source(config, shard_id, kind, stores)
+    source, parent_id = make_source(config, shard_id, kind, catalog or Catalog(stores))
     settings = config.settings
     started_at, started = clock(), time.monotonic()
     backup_id = new_backup_id(kind, started_at)

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import pymysql
 
@@ -164,20 +166,35 @@ def table_reference(conn: pymysql.connections.Connection, table: TableInfo, mode
                           schema_digest=table.schema_digest)
 
 
-def compute_reference(conn: pymysql.connections.Connection, databases: Iterable[str], mode: str, *,
-                      label: str, tables: list[TableInfo] | None = None,
+def compute_reference(conns: Sequence[pymysql.connections.Connection], databases: Iterable[str],
+                      mode: str, *, label: str, tables: list[TableInfo] | None = None,
                       should_stop: Callable[[], bool] = lambda: False) -> Reference:
-    """The reference of ``databases`` as seen by ``conn``'s current snapshot.
+    """The reference of ``databases`` as seen by the connections' snapshot.
 
-    ``should_stop`` lets a caller abandon the scan between tables (returns a partial result
-    that the caller must then discard).
+    ``conns`` must all see the same snapshot; tables are measured on all of them at once (one
+    query per connection: the server runs each on its own core). ``should_stop`` lets a caller
+    abandon the scan between tables (a partial result that the caller must then discard).
     """
     databases = list(databases)
-    tables = list_tables(conn, databases, label=label) if tables is None else tables
-    refs = []
-    for table in tables:
-        if should_stop():
-            break
-        refs.append(table_reference(conn, table, mode, label=label))
+    tables = list_tables(conns[0], databases, label=label) if tables is None else tables
+    pending = iter(tables)
+    lock = threading.Lock()
+    measured: dict[tuple[str, str], TableReference] = {}
+
+    def work(conn: pymysql.connections.Connection) -> None:
+        while not should_stop():
+            with lock:
+                table = next(pending, None)
+            if table is None:
+                return
+            measured[(table.database, table.table)] = table_reference(conn, table, mode, label=label)
+
+    if len(conns) == 1:
+        work(conns[0])
+    else:
+        with ThreadPoolExecutor(len(conns), thread_name_prefix="reference") as pool:
+            for done in [pool.submit(work, conn) for conn in conns]:
+                done.result()
+    refs = [measured[(t.database, t.table)] for t in tables if (t.database, t.table) in measured]
     return Reference(mode=mode, digest_algorithm=DIGEST_ALGORITHM if mode == "digest" else None,
-                     tables=refs, objects=list_objects(conn, databases, label=label))
+                     tables=refs, objects=list_objects(conns[0], databases, label=label))

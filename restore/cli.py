@@ -62,7 +62,7 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         click.echo(f"applied full {report.chain[0]}, then incremental {m.id} "
                    f"(state at {m.snapshot_at.isoformat()})")
     click.echo(f"restored shard {m.shard} backup {m.id} into target {report.target}: "
-               f"{len(v.tables)} tables, {v.rows} rows, {format_size(m.raw_bytes)} of SQL "
+               f"{len(v.tables)} tables, {v.rows} rows, {format_size(report.applied_bytes)} of SQL "
                f"in {format_duration(report.apply_seconds)} "
                f"({format_size(report.throughput)}/s)")
     click.echo(f"verified ({v.mode}; {v.verified_during_load} tables while loading, the rest in "

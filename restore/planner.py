@@ -55,7 +55,7 @@ def plan_restore(backups: list[Manifest], shard: str, *, at: datetime | None = N
     full = eligible[-1]
     later = [m for m in candidates if m.kind == "incremental" and m.snapshot_at >= full.snapshot_at
              and (at is None or m.snapshot_at <= at)]
-    notes = []
+    notes: list[str] = []
     for incremental in reversed(later):
         reason = why_not_applicable(incremental, full)
         if reason is None:

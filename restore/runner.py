@@ -40,6 +40,7 @@ class RestoreReport:
     verify_seconds: float
     verification: VerificationReport
     chain: list[str]  # the ids applied, a full first
+    applied_bytes: int  # raw (uncompressed) bytes of every backup applied
 
     @property
     def seconds(self) -> float:
@@ -48,7 +49,7 @@ class RestoreReport:
     @property
     def throughput(self) -> float:
         """Raw (uncompressed) bytes applied per second."""
-        return self.manifest.raw_bytes / self.apply_seconds if self.apply_seconds > 0 else 0.0
+        return self.applied_bytes / self.apply_seconds if self.apply_seconds > 0 else 0.0
 
 
 def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: str | None = None,
@@ -83,7 +84,8 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
     finally:
         verifier.close()
     report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started,
-                           verification, [step.id for step in plan.steps])
+                           verification, [step.id for step in plan.steps],
+                           sum(step.raw_bytes for step in plan.steps))
     if not verification.ok:
         error = DataMismatch(f"target {target_name}: restored data differs from backup {manifest.id} "
                              f"in {len(verification.failures)} place(s): {verification.failures[0]}",

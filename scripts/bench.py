@@ -396,7 +396,8 @@ def bench_incremental(rounds: int, gib: float, percent: float) -> None:
         changed = change_rows(source, percent)
         since = source.query("SELECT NOW(6) - INTERVAL 24 HOUR")[0][0]
         dump = dump_command(work, source).replace(" --routines --triggers --events", "")
-        where = shlex.quote(f"--where=updated_at >= '{since}'")
+        # the plain tool cannot skip tables without the column (backupd copies them whole)
+        where = shlex.quote(f"--where=updated_at >= '{since}'") + " --ignore-table=app.gtid_marker"
         zst = work / "changed.sql.zst"
         incrementals: dict[str, list[dict]] = {"digest": [], "counts": []}
 

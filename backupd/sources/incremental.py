@@ -42,7 +42,7 @@ from backupd.model import Incremental, Manifest, TableChange, Window
 from backupd.mysql import query, quote_identifier
 from backupd.reference import TableInfo, list_tables
 from backupd.sources.base import SourceResult
-from backupd.sources.mysqldump import DumpProcess, SnapshotInfo, SnapshotSession
+from backupd.sources.mysqldump import DumpProcess, ReferenceScanner, SnapshotInfo, SnapshotSession
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class IncrementalSource:
     @contextmanager
     def open(self) -> Iterator["IncrementalStream"]:
         with SnapshotSession(self.shard_id, self.shard, mysqldump=self.binary,
-                             work_dir=self.work_dir, snapshot_connections=2) as session:
+                             work_dir=self.work_dir, snapshot_connections=3) as session:
             label = session.label
             databases = session.databases()
             tables = list_tables(session.control, databases, label=label)
@@ -141,7 +141,9 @@ class IncrementalSource:
             if [(t.name, t.schema_digest) for t in seen] != [(t.name, t.schema_digest) for t in tables]:
                 raise SourceError(f"{label}: table definitions changed while the incremental was "
                                   "starting; refusing it", hint="the next run will pick the new definitions up")
-            scanner = session.scan_reference(databases, tables=seen)
+            # An incremental's dump is small: its reference (a full scan of every table) is the
+            # long pole, so it runs on two connections (the shard's two cores, say) at once.
+            scanner = session.scan_reference(databases, tables=seen, connections=[0, 2])
             by_name = {t.name: t for t in tables}
             changed = [by_name[c.name] for c in plan if c.mode == "changed"]
             later = self._object_runs(session, databases, tables)
@@ -207,7 +209,7 @@ class IncrementalStream:
     triggers, routines and events."""
 
     def __init__(self, session: SnapshotSession, dumps: list[DumpProcess], later: list[list[str]],
-                 scanner: object, keys_conn: pymysql.connections.Connection, changed: list[TableInfo],
+                 scanner: ReferenceScanner, keys_conn: pymysql.connections.Connection, changed: list[TableInfo],
                  databases: list[str], info: SnapshotInfo, incremental: Incremental):
         self.session = session
         self.dumps = dumps
@@ -237,7 +239,7 @@ class IncrementalStream:
     def result(self) -> SourceResult:
         if not self._drained:
             raise SourceError(f"{self.session.label}: result() called before the stream was drained")
-        reference = self.scanner.join()  # type: ignore[attr-defined]
+        reference = self.scanner.join()
         for dump in self.dumps:
             dump.check_trailer_gtid(self.info.coordinates)
         return SourceResult(method=IncrementalSource.method, databases=self.databases,
@@ -271,7 +273,7 @@ def _integer_key_deletes(conn: pymysql.connections.Connection, target: str, pk: 
            f"FROM {target}) g WHERE k > prev + 1"
     batch: list[str] = []
     for prev, current in _stream(conn, gaps, label=label):
-        batch.append(f"({pk} > {int(prev)} AND {pk} < {int(current)})")
+        batch.append(f"({pk} > {int(str(prev))} AND {pk} < {int(str(current))})")
         if len(batch) == DELETE_BATCH:
             yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
             batch = []

@@ -29,7 +29,7 @@ from backupd.config import ShardConfig
 from backupd.errors import BackupdError, SourceError
 from backupd.model import Coordinates, Reference, ServerInfo, utc_now
 from backupd.mysql import connect, major_minor, option_file, query, server_info, user_databases
-from backupd.reference import TableInfo, compute_reference, list_tables
+from backupd.reference import TableInfo, compute_reference
 from backupd.sources.base import SourceResult
 from backupd.sources.snapshot import CommitBlock, open_reference_snapshot
 
@@ -184,10 +184,12 @@ class SnapshotSession:
         self._stack.callback(dump.reap)
         return dump
 
-    def scan_reference(self, databases: list[str], *, tables: list[TableInfo] | None = None
-                       ) -> "_ReferenceScanner":
-        """Start computing the reference on the first snapshot connection, in a thread."""
-        scanner = _ReferenceScanner(self, self.snapshots[0], databases, tables)
+    def scan_reference(self, databases: list[str], *, tables: list[TableInfo] | None = None,
+                       connections: list[int] | None = None) -> "ReferenceScanner":
+        """Start computing the reference in a thread, on the snapshot connections numbered
+        ``connections`` (default: the first)."""
+        conns = [self.snapshots[i] for i in (connections or [0])]
+        scanner = ReferenceScanner(self, conns, databases, tables)
         self._stack.callback(scanner.stop)
         scanner.start()
         return scanner
@@ -229,7 +231,7 @@ class MysqldumpSource:
 class DumpStream:
     """A full backup's stream: mysqldump's stdout, then the facts of its snapshot."""
 
-    def __init__(self, session: SnapshotSession, dump: "DumpProcess", scanner: "_ReferenceScanner",
+    def __init__(self, session: SnapshotSession, dump: "DumpProcess", scanner: "ReferenceScanner",
                  databases: list[str], info: SnapshotInfo):
         self.session = session
         self.dump = dump
@@ -354,13 +356,13 @@ class DumpProcess:
             process.stdout.close()
 
 
-class _ReferenceScanner:
-    """Computes the reference in a snapshot connection, in a thread, while the dump streams."""
+class ReferenceScanner:
+    """Computes the reference on snapshot connections, in a thread, while the dump streams."""
 
-    def __init__(self, session: SnapshotSession, conn: pymysql.connections.Connection,
+    def __init__(self, session: SnapshotSession, conns: list[pymysql.connections.Connection],
                  databases: list[str], tables: list[TableInfo] | None):
         self.session = session
-        self.conn = conn
+        self.conns = conns
         self.databases = databases
         self.tables = tables
         self._stop = threading.Event()
@@ -373,12 +375,10 @@ class _ReferenceScanner:
         self._thread.start()
 
     def _run(self) -> None:
-        label = self.session.label
         try:
-            tables = self.tables if self.tables is not None else \
-                list_tables(self.conn, self.databases, label=label)
-            self._result = compute_reference(self.conn, self.databases, self.session.shard.reference,
-                                             label=label, tables=tables, should_stop=self._stop.is_set)
+            self._result = compute_reference(self.conns, self.databases, self.session.shard.reference,
+                                             label=self.session.label, tables=self.tables,
+                                             should_stop=self._stop.is_set)
         except BaseException as exc:  # reported by join()
             self._error = exc
 
@@ -392,12 +392,13 @@ class _ReferenceScanner:
         return self._result
 
     def stop(self) -> None:
-        """Abandon the scan: stop between tables and kill the running query."""
+        """Abandon the scan: stop between tables and kill the running queries."""
         if not self._thread.is_alive():
             return
         self._stop.set()
-        try:
-            query(self.session.control, f"KILL QUERY {self.conn.thread_id()}", label=self.session.label)
-        except Exception:
-            pass
+        for conn in self.conns:
+            try:
+                query(self.session.control, f"KILL QUERY {conn.thread_id()}", label=self.session.label)
+            except Exception:
+                pass
         self._thread.join(timeout=30)

@@ -75,3 +75,15 @@ def test_help_documents_exit_codes():
         result = run(tool, "--help")
         assert result.code == 0
         assert "3 verification failed" in " ".join(result.stdout.split())
+
+
+def test_prune_and_run_name_what_is_wrong(tmp_path):
+    config = write_config(tmp_path / "c.toml", shards={"5": {"socket": str(tmp_path / "none.sock"), "user": "root"}})
+    result = run("backupd", "--config", str(config), "prune", "--shard", "9")
+    assert result.code == 2 and "unknown shard '9'" in one_error_line(result.stderr)
+    result = run("backupd", "--config", str(config), "backup", "--shard", "5", "--kind", "weekly")
+    assert result.code == 2 and "--kind" in result.stderr
+    once = run("backupd", "--config", str(config), "run", "--once")
+    assert once.code == 1  # the shard's backup failed: said, and the exit code says so
+    assert "shard 5: cannot connect" in error_line(once.stderr)
+    assert "shard 5: full backup failed" in once.stderr

@@ -258,3 +258,25 @@ def test_prune_keeps_the_newest_chain_and_deletes_manifest_then_parts(tmp_path, 
     restored = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--json")
     assert restored.code == 0, restored.stderr
     assert json.loads(restored.stdout)["chain"] == [new_full, new_inc]
+
+
+def test_one_shot_backup_respects_the_lock(tmp_path, fleet):
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, settings={
+        "mysqldump": str(slow_mysqldump(tmp_path, 60)), "part_size": "64KiB"})
+    store = tmp_path / "store"
+    first = subprocess.Popen([str(BIN / "backupd"), "--config", str(config), "backup", "--shard", "1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not parts(store) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second = run("backupd", "--config", str(config), "backup", "--shard", "1")
+        assert second.code == 1
+        assert "shard 1: a backup is already running: the lock is held by host" in second.stderr
+        polite = run("backupd", "--config", str(config), "backup", "--shard", "1", "--if-due", "--json")
+        assert polite.code == 0 and json.loads(polite.stdout)["result"] == "skipped"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    assert first.returncode == 143
+    assert store_files(store / "1") == []  # aborted: no parts, no manifest, no lease

@@ -47,6 +47,9 @@ def test_demo_runs_and_reruns():
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "VERIFIED" in proc.stdout
         assert proc.stdout.count("-full-") >= 5  # 4 backups listed + the restored one
+        assert proc.stdout.count("-incremental-") >= 5
+        assert "restore of shard 2 into local-dr: " in proc.stdout and " + " in proc.stdout
     listing = json.loads(run("backupd", "list", "--json",
                              env={"BACKUPD_CONFIG": str(REPO / "config" / "backupd.toml")}).stdout)
     assert sorted({e["shard"] for e in listing}) == ["1", "2", "3", "4"]
+    assert sorted({e["kind"] for e in listing}) == ["full", "incremental"]
