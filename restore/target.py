@@ -71,28 +71,26 @@ def reconcile_for_incremental(target: TargetConfig, full: Manifest, incremental:
             query(conn, f"DROP DATABASE IF EXISTS {quote_identifier(database)}", label=label)
         marks = ", ".join(["%s"] * len(databases))
         statements = []
-        for schema, name in query(conn, "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS "
-                                        f"WHERE TRIGGER_SCHEMA IN ({marks})", databases, label=label):
-            statements.append(f"DROP TRIGGER IF EXISTS {_qualified(schema, name)}")
-        for schema, name, kind in query(conn, "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM "
-                                              f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})",
-                                        databases, label=label):
-            statements.append(f"DROP {kind} IF EXISTS {_qualified(schema, name)}")
-        for schema, name in query(conn, "SELECT EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS "
-                                        f"WHERE EVENT_SCHEMA IN ({marks})", databases, label=label):
-            statements.append(f"DROP EVENT IF EXISTS {_qualified(schema, name)}")
-        for schema, name, kind in query(conn, "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM "
-                                              f"information_schema.TABLES WHERE TABLE_SCHEMA IN ({marks})",
-                                        databases, label=label):
-            if kind == "VIEW":
-                statements.append(f"DROP VIEW IF EXISTS {_qualified(schema, name)}")
-            elif (schema, name) not in keep_tables:
-                log.info("%s: dropping table %s.%s (gone at the incremental's snapshot)", label, schema, name)
-                statements.append(f"DROP TABLE IF EXISTS {_qualified(schema, name)}")
+        for sql in _SCHEMA_OBJECTS:
+            for schema, name, kind in query(conn, sql.format(marks=marks), databases, label=label):
+                if kind == "BASE TABLE" and (schema, name) in keep_tables:
+                    continue
+                if kind == "BASE TABLE":
+                    log.info("%s: dropping table %s.%s (gone at the incremental's snapshot)", label, schema, name)
+                statements.append(f"DROP {kind.replace('BASE ', '')} IF EXISTS {_qualified(schema, name)}")
         for statement in statements:
             query(conn, statement, label=label)
     finally:
         conn.close()
+
+
+# Every schema object of the databases, as (schema, name, kind for DROP <kind>).
+_SCHEMA_OBJECTS = (
+    "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'TRIGGER' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({marks})",
+    "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})",
+    "SELECT EVENT_SCHEMA, EVENT_NAME, 'EVENT' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({marks})",
+    "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({marks})",
+)
 
 
 def _qualified(schema: str, name: str) -> str:

@@ -230,6 +230,7 @@ class IncrementalStream:
                "SET SESSION time_zone='+00:00';\nSET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO';\n").encode()
         for table in self.changed:
             yield from _batched(delete_statements(self.keys_conn, table, label=self.session.label))
+        log.debug("%s: live keys of %d tables sent", self.session.label, len(self.changed))
         for dump in self.dumps:
             yield from dump.chunks()
         for args in self.later:

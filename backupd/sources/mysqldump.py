@@ -248,7 +248,6 @@ class DumpStream:
         if not self._drained:
             raise SourceError(f"{self.session.label}: result() called before the dump was drained")
         reference = self.scanner.join()
-        log.debug("%s: reference of %d tables ready", self.session.label, len(reference.tables))
         self.dump.check_trailer_gtid(self.info.coordinates)
         return SourceResult(method=MysqldumpSource.method, databases=self.databases,
                             snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
@@ -384,6 +383,7 @@ class ReferenceScanner:
 
     def join(self) -> Reference:
         self._thread.join()
+        log.debug("%s: reference ready", self.session.label)
         if self._error is not None:
             if isinstance(self._error, BackupdError):
                 raise self._error

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from tests.integration.support import BIN, backup, listing, run, store_files, write_config
+from tests.integration.support import BIN, application_writes, backup, listing, run, store_files, write_config
 from tests.testbed import seed_edge_cases, seed_shard, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -79,32 +78,8 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
 
 def test_backup_under_concurrent_writes_matches_its_own_snapshot(config, source, target):
     """Writers keep committing during the backup; the reference still equals the dumped data."""
-    stop = threading.Event()
-    written = [0]
-
-    def writer():
-        conn = source.connect(database="app")
-        tables = [r[0] for r in source.query(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='app'")]
-        i = 0
-        while not stop.is_set():
-            table = tables[i % len(tables)]
-            with conn.cursor() as cur:
-                cur.execute(f"INSERT INTO `{table}` (id, data, created_at, updated_at) "
-                            f"VALUES (%s, '{{\"w\": 1}}', NOW(6), NOW(6))", (9_000_000_000 + i,))
-                cur.execute(f"UPDATE `{table}` SET updated_at = NOW(6) ORDER BY id LIMIT 3")
-            i += 1
-            written[0] = i
-        conn.close()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        time.sleep(0.3)
+    with application_writes(source, first_id=9_000_000_000) as written:
         backup(config, "3")
-    finally:
-        stop.set()
-        thread.join()
     assert written[0] > 10
     result = run("restore", "--config", str(config), "--shard", "3", "--target", "dr", "--json")
     assert result.code == 0, result.stderr

@@ -4,12 +4,10 @@ every point restores to exactly the source's state at that time (deletes include
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
-from tests.integration.support import backup, listing, run, write_config
+from tests.integration.support import application_writes, backup, listing, run, write_config
 from tests.testbed import seed_edge_cases, seed_shard, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -144,33 +142,8 @@ def test_full_and_two_incrementals_restore_each_point_exactly(config, source, ta
 
 def test_incremental_taken_under_concurrent_writes_verifies(config, source, target):
     backup(config, "5")
-    stop = threading.Event()
-    done = [0]
-    tables = [r[0] for r in source.query("SELECT TABLE_NAME FROM information_schema.TABLES "
-                                         "WHERE TABLE_SCHEMA='app' AND TABLE_NAME LIKE 'bucket%'")]
-
-    def writer():
-        conn = source.connect(database="app")
-        i = 0
-        while not stop.is_set():
-            table = tables[i % len(tables)]
-            with conn.cursor() as cur:
-                cur.execute(f"INSERT INTO `{table}` (id, data, created_at, updated_at) VALUES "
-                            f"(%s, '{{\"w\": 1}}', NOW(6), NOW(6))", (8_000_000_000 + i,))
-                cur.execute(f"UPDATE `{table}` SET updated_at = NOW(6) ORDER BY id LIMIT 2")
-                cur.execute(f"DELETE FROM `{table}` ORDER BY id LIMIT 1")
-            i += 1
-            done[0] = i
-        conn.close()
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        time.sleep(0.3)
+    with application_writes(source, first_id=8_000_000_000, deletes=True) as done:
         incremental_id = incremental(config)
-    finally:
-        stop.set()
-        thread.join()
     assert done[0] > 10
     report = restore(config)
     assert report["chain"][-1] == incremental_id and report["verified"] is True
