@@ -89,6 +89,7 @@ class Daemon:
         self.reload_requested = False
         self._catalog = self._new_catalog()
         self._last_refresh = 0.0
+        self._reported: set[tuple[str, str]] = set()
         self.ticker = schedule.Scheduler()
 
     # ------------------------------------------------------------------ configuration
@@ -120,7 +121,9 @@ class Daemon:
             return
         entries = self._catalog.entries()
         for bad in self._catalog.unreadable:
-            log.warning("catalog: %s:%s is unreadable: %s", bad.store, bad.key, bad.error)
+            if (bad.store, bad.key) not in self._reported:  # once per daemon, not every refresh
+                self._reported.add((bad.store, bad.key))
+                log.warning("catalog: %s:%s is unreadable: %s", bad.store, bad.key, bad.error)
         by_shard: dict[str, list[Manifest]] = {}
         for entry in entries:
             by_shard.setdefault(entry.manifest.shard, []).append(entry.manifest)

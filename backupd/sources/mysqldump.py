@@ -27,7 +27,7 @@ import pymysql
 
 from backupd.config import ShardConfig
 from backupd.errors import BackupdError, SourceError
-from backupd.model import Coordinates, Reference, ServerInfo, utc_now
+from backupd.model import Coordinates, Reference, utc_now
 from backupd.mysql import connect, major_minor, option_file, query, server_info, user_databases
 from backupd.reference import TableInfo, compute_reference
 from backupd.sources.base import SourceResult
