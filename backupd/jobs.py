@@ -60,21 +60,21 @@ def run_backup_job(config: Config, shard_id: str, kind: str = "full", *, if_due:
     now, or is skipped when none is.
     """
     config.shard(shard_id)
-    lease = shard_lock(config, shard_id, f"backup {'due' if if_due else kind}", clock)
+    lock = shard_lock(config, shard_id, f"backup {'due' if if_due else kind}", clock)
     try:
-        lease.acquire()
+        lock.acquire()
     except LockHeld as exc:
         if if_due:
             return JobResult(shard_id, kind, "skipped", str(exc))
         raise
     try:
-        with lease.renewing():
-            return _locked_job(config, shard_id, kind, lease, if_due=if_due, clock=clock)
+        with lock.renewing():
+            return _locked_job(config, shard_id, kind, lock, if_due=if_due, clock=clock)
     finally:
-        lease.release()
+        lock.release()
 
 
-def _locked_job(config: Config, shard_id: str, kind: str, lease: ShardLock, *, if_due: bool,
+def _locked_job(config: Config, shard_id: str, kind: str, lock: ShardLock, *, if_due: bool,
                 clock: Callable[[], datetime]) -> JobResult:
     catalog = Catalog(open_stores(config, list(config.stores)))
     removed = clean_orphans(open_stores(config, config.shard_stores(shard_id)), shard_id, catalog)
@@ -87,5 +87,5 @@ def _locked_job(config: Config, shard_id: str, kind: str, lease: ShardLock, *, i
                              f"nothing due: next is {job.kind} at {job.due_at.isoformat()}")
         log.info("shard %s: %s due: %s", shard_id, job.kind, job.reason)
         kind = job.kind
-    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lease.check, catalog=catalog)
+    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lock.check, catalog=catalog)
     return JobResult(shard_id, kind, "committed", report=report)
