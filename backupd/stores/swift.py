@@ -14,6 +14,8 @@ clean Store (each has a test in ``tests/stores/test_swift_quirks.py``):
 * With tempauth (auth 1.0) the driver logs in again before every request and cannot find the
   storage URL in the v1 catalog: we authenticate once, then build drivers with the token and
   the storage URL (re-authenticating on a 401).
+* A PUT that loses a same-key race to a newer one is answered 202, not 201 (it is superseded,
+  as with any overwrite).
 * ``create_container`` raises on an existing container; a missing container lists as a plain
   ``LibcloudError``; raw requests never raise on an HTTP status: every status is classified
   here into ObjectNotFound, transient (408, 429, 499, 5xx, connection errors) or permanent.
@@ -255,6 +257,11 @@ class SwiftStore(Store):
                 body.release()
             if status == 412 and conditions:
                 return False
+            if status == 202:
+                # The proxy answers 202 instead of 201 when a concurrent PUT of the same key
+                # carries a newer timestamp: that one wins (last writer wins), the key holds a
+                # whole object. A plain put is done; a create did not create.
+                return not conditions
             if status != 201:
                 raise self._status_error(status, "write", key)
             return True
