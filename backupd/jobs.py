@@ -21,7 +21,7 @@ from backupd.config import Config
 from backupd.errors import LockHeld
 from backupd.lease import Owner, ShardLease, ShardLock
 from backupd.model import utc_now
-from backupd.orphans import clean_orphans
+from backupd.orphans import clean_orphans, committed_ids
 from backupd.pipeline import BackupReport, run_backup
 from backupd.scheduler import Cadence, History, next_job
 from backupd.stores import open_store, open_stores
@@ -77,15 +77,18 @@ def run_backup_job(config: Config, shard_id: str, kind: str = "full", *, if_due:
 def _locked_job(config: Config, shard_id: str, kind: str, lock: ShardLock, *, if_due: bool,
                 clock: Callable[[], datetime]) -> JobResult:
     catalog = Catalog(open_stores(config, list(config.stores)))
-    removed = clean_orphans(open_stores(config, config.shard_stores(shard_id)), shard_id, catalog)
+    entries = catalog.entries(shard_id)  # read once: orphans, the double check and the base full
+    backups = [e.manifest for e in entries]
+    removed = clean_orphans(open_stores(config, config.shard_stores(shard_id)), shard_id,
+                            committed_ids(catalog, entries, shard_id))
     if removed:
         log.warning("shard %s: deleted %d orphaned objects left by interrupted backups", shard_id, removed)
     if if_due:
-        job = next_job(shard_id, cadence_of(config, shard_id), History.of(catalog.backups(shard_id)), clock())
+        job = next_job(shard_id, cadence_of(config, shard_id), History.of(backups), clock())
         if not job.is_due(clock()):
             return JobResult(shard_id, job.kind, "skipped",
                              f"nothing due: next is {job.kind} at {job.due_at.isoformat()}")
         log.info("shard %s: %s due: %s", shard_id, job.kind, job.reason)
         kind = job.kind
-    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lock.check, catalog=catalog)
+    report = run_backup(config, shard_id, kind, clock=clock, before_commit=lock.check, backups=backups)
     return JobResult(shard_id, kind, "committed", report=report)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from backupd.catalog import Catalog
+from backupd.catalog import Catalog, CatalogEntry
 from backupd.errors import StoreError
 from backupd.layout import parse_key, shard_prefix
 from backupd.stores.base import Store
@@ -35,10 +35,10 @@ class Orphans:
         return sum(len(keys) for backups in self.by_store.values() for keys in backups.values())
 
 
-def find_orphans(stores: list[Store], shard: str, catalog: Catalog) -> Orphans | None:
-    """The shard's orphaned objects in ``stores``; None if some store could not be listed."""
-    committed = {e.manifest.id for e in catalog.entries(shard)}
-    if any(bad.key == shard_prefix(shard) for bad in catalog.unreadable):
+def find_orphans(stores: list[Store], shard: str, committed: set[str] | None) -> Orphans | None:
+    """The shard's orphaned objects in ``stores``, given the ids ``committed`` in any store
+    (None when the catalog could not list every store); None if nothing can be said."""
+    if committed is None:
         return None  # a store that could not be listed may hold the manifest of what looks orphaned
     orphans = Orphans()
     for store in stores:
@@ -63,9 +63,16 @@ def find_orphans(stores: list[Store], shard: str, catalog: Catalog) -> Orphans |
     return orphans
 
 
-def clean_orphans(stores: list[Store], shard: str, catalog: Catalog) -> int:
+def committed_ids(catalog: Catalog, entries: list[CatalogEntry], shard: str) -> set[str] | None:
+    """The ids of ``entries`` (just read from ``catalog``), or None if a store could not be listed."""
+    if any(bad.key == shard_prefix(shard) for bad in catalog.unreadable):
+        return None
+    return {e.manifest.id for e in entries}
+
+
+def clean_orphans(stores: list[Store], shard: str, committed: set[str] | None) -> int:
     """Delete the shard's orphaned objects (the caller holds the shard lock); return how many."""
-    orphans = find_orphans(stores, shard, catalog)
+    orphans = find_orphans(stores, shard, committed)
     if orphans is None or not orphans.count:
         return 0
     by_name = {s.name: s for s in stores}

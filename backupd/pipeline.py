@@ -41,16 +41,17 @@ class BackupReport:
         return self.manifest.raw_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-def newest_full(catalog: Catalog, shard_id: str) -> Manifest:
-    """The newest committed full of the shard (an incremental's base)."""
-    fulls = [m for m in catalog.backups(shard_id) if m.kind == "full"]
+def newest_full(backups: list[Manifest], shard_id: str) -> Manifest:
+    """The newest committed full of the shard among ``backups`` (an incremental's base)."""
+    fulls = [m for m in backups if m.kind == "full" and m.shard == shard_id]
     if not fulls:
         raise BackupFailed(f"shard {shard_id}: no committed full backup to base an incremental on",
                            hint=f"take a full first: backupd backup --shard {shard_id} --kind full")
     return max(fulls, key=lambda m: (m.snapshot_at, m.id))
 
 
-def make_source(config: Config, shard_id: str, kind: str, catalog: Catalog) -> tuple[Source, str | None]:
+def make_source(config: Config, shard_id: str, kind: str,
+                backups: Callable[[], list[Manifest]]) -> tuple[Source, str | None]:
     """The source for a backup of ``kind``, and the id of its base full (incrementals)."""
     shard = config.shard(shard_id)
     settings = config.settings
@@ -58,7 +59,7 @@ def make_source(config: Config, shard_id: str, kind: str, catalog: Catalog) -> t
         return MysqldumpSource(shard_id, shard, mysqldump=settings.mysqldump,
                                work_dir=settings.work_dir), None
     if kind == "incremental":
-        base = newest_full(catalog, shard_id)
+        base = newest_full(backups(), shard_id)
         window = config.schedule.for_shard(shard_id).incremental_window
         return IncrementalSource(shard_id, shard, base=base, window=window,
                                  columns=config.incremental_columns(shard_id),
@@ -69,15 +70,17 @@ def make_source(config: Config, shard_id: str, kind: str, catalog: Catalog) -> t
 def run_backup(config: Config, shard_id: str, kind: str = "full", *,
                clock: Callable[[], datetime] = utc_now,
                before_commit: Callable[[], None] | None = None,
-               catalog: Catalog | None = None) -> BackupReport:
+               backups: list[Manifest] | None = None) -> BackupReport:
     """Take one backup of ``shard_id`` and commit it (see the module contract).
 
     ``before_commit`` runs after every part is stored and before the manifest is written; if
     it raises (the shard lock was lost, say), the backup is aborted like any other failure.
-    ``catalog`` (default: the shard's stores) is where an incremental finds its base full.
+    ``backups`` (the shard's committed backups; default: read from its stores) is where an
+    incremental finds its base full.
     """
     stores = open_stores(config, config.shard_stores(shard_id))
-    source, parent_id = make_source(config, shard_id, kind, catalog or Catalog(stores))
+    source, parent_id = make_source(config, shard_id, kind,
+                                    lambda: backups if backups is not None else Catalog(stores).backups(shard_id))
     settings = config.settings
     started_at, started = clock(), time.monotonic()
     backup_id = new_backup_id(kind, started_at)
