@@ -10,6 +10,10 @@ Applied on top of a full ``F``, it yields exactly the state at ``I``'s snapshot 
 * every "changed" table of ``I`` exists in ``F`` with the same definition (schema fingerprint),
   so ``I``'s rows fit ``F``'s copy of the table.
 
+A physical incremental (pages changed after an LSN) applies only to the full it was taken
+against: its ``parent_id``, whose ``to_lsn`` is its ``from_lsn``. Logical and physical backups
+never mix in a chain.
+
 Retention (what to keep) and the restore planner (what to apply) both use these rules.
 """
 
@@ -20,9 +24,11 @@ from backupd.model import Manifest
 
 def why_not_applicable(incremental: Manifest, full: Manifest) -> str | None:
     """None when ``incremental`` applies to ``full``; otherwise why not, in a few words."""
-    assert incremental.incremental is not None, "not an incremental"
     if full.kind != "full" or full.shard != incremental.shard:
         return f"{full.id} is not a full backup of shard {incremental.shard}"
+    if incremental.physical is not None or full.physical is not None:
+        return _why_not_physical(incremental, full)
+    assert incremental.incremental is not None, "not an incremental"
     if full.snapshot_at > incremental.snapshot_at:
         return f"full {full.id} is newer than incremental {incremental.id}"
     window = incremental.incremental.window
@@ -39,6 +45,19 @@ def why_not_applicable(incremental: Manifest, full: Manifest) -> str | None:
             return f"table {change.name} is not in full {full.id}"
         if schemas[key] is None or schemas[key] != own.get(key):
             return f"table {change.name} has a different definition in full {full.id}"
+    return None
+
+
+def _why_not_physical(incremental: Manifest, full: Manifest) -> str | None:
+    """A physical incremental holds the pages changed after its base full's ``to_lsn``: it
+    applies to that one full (its ``parent_id``) and to nothing else."""
+    if incremental.physical is None or full.physical is None:
+        return f"{incremental.id} and {full.id} are not both physical (or both logical) backups"
+    if incremental.parent_id != full.id:
+        return f"physical incremental {incremental.id} applies only to its base full {incremental.parent_id}"
+    if incremental.physical.from_lsn != full.physical.to_lsn:
+        return (f"physical incremental {incremental.id} starts at LSN {incremental.physical.from_lsn}, "
+                f"full {full.id} ends at {full.physical.to_lsn}")
     return None
 
 

@@ -70,11 +70,25 @@ class ShardConfig(EndpointConfig):
     """One shard's primary (the server backups are taken from)."""
 
     databases: list[str] | None = None
-    method: Literal["mysqldump"] = "mysqldump"
+    # "physical" picks mariabackup or xtrabackup from the server's vendor at backup time.
+    method: Literal["mysqldump", "physical", "mariabackup", "xtrabackup"] = "mysqldump"
+    datadir: str | None = None  # physical backups read it: they run on the shard's host
     reference: Literal["digest", "counts"] = "digest"
     stores: list[str] | None = None
     lock_wait_timeout: Duration = 30.0
     incremental_columns: dict[str, str] | None = None  # replaces [backupd] incremental_columns
+    # The account replicas of this shard's primary connect with (restore --replica-of).
+    replication_user: str | None = None
+    replication_password_env: str | None = None
+    _replication_password: Secret | None = PrivateAttr(default=None)
+
+    @property
+    def is_physical(self) -> bool:
+        return self.method != "mysqldump"
+
+    @property
+    def replication_password(self) -> Secret | None:
+        return self._replication_password
 
 
 class TargetConfig(EndpointConfig):
@@ -82,6 +96,16 @@ class TargetConfig(EndpointConfig):
 
     read_from: list[str] = Field(min_length=1)
     write_binlog: bool = False
+    # Physical restores replace the server's datadir: where it is, where to extract and
+    # prepare (a scratch folder under restore_dir), and how to stop and start the server
+    # (commands, each an argv list that returns once the server is down / launched, or a
+    # systemd unit).
+    datadir: str | None = None
+    restore_dir: str | None = None
+    stop_command: list[str] | None = None
+    start_command: list[str] | None = None
+    systemd_unit: str | None = None
+    start_timeout: Duration = Field(default=600.0, gt=0)
 
 
 class _StoreSection(_Section):
@@ -186,6 +210,11 @@ class Settings(_Section):
     parts_in_flight: int = Field(default=1, ge=1, le=16)
     mysqldump: str = "mysqldump"
     mysql: str = "mysql"
+    mariabackup: str = "mariabackup"
+    mbstream: str = "mbstream"
+    xtrabackup: str = "xtrabackup"
+    xbstream: str = "xbstream"
+    prepare_memory: Size = Field(default=256 * 1024**2, ge=16 * 1024**2)  # --use-memory of --prepare
     work_dir: str | None = None
     # Which column marks a row as changed, by "database.table" pattern (shell-style, first match
     # wins); "" copies matching tables whole in every incremental.
@@ -337,8 +366,10 @@ class _Loader:
                    for name, body in self.table(raw, "targets").items()}
         for sid, shard in shards.items():
             self.check_store_refs(f"shards.{sid}.stores", shard.stores or [], stores)
+            shards[sid] = self.shard_extras(f"shards.{sid}", shard)
         for name, target in targets.items():
             self.check_store_refs(f"targets.{name}.read_from", target.read_from, stores)
+            targets[name] = self.target_extras(f"targets.{name}", target)
         if settings.work_dir:
             settings = settings.model_copy(update={"work_dir": self.absolute(settings.work_dir)})
         schedule = self.model(ScheduleConfig, raw.get("schedule", {}), "schedule")
@@ -441,6 +472,35 @@ class _Loader:
         store._username = store.username
         store._api_key = self.env_secret(f"{key}.api_key_env", store.api_key_env)
         return store
+
+    def shard_extras(self, key: str, shard: ShardConfig) -> ShardConfig:
+        """Physical-backup and replication keys of a shard: checked, paths made absolute."""
+        if shard.is_physical and not shard.datadir:
+            raise self.fail(f"{key}.datadir", f"missing required key (method = {shard.method!r} "
+                            "copies the server's datadir, so backups run on its host)")
+        if shard.datadir:
+            shard = shard.model_copy(update={"datadir": self.absolute(shard.datadir)})
+        if bool(shard.replication_user) != bool(shard.replication_password_env):
+            missing = "replication_password_env" if shard.replication_user else "replication_user"
+            raise self.fail(f"{key}.{missing}", "give replication_user and replication_password_env together")
+        if shard.replication_password_env:
+            shard._replication_password = self.env_secret(f"{key}.replication_password_env",
+                                                          shard.replication_password_env)
+        return shard
+
+    def target_extras(self, key: str, target: TargetConfig) -> TargetConfig:
+        """Physical-restore keys of a target: checked, paths made absolute."""
+        if target.systemd_unit and (target.start_command or target.stop_command):
+            raise self.fail(f"{key}.systemd_unit", "give systemd_unit or start_command/stop_command, not both")
+        if bool(target.start_command) != bool(target.stop_command):
+            missing = "stop_command" if target.start_command else "start_command"
+            raise self.fail(f"{key}.{missing}", "give start_command and stop_command together")
+        for name in ("start_command", "stop_command"):
+            if getattr(target, name) == []:
+                raise self.fail(f"{key}.{name}", "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
+        update = {name: self.absolute(getattr(target, name))
+                  for name in ("datadir", "restore_dir") if getattr(target, name)}
+        return target.model_copy(update=update) if update else target
 
     def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
         endpoint = self.model(cls, body, key)

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from backupd.errors import CatalogError, UnsupportedFormat
 
-# 2 added incrementals (``incremental``) and per-table schema fingerprints; 1 is still read.
-FORMAT_VERSION = 2
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, FORMAT_VERSION})
+# 2 added incrementals (``incremental``) and per-table schema fingerprints; 3 added physical
+# backups (``physical``). Older versions are still read.
+FORMAT_VERSION = 3
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, FORMAT_VERSION})
 
 BackupKind = Literal["full", "incremental"]
 StoreState = Literal["complete", "failed"]
@@ -118,6 +119,19 @@ class Incremental(_Record):
     tables: list[TableChange]
 
 
+class Physical(_Record):
+    """What makes a backup physical: the tool's xbstream of the datadir, between two LSNs.
+
+    A full has ``from_lsn == 0``; an incremental holds the pages changed after ``from_lsn``,
+    which is the ``to_lsn`` of its base full (``parent_id``), and applies only to that full.
+    """
+
+    tool: Literal["mariabackup", "xtrabackup"]
+    stream: Literal["xbstream"] = "xbstream"
+    from_lsn: int = Field(ge=0)
+    to_lsn: int = Field(ge=0)
+
+
 class Codec(_Record):
     name: Literal["zstd"] = "zstd"
     level: int
@@ -150,19 +164,42 @@ class Manifest(_Record):
     reference: Reference
     stores: dict[str, StoreStatus]
     tool_versions: dict[str, str] = {}
-    incremental: Incremental | None = None  # set exactly when kind == "incremental"
+    incremental: Incremental | None = None  # logical incrementals: their window and tables
+    physical: Physical | None = None  # physical backups (full or incremental): their LSNs
 
     @model_validator(mode="after")
-    def _incremental_fields(self) -> "Manifest":
-        if (self.kind == "incremental") != (self.incremental is not None):
+    def _kind_fields(self) -> "Manifest":
+        if self.physical is not None:
+            if self.incremental is not None:
+                raise ValueError("a physical backup has no logical 'incremental' record")
+            if (self.kind == "incremental") != (self.physical.from_lsn > 0):
+                raise ValueError("a physical incremental needs physical.from_lsn > 0, and only it")
+        elif (self.kind == "incremental") != (self.incremental is not None):
             raise ValueError("an incremental backup needs its 'incremental' record, and only it")
         if self.kind == "incremental" and not self.parent_id:
             raise ValueError("an incremental backup needs the parent_id of its base full")
+        if "format_version" not in self.model_fields_set:  # a new manifest: the version it is written in
+            object.__setattr__(self, "format_version", self.written_format_version)
         return self
 
+    @property
+    def written_format_version(self) -> int:
+        """The oldest format that holds this manifest (see ``to_json``)."""
+        return FORMAT_VERSION if self.physical is not None else 2
+
+    @property
+    def is_physical(self) -> bool:
+        return self.physical is not None
+
     def to_json(self) -> bytes:
-        """Serialize for storage (stable key order, UTC timestamps)."""
-        return self.model_dump_json(indent=2).encode("utf-8") + b"\n"
+        """Serialize for storage (stable key order, UTC timestamps).
+
+        Written in the oldest format that can hold it: a logical backup is written as format 2
+        (without the ``physical`` key), so the previous release can still read and restore it.
+        """
+        document = self.model_dump(mode="json", exclude={"physical"} if self.physical is None else None)
+        document["format_version"] = self.written_format_version
+        return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str) -> "Manifest":
@@ -215,6 +252,8 @@ class Manifest(_Record):
             "degraded_stores": [n for n, s in self.stores.items() if s.state != "complete"],
             "binlog_file": self.coordinates.binlog_file, "binlog_pos": self.coordinates.binlog_pos,
             "gtid": self.coordinates.gtid,
+            "from_lsn": self.physical.from_lsn if self.physical else None,
+            "to_lsn": self.physical.to_lsn if self.physical else None,
         }
 
 

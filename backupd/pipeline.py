@@ -23,6 +23,7 @@ from backupd.model import Codec, Manifest, StoreStatus, utc_now
 from backupd.sources.base import Source
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.mysqldump import MysqldumpSource
+from backupd.sources.physical import PhysicalSource
 from backupd.stores import open_stores
 from backupd.uploader import Uploader
 
@@ -41,11 +42,13 @@ class BackupReport:
         return self.manifest.raw_bytes / self.seconds if self.seconds > 0 else 0.0
 
 
-def newest_full(backups: list[Manifest], shard_id: str) -> Manifest:
-    """The newest committed full of the shard among ``backups`` (an incremental's base)."""
-    fulls = [m for m in backups if m.kind == "full" and m.shard == shard_id]
+def newest_full(backups: list[Manifest], shard_id: str, *, physical: bool = False) -> Manifest:
+    """The newest committed full of the shard among ``backups`` (an incremental's base):
+    a physical one for a physical incremental, a logical one otherwise."""
+    fulls = [m for m in backups if m.kind == "full" and m.shard == shard_id and m.is_physical == physical]
     if not fulls:
-        raise BackupFailed(f"shard {shard_id}: no committed full backup to base an incremental on",
+        what = "physical full backup" if physical else "logical full backup"
+        raise BackupFailed(f"shard {shard_id}: no committed {what} to base an incremental on",
                            hint=f"take a full first: backupd backup --shard {shard_id} --kind full")
     return max(fulls, key=lambda m: (m.snapshot_at, m.id))
 
@@ -55,6 +58,9 @@ def make_source(config: Config, shard_id: str, kind: str,
     """The source for a backup of ``kind``, and the id of its base full (incrementals)."""
     shard = config.shard(shard_id)
     settings = config.settings
+    if shard.is_physical and kind in ("full", "incremental"):
+        base = newest_full(backups(), shard_id, physical=True) if kind == "incremental" else None
+        return PhysicalSource(shard_id, shard, settings=settings, base=base), base.id if base else None
     if kind == "full":
         return MysqldumpSource(shard_id, shard, mysqldump=settings.mysqldump,
                                work_dir=settings.work_dir), None
@@ -109,7 +115,7 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
             stored_bytes=sum(p.size for p in uploader.records),
             reference=result.reference, stores=statuses,
             tool_versions={"backupd": __version__, **result.tool_versions},
-            incremental=result.incremental)
+            incremental=result.incremental, physical=result.physical)
         if before_commit is not None:
             before_commit()
         committed = commit_manifest(manifest, complete)

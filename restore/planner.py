@@ -73,11 +73,13 @@ def _plan_for_id(candidates: list[Manifest], fulls: list[Manifest], shard: str,
         return RestorePlan(shard, [chosen])
     base = base_for(chosen, fulls)
     if base is None:
-        window = chosen.window
-        assert window is not None
         parent = next((m for m in fulls if m.id == chosen.parent_id), None)
         why = (f"its base {chosen.parent_id} is not in the target's stores" if parent is None
                else f"its base {chosen.parent_id}: {why_not_applicable(chosen, parent)}")
+        window = chosen.window
+        if window is None:  # physical: only its own base will do
+            raise NoBackupFound(f"shard {shard}: physical incremental {backup_id} applies only to "
+                                f"full {chosen.parent_id}; {why}")
         raise NoBackupFound(
             f"shard {shard}: incremental {backup_id} needs a full backup taken between "
             f"{window.since.isoformat()} and {chosen.snapshot_at.isoformat()} that it applies "

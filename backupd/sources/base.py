@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ContextManager, Iterator, Protocol
 
-from backupd.model import Coordinates, Incremental, Reference, ServerInfo
+from backupd.model import Coordinates, Incremental, Physical, Reference, ServerInfo
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class SourceResult:
     reference: Reference
     tool_versions: dict[str, str] = field(default_factory=dict)
     incremental: Incremental | None = None  # the window and table modes of an incremental
+    physical: Physical | None = None  # the LSNs of a physical backup
 
 
 class SourceStream(Protocol):

@@ -118,7 +118,6 @@ class SnapshotSession:
             self.control = self._connect()
             self.snapshots = [self._connect(read_timeout=None) for _ in range(snapshot_connections)]
             self.server = server_info(self.control, label=self.label)
-            self.flavour, self.version = client_version(self.binary)
             self.option_path = str(self._stack.enter_context(option_file(shard, work_dir)))
         except BaseException:
             self._stack.close()
@@ -128,6 +127,15 @@ class SnapshotSession:
         conn = connect(self.shard, label=self.label, **options)
         self._stack.callback(conn.close)
         return conn
+
+    @property
+    def flavour(self) -> str:
+        """mysqldump's flavour ("mariadb" or "mysql"), asked only when a dump needs it."""
+        return client_version(self.binary)[0]
+
+    @property
+    def version(self) -> str:
+        return client_version(self.binary)[1]
 
     def databases(self) -> list[str]:
         """The shard's configured databases (checked to exist), or every user database."""
