@@ -77,18 +77,14 @@ class ShardConfig(EndpointConfig):
     stores: list[str] | None = None
     lock_wait_timeout: Duration = 30.0
     incremental_columns: dict[str, str] | None = None  # replaces [backupd] incremental_columns
-    # The account replicas of this shard's primary connect with (restore --replica-of).
+    # The account replicas of this shard's primary connect with (restore --replica-of); the
+    # password is read from the environment only then, so backup hosts need not have it.
     replication_user: str | None = None
     replication_password_env: str | None = None
-    _replication_password: Secret | None = PrivateAttr(default=None)
 
     @property
     def is_physical(self) -> bool:
         return self.method != "mysqldump"
-
-    @property
-    def replication_password(self) -> Secret | None:
-        return self._replication_password
 
 
 class TargetConfig(EndpointConfig):
@@ -483,10 +479,7 @@ class _Loader:
         if bool(shard.replication_user) != bool(shard.replication_password_env):
             missing = "replication_password_env" if shard.replication_user else "replication_user"
             raise self.fail(f"{key}.{missing}", "give replication_user and replication_password_env together")
-        if shard.replication_password_env:
-            shard._replication_password = self.env_secret(f"{key}.replication_password_env",
-                                                          shard.replication_password_env)
-        return shard
+        return shard  # the replication password is read when a replica is attached (restore only)
 
     def target_extras(self, key: str, target: TargetConfig) -> TargetConfig:
         """Physical-restore keys of a target: checked, paths made absolute."""

@@ -100,6 +100,18 @@ class TargetNotEmpty(RestoreFailed):
     """The restore target already holds data the restore would overwrite."""
 
 
+class IncompatibleTarget(RestoreFailed):
+    """The target cannot take this backup (another server vendor or major version)."""
+
+
+class InsufficientSpace(RestoreFailed):
+    """The target's disk has less free space than the restore needs."""
+
+
+class ReplicationFailed(BackupdError):
+    """A restored target could not be attached as a replica, or did not catch up."""
+
+
 class VerificationError(BackupdError):
     """Data read back does not match what was recorded (exit 3)."""
 

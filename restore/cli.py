@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -12,7 +13,7 @@ import click
 from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_logging
 from backupd.config import Config
 from backupd.errors import DataMismatch, UsageError
-from backupd.units import format_duration, format_size
+from backupd.units import format_duration, format_size, parse_duration
 
 
 def parse_time(text: str) -> datetime:
@@ -33,34 +34,79 @@ def parse_time(text: str) -> datetime:
 @click.option("--at", "at_text", metavar="TIME",
               help="Restore the newest restorable point (a full, or a full and an incremental) "
                    "at or before TIME (default: now).")
-@click.option("--force", is_flag=True, help="Replace databases that already exist on the target.")
+@click.option("--force", is_flag=True, help="Replace databases that already exist on the target "
+              "(physical: replace a datadir that holds databases).")
+@click.option("--replica-of", "replica_of", metavar="SOURCE",
+              help="After the verified restore, make the target a replica of SOURCE (a shard id: its "
+                   "primary; or host:port) from the backup's coordinates, and wait until it has caught up.")
+@click.option("--catchup-timeout", default="1h", show_default=True, metavar="DURATION",
+              help="With --replica-of: how long the replica may take to catch up.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.version_option(package_name="backupd")
 def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str | None,
-        at_text: str | None, force: bool, as_json: bool, verbose: bool, quiet: bool) -> int:
-    """Restore shard SHARD into target TARGET, then verify every table against the backup."""
+        at_text: str | None, force: bool, replica_of: str | None, catchup_timeout: str,
+        as_json: bool, verbose: bool, quiet: bool) -> int:
+    """Restore shard SHARD into target TARGET, then verify every table against the backup;
+    with --replica-of, then rebuild redundancy: replicate from SOURCE until caught up."""
+    from restore.replica import attach_replica, resolve_source
     from restore.runner import run_restore
 
+    started = time.monotonic()
     setup_logging("restore", verbose, quiet)
     if backup_id and at_text:
         raise UsageError("give --backup or --at, not both")
+    try:
+        timeout = parse_duration(catchup_timeout)
+    except ValueError as exc:
+        raise UsageError(f"--catchup-timeout: {exc}") from None
     config: Config = lazy_config(config_path)()  # type: ignore[assignment]
     at = parse_time(at_text) if at_text else None
+    config.target(target_name)
+    source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
     try:
         report = run_restore(config, shard_id, target_name, backup_id=backup_id, at=at, force=force)
     except DataMismatch as exc:
         if as_json and hasattr(exc, "report"):
             click.echo(json.dumps(_report_json(exc.report), indent=2))
         raise
+    if not as_json:
+        _print_report(report)
+    catch_up = None
+    if source is not None:
+        catch_up = attach_replica(config, target_name, source, report.manifest, timeout=timeout)
+        if not as_json:
+            click.echo(f"replica of {source.description} (from {catch_up.mode} {catch_up.start}): caught up "
+                       f"at {catch_up.reached} after {format_duration(catch_up.seconds)}; redundancy "
+                       f"rebuilt in {format_duration(time.monotonic() - started)}")
     if as_json:
-        click.echo(json.dumps(_report_json(report), indent=2))
-        return 0
+        document = _report_json(report)
+        if source is not None and catch_up is not None:
+            document["replica"] = {"source": source.description, "mode": catch_up.mode,
+                                   "start": catch_up.start, "caught_up_at": catch_up.reached,
+                                   "catchup_seconds": round(catch_up.seconds, 3),
+                                   "rebuild_seconds": round(time.monotonic() - started, 3)}
+        click.echo(json.dumps(document, indent=2))
+    return 0
+
+
+def _print_report(report: object) -> None:
+    from restore.runner import RestoreReport
+
+    assert isinstance(report, RestoreReport)
     m, v = report.manifest, report.verification
     if len(report.chain) > 1:
         click.echo(f"applied full {report.chain[0]}, then incremental {m.id} "
                    f"(state at {m.snapshot_at.isoformat()})")
+    if m.is_physical:
+        phases = ", ".join(f"{name} {format_duration(seconds)}" for name, seconds in report.phases.items())
+        click.echo(f"restored shard {m.shard} backup {m.id} ({m.method}) into target {report.target}: "
+                   f"{format_size(report.applied_bytes)} of files in {format_duration(report.apply_seconds)} "
+                   f"({phases})")
+        click.echo(f"verified ({v.mode}) after the server started: {len(v.tables)} tables, {v.rows} rows "
+                   f"equal the backup's reference; {len(m.reference.objects)} views/triggers/routines/events present")
+        return
     click.echo(f"restored shard {m.shard} backup {m.id} into target {report.target}: "
                f"{len(v.tables)} tables, {v.rows} rows, {format_size(report.applied_bytes)} of SQL "
                f"in {format_duration(report.apply_seconds)} "
@@ -68,7 +114,6 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
     click.echo(f"verified ({v.mode}; {v.verified_during_load} tables while loading, the rest in "
                f"{format_duration(report.verify_seconds)} after): every table "
                f"equals the backup's reference; {len(m.reference.objects)} views/triggers/routines/events present")
-    return 0
 
 
 def _report_json(report: object) -> dict[str, object]:
@@ -85,6 +130,9 @@ def _report_json(report: object) -> dict[str, object]:
         "verified": v.ok, "verification_mode": v.mode, "tables": len(v.tables), "rows": v.rows,
         "tables_verified_during_load": v.verified_during_load,
         "failures": v.failures,
+        "method": report.manifest.method,
+        "phases": {name: round(seconds, 3) for name, seconds in report.phases.items()},
+        "coordinates": report.manifest.coordinates.model_dump(),
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from backupd.catalog import Catalog
@@ -25,6 +25,7 @@ from backupd.stores import open_stores
 from restore.apply import MysqlClientApplier
 from backupd.fetch import PartFetcher
 from restore.markers import LoadMarkers, parse_marker
+from restore.physical import restore_physical
 from restore.planner import plan_restore
 from restore.target import prepare_target, reconcile_for_incremental
 from restore.verify import TableVerifier, VerificationReport
@@ -41,6 +42,7 @@ class RestoreReport:
     verification: VerificationReport
     chain: list[str]  # the ids applied, a full first
     applied_bytes: int  # raw (uncompressed) bytes of every backup applied
+    phases: dict[str, float] = field(default_factory=dict)  # physical: seconds per phase
 
     @property
     def seconds(self) -> float:
@@ -67,6 +69,8 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
     fetchers = [PartFetcher(stores, step) for step in plan.steps]
     for fetcher in fetchers:
         fetcher.preflight()
+    if plan.full.is_physical:
+        return _restore_physical(config, target, target_name, plan.steps, fetchers, force=force)
     databases = sorted({d for step in plan.steps for d in step.databases})
     prepare_target(target, target_name, databases, force=force, label=label)
 
@@ -86,13 +90,34 @@ def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: s
     report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started,
                            verification, [step.id for step in plan.steps],
                            sum(step.raw_bytes for step in plan.steps))
+    _raise_on_mismatch(report, target_name)
+    return report
+
+
+def _restore_physical(config: Config, target: TargetConfig, target_name: str, steps: list[Manifest],
+                      fetchers: list[PartFetcher], *, force: bool) -> RestoreReport:
+    """Restore a physical chain, then verify the started server against the reference."""
+    manifest = steps[-1]
+    times = restore_physical(config, target_name, steps, fetchers, force=force)
+    started = time.monotonic()
+    verifier = TableVerifier(target, manifest.reference, label=f"target {target_name}",
+                             databases=manifest.databases)
+    verification = verifier.finish()
+    report = RestoreReport(manifest, target_name, sum(times.phases.values()), time.monotonic() - started,
+                           verification, [step.id for step in steps],
+                           sum(step.raw_bytes for step in steps), dict(times.phases))
+    _raise_on_mismatch(report, target_name)
+    return report
+
+
+def _raise_on_mismatch(report: RestoreReport, target_name: str) -> None:
+    verification = report.verification
     if not verification.ok:
-        error = DataMismatch(f"target {target_name}: restored data differs from backup {manifest.id} "
+        error = DataMismatch(f"target {target_name}: restored data differs from backup {report.manifest.id} "
                              f"in {len(verification.failures)} place(s): {verification.failures[0]}",
                              detail="\n".join(verification.failures))
         error.report = report  # type: ignore[attr-defined]
         raise error
-    return report
 
 
 def _apply(config: Config, target: TargetConfig, target_name: str, label: str, manifest: Manifest,

@@ -176,6 +176,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if servers and all(r["running"] for r in rows) else 1
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    """Start or stop one instance made by MariaDBServer.create (its ``server.json``)."""
+    server = MariaDBServer.load(args.server_root)
+    if args.action == "start":
+        server.start()
+    else:
+        server.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tests.testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--root", type=Path, required=True)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    server = sub.add_parser("server", help="start or stop one instance (the test bed's "
+                                           "start_command/stop_command of physical-restore targets)")
+    server.add_argument("--server-root", type=Path, required=True)
+    server.add_argument("action", choices=["start", "stop"])
+    server.set_defaults(func=cmd_server)
     return parser
 
 

@@ -29,6 +29,15 @@ def endpoint(server: MariaDBServer, **extra: Any) -> dict[str, Any]:
     return {"socket": str(server.socket), "user": "root", **extra}
 
 
+def physical_target(server: MariaDBServer, *, read_from: list[str], restore_dir: Path,
+                    **extra: Any) -> dict[str, Any]:
+    """A ``[targets.*]`` body that physical restores can use: datadir, scratch folder, and the
+    test bed's start/stop commands for ``server``."""
+    start, stop = server.control_commands()
+    return endpoint(server, read_from=read_from, datadir=str(server.datadir),
+                    restore_dir=str(restore_dir), start_command=start, stop_command=stop, **extra)
+
+
 def write_config(path: Path, *, shards: dict[str, MariaDBServer | dict[str, Any]],
                  targets: dict[str, MariaDBServer | dict[str, Any]] | None = None,
                  store_dir: Path | None = None, stores: dict[str, dict[str, Any]] | None = None,

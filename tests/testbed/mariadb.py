@@ -14,12 +14,14 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -261,7 +263,31 @@ class MariaDBServer:
                        check=True, stdin=subprocess.DEVNULL)
         for directory in (server.tmpdir, server.binlog_base.parent, server.relay_base.parent):
             directory.mkdir(parents=True, exist_ok=True)
+        server.save_state()
         return server
+
+    @property
+    def state_file(self) -> Path:
+        """``<root>/server.json``: this instance's state, for ``python -m tests.testbed server``."""
+        return self.root / "server.json"
+
+    def save_state(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, self.state_file)
+
+    @classmethod
+    def load(cls, root: Path) -> MariaDBServer:
+        """The instance whose state ``save_state`` wrote under ``root``."""
+        return cls.from_dict(json.loads((Path(root) / "server.json").read_text()))
+
+    def control_commands(self) -> tuple[list[str], list[str]]:
+        """``(start, stop)`` command lines that start/stop this instance from any process (the
+        test bed's stand-in for ``systemctl start|stop mariadb``)."""
+        repo = Path(__file__).resolve().parents[2]
+        base = ["env", f"PYTHONPATH={repo}", sys.executable, "-m", "tests.testbed", "server",
+                "--server-root", str(self.root)]
+        return base + ["start"], base + ["stop"]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state; derived paths are included for consumers' convenience."""
@@ -341,6 +367,7 @@ class MariaDBServer:
             self._launch()
             try:
                 self._wait_ready(timeout)
+                self.save_state()
                 return
             except _EarlyExit as exc:
                 fresh_log = self._read_log_from(log_offset)
