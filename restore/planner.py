@@ -39,7 +39,8 @@ def plan_restore(backups: list[Manifest], shard: str, *, at: datetime | None = N
     With ``backup_id``: that backup (an incremental is preceded by the newest full it applies
     to). Otherwise the newest restorable point at or before ``at`` (default: now): the newest
     full whose snapshot is at or before ``at``, plus the newest incremental at or before ``at``
-    that applies to it. Raises NoBackupFound saying exactly what is missing.
+    that applies to it (for a shard with logical and physical backups, the newer of the two
+    chains). Raises NoBackupFound saying exactly what is missing.
     """
     candidates = sorted((m for m in backups if m.shard == shard), key=lambda m: (m.snapshot_at, m.id))
     fulls = [m for m in candidates if m.kind == "full"]
@@ -52,7 +53,14 @@ def plan_restore(backups: list[Manifest], shard: str, *, at: datetime | None = N
         assert at is not None
         raise NoBackupFound(f"shard {shard}: no full backup at or before {at.isoformat()} "
                             f"(the oldest, {fulls[0].id}, is from {fulls[0].snapshot_at.isoformat()})")
-    full = eligible[-1]
+    # A shard that changed method has logical and physical chains: the newest point of either wins.
+    plans = [_plan_on(full, candidates, shard, at) for full in
+             {m.is_physical: m for m in eligible}.values()]
+    return max(plans, key=lambda plan: (plan.final.snapshot_at, plan.final.id))
+
+
+def _plan_on(full: Manifest, candidates: list[Manifest], shard: str, at: datetime | None) -> RestorePlan:
+    """``full`` plus the newest incremental at or before ``at`` that applies to it."""
     later = [m for m in candidates if m.kind == "incremental" and m.snapshot_at >= full.snapshot_at
              and (at is None or m.snapshot_at <= at)]
     notes: list[str] = []
@@ -60,7 +68,8 @@ def plan_restore(backups: list[Manifest], shard: str, *, at: datetime | None = N
         reason = why_not_applicable(incremental, full)
         if reason is None:
             return RestorePlan(shard, [full, incremental], notes)
-        notes.append(f"passing over incremental {incremental.id}: {reason}")
+        if incremental.is_physical == full.is_physical:
+            notes.append(f"passing over incremental {incremental.id}: {reason}")
     return RestorePlan(shard, [full], notes)
 
 

@@ -89,6 +89,17 @@ def _error(write, text: str) -> str:
     (lambda t: t + '\n[retention]\nkeep_hourly = 3\n', "retention.keep_hourly", "unknown key"),
     (lambda t: t.replace('[backupd]', '[backupd]\nincremental_columns = ["updated_at"]'),
      "backupd.incremental_columns", "valid dictionary"),
+    (lambda t: t.replace('databases = ["app"]', 'method = "physical"'), "shards.7.datadir",
+     "copies the server's datadir"),
+    (lambda t: t.replace('databases = ["app"]', 'method = "rsync"'), "shards.7.method", "input should be"),
+    (lambda t: t.replace('databases = ["app"]', 'replication_user = "repl"'), "shards.7.replication_password_env",
+     "together"),
+    (lambda t: t.replace('read_from = ["local"]', 'read_from = ["local"]\nstart_command = ["x"]'),
+     "targets.us-west.stop_command", "together"),
+    (lambda t: t.replace('read_from = ["local"]', 'read_from = ["local"]\nsystemd_unit = "mariadb"\n'
+                         'start_command = ["x"]\nstop_command = ["y"]'), "targets.us-west.systemd_unit", "not both"),
+    (lambda t: t.replace('read_from = ["local"]', 'read_from = ["local"]\nstart_command = "systemctl start db"'),
+     "targets.us-west.start_command", "valid list"),
 ])
 def test_bad_config_names_file_key_and_problem(write, edit, key, problem):
     text = edit(GOOD)
@@ -234,3 +245,15 @@ def test_cloud_store_errors(write, cloud_env, edit, key, problem):
 def test_credentials_file_without_section(write, cloud_env, tmp_path):
     (tmp_path / "rax.ini").write_text("[other]\nx = 1\n")
     assert "needs a [rackspace_cloud] section" in _error(write, STORES)
+
+
+def test_physical_shard_and_target_keys(write, tmp_path):
+    text = GOOD.replace('databases = ["app"]', 'method = "mariabackup"\ndatadir = "data/mysql"\n'
+                        'replication_user = "repl"\nreplication_password_env = "NOT_SET_ON_BACKUP_HOSTS"')
+    text = text.replace('read_from = ["local"]', 'read_from = ["local"]\ndatadir = "/srv/mysql"\n'
+                        'restore_dir = "scratch"\nsystemd_unit = "mariadb"')
+    config = load_config(write(text))  # the replication password is only read by restore --replica-of
+    shard, target = config.shard("7"), config.target("us-west")
+    assert shard.is_physical and shard.datadir == str(tmp_path / "data/mysql")
+    assert target.datadir == "/srv/mysql" and target.restore_dir == str(tmp_path / "scratch")
+    assert target.systemd_unit == "mariadb" and target.start_timeout == 600
