@@ -455,9 +455,179 @@ def bench_incremental(rounds: int, gib: float, percent: float) -> None:
         source.destroy()
 
 
+def bench_physical(rounds: int, gib: float) -> None:
+    """Physical backup next to ``mariabackup | zstd``; physical restore next to the same steps
+    by hand and to a logical restore; a replica rebuilt end to end from a remote store (S3)."""
+    from tests.servers.moto import MotoServer
+
+    BENCH.mkdir(exist_ok=True)
+    work = BENCH / "physical"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    source = source_server(gib)
+    source.execute("CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY 'bench-repl'")
+    source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+    os.environ.update({"BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing", "BENCH_REPL_PW": "bench-repl"})
+    moto = MotoServer(work / "moto")
+    moto.start()
+    config = work / "backupd.toml"
+    store = work / "store"
+
+    def write(target: MariaDBServer | None = None) -> None:
+        text = f"""[backupd]
+part_size = "64MiB"
+[stores.local]
+type = "local"
+path = "{store}"
+[stores.s3]
+type = "s3"
+bucket = "backupd"
+endpoint_url = "{moto.endpoint_url}"
+addressing_style = "path"
+access_key_env = "BENCH_S3_KEY"
+secret_key_env = "BENCH_S3_SECRET"
+"""
+        for name, extra in (("physical", 'reference = "digest"'), ("physical-counts", 'reference = "counts"')):
+            text += f"""[shards.{name}]
+socket = "{source.socket}"
+user = "root"
+method = "mariabackup"
+datadir = "{source.datadir}"
+{extra}
+stores = ["local"]
+replication_user = "repl"
+replication_password_env = "BENCH_REPL_PW"
+"""
+        text += f"""[shards.remote]
+socket = "{source.socket}"
+user = "root"
+method = "mariabackup"
+datadir = "{source.datadir}"
+stores = ["s3"]
+replication_user = "repl"
+replication_password_env = "BENCH_REPL_PW"
+[shards.logical]
+socket = "{source.socket}"
+user = "root"
+stores = ["local"]
+"""
+        if target is not None:
+            start, stop = target.control_commands()
+            for name, read_from in (("local", "local"), ("s3", "s3")):
+                text += f"""[targets.{name}]
+socket = "{target.socket}"
+user = "root"
+read_from = ["{read_from}"]
+datadir = "{target.datadir}"
+restore_dir = "{work / 'scratch'}"
+start_command = {json.dumps(start)}
+stop_command = {json.dumps(stop)}
+"""
+        config.write_text(text)
+
+    def backupd(*args: str) -> tuple[Sample, dict]:
+        sample, out = timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), *args, "--json"])
+        return sample, json.loads(out)
+
+    def restore(*args: str) -> tuple[Sample, dict]:
+        sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config), *args, "--json"])
+        report = json.loads(out)
+        assert report["verified"], report
+        return sample, report
+
+    try:
+        import boto3
+        boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
+                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="backupd")
+        write()
+        option = work / "client.cnf"
+        option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
+        option.chmod(0o600)
+        xbstream = work / "hand.xbstream.zst"
+        hand_backup = (f"mariabackup --defaults-file={option} --backup --stream=xbstream --datadir={source.datadir} "
+                       f"--target-dir={work / 'hand-tmp'} 2>/dev/null | zstd -q -3 -T2 -f -o {xbstream}")
+        backups: dict[str, list[dict]] = {"physical": [], "physical-counts": []}
+
+        def physical(shard: str) -> Sample:
+            sample, report = backupd("backup", "--shard", shard)
+            backups[shard].append(report)
+            return sample
+
+        jobs: dict[str, Callable[[], Sample]] = {
+            "mariabackup --stream=xbstream | zstd -3 -T2 > file": lambda: timed(hand_backup),
+            "backupd physical backup (reference=digest)": lambda: physical("physical"),
+            "backupd physical backup (reference=counts)": lambda: physical("physical-counts"),
+        }
+        results: dict[str, list[Sample]] = {name: [] for name in jobs}
+        for r in range(rounds):
+            for name, job in jobs.items():
+                results[name].append(job())
+            print(f"bench: physical backup round {r + 1}/{rounds} done", flush=True)
+        full = backups["physical"][-1]
+        print_table(f"Physical backup of the shard: {full['raw_bytes'] / 1024**3:.2f} GiB xbstream, "
+                    f"{full['stored_bytes'] / 1024**2:.0f} MiB stored ({full['raw_bytes'] / full['stored_bytes']:.2f}x)",
+                    list(results.items()), "mariabackup --stream=xbstream | zstd -3 -T2 > file",
+                    "backupd also pins and computes the reference (row counts, and digests with "
+                    "reference=digest) at the copy's exact binlog position.")
+        backupd("backup", "--shard", "logical")
+        backupd("backup", "--shard", "remote")
+
+        def by_hand(target: MariaDBServer) -> Sample:
+            start, stop = target.control_commands()
+            scratch = work / "hand-restore"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+            quoted = lambda argv: " ".join(shlex.quote(a) for a in argv)  # noqa: E731
+            return timed(f"zstd -dc {xbstream} | mbstream -x -C {scratch} && "
+                         f"mariabackup --no-defaults --prepare --target-dir={scratch} --use-memory=256M 2>/dev/null && "
+                         f"{quoted(stop)} && rm -rf {target.datadir}/* && "
+                         f"mariabackup --no-defaults --move-back --target-dir={scratch} --datadir={target.datadir} 2>/dev/null && "
+                         f"{quoted(start)} && rm -rf {scratch}")
+
+        restores: dict[str, list[Sample]] = {name: [] for name in (
+            "by hand: zstd -dc | mbstream -x, prepare, stop, move-back, start",
+            "restore (physical: fetch + extract + prepare + start + verify)",
+            "restore (logical: apply + verify)",
+            "restore --replica-of from S3, until caught up")}
+        phases: list[dict] = []
+        rebuild: list[dict] = []
+        n = 300
+        for r in range(rounds):
+            for name in restores:
+                n += 1
+                target = fresh_target(n)
+                try:
+                    write(target)
+                    if name.startswith("by hand"):
+                        restores[name].append(by_hand(target))
+                    elif "physical" in name:
+                        sample, report = restore("--shard", "physical", "--target", "local", "--force")
+                        phases.append(report["phases"])
+                        restores[name].append(sample)
+                    elif "logical" in name:
+                        restores[name].append(restore("--shard", "logical", "--target", "local")[0])
+                    else:
+                        sample, report = restore("--shard", "remote", "--target", "s3", "--force",
+                                                 "--replica-of", "physical")
+                        rebuild.append(report["replica"])
+                        restores[name].append(sample)
+                finally:
+                    target.destroy()
+            print(f"bench: physical restore round {r + 1}/{rounds} done", flush=True)
+        median_phases = {k: statistics.median(p[k] for p in phases) for k in phases[0]}
+        print_table("Restore of the shard into a fresh server (ratio = job / the by-hand physical steps)",
+                    list(restores.items()), "by hand: zstd -dc | mbstream -x, prepare, stop, move-back, start",
+                    "Physical restore phases (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in median_phases.items())
+                    + f"; replica catch-up median {statistics.median(r['catchup_seconds'] for r in rebuild):.2f} s "
+                    "(the source is idle: the bench measures the rebuild, not a write load).")
+    finally:
+        moto.stop()
+        source.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["backup-restore", "clouds", "incremental"])
+    parser.add_argument("suite", choices=["backup-restore", "clouds", "incremental", "physical"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gib", type=float, default=1.0, help="size of the generated shard")
@@ -466,6 +636,8 @@ def main() -> int:
         bench_clouds(args.rounds, args.gib)
     elif args.suite == "incremental":
         bench_incremental(args.rounds, args.gib, args.percent)
+    elif args.suite == "physical":
+        bench_physical(args.rounds, args.gib)
     else:
         bench_backup_restore(args.rounds, args.gib)
     return 0
