@@ -180,7 +180,8 @@ def test_shipped_configs_are_valid(tmp_path, monkeypatch):
     copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw"))
                     .replace("/etc/backupd/rackspace.ini", str(tmp_path / "rackspace.ini")))
     config = load_config(copy)
-    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-east", "rackspace-dfw"}
+    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-east", "rackspace-dfw", "us-west"}
+    assert config.target("us-west").systemd_unit == "mariadb"
     assert config.stores["rackspace-dfw"].credentials[0] == "acme"
     assert config.shard_stores("1") == ["s3-east", "rackspace-dfw"]
 
