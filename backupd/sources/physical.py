@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -247,12 +248,14 @@ class ToolProcess:
         self.name = name
         self.stderr_file = stderr_file
         self.completed = False
-        try:
-            self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
-        except FileNotFoundError:
+        if shutil.which(args[0]) is None:
             raise SourceError(f"{label}: {name} binary '{args[0]}' not found",
-                              hint="install mariadb-backup (or percona-xtrabackup)") from None
+                              hint="install mariadb-backup (or percona-xtrabackup)")
+        setpriv = shutil.which("setpriv")
+        if setpriv:  # killed with us: a tool we paused must never outlive us holding commits blocked
+            args = [setpriv, "--pdeathsig", "KILL", "--", *args]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
         self.pid = self.process.pid
         self._fd = self.process.stdout.fileno()  # type: ignore[union-attr]
         try:

@@ -147,6 +147,15 @@ def test_version_mismatch_and_non_empty_datadir_are_refused(mariadb_factory, tmp
     assert "target dr runs mariadb 10.11" in result.stderr and "10.6" in result.stderr
     assert target.query("SHOW DATABASES LIKE 'precious'") == [("precious",)]
 
+    manifest["server"]["version"] = source.query("SELECT VERSION()")[0][0]
+    manifest["raw_bytes"] = 1 << 60  # an exabyte of datadir: more than any test machine has
+    manifest_path.write_text(json.dumps(manifest))
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force")
+    assert result.code == 1
+    assert "not enough disk space" in result.stderr and "restore-scratch has" in result.stderr
+    assert "TiB there" in result.stderr
+    assert target.query("SHOW DATABASES LIKE 'precious'") == [("precious",)]
+
 
 def test_force_replaces_a_datadir_and_verifies(mariadb_factory, tmp_path):
     source = _source(mariadb_factory)
