@@ -208,6 +208,7 @@ class Settings(_Section):
     mysql: str = "mysql"
     mariabackup: str = "mariabackup"
     mbstream: str = "mbstream"
+    zstd: str = "zstd"  # physical restores decompress in this process in parallel (python-zstandard if absent)
     xtrabackup: str = "xtrabackup"
     xbstream: str = "xbstream"
     prepare_memory: Size = Field(default=256 * 1024**2, ge=16 * 1024**2)  # --use-memory of --prepare

@@ -3,11 +3,20 @@
 Both sides use the same SQL: the backup computes it on the source inside the dump's snapshot,
 the restore on the target after applying, so equal digests prove equal table contents.
 
-The digest ("md5-sum64") of a table: for every row, MD5 over every column value (as the server
-returns it; cast to binary when the table mixes collations) in column order, joined with ``|`` and followed by each value's length (``N`` for NULL, so
-NULLs, empty strings and separators inside values cannot be confused); the first 64 bits of
-each row hash are summed (an order-independent multiset hash, so duplicate rows in tables
-without a primary key count), and the sum mod 2^64 is the digest, as 16 hex digits. It covers
+The digest of a table: for every row, a hash of every column value (as the server returns it;
+cast to binary when the table mixes collations) in column order, joined with ``|`` and followed
+by each value's length (``N`` for NULL, so NULLs, empty strings and separators inside values
+cannot be confused); the row hashes are summed (an order-independent multiset hash, so
+duplicate rows in tables without a primary key count), as 16 hex digits. Two algorithms, named
+in every reference so the restore computes the same one:
+
+* ``crc32-crc32c-sum64`` (MariaDB >= 10.8, the default there): the sum of the rows' CRC32 mod
+  2^32, then the sum of their CRC32C mod 2^32. Two independent 32-bit checks per row; about 40%
+  cheaper for the server than MD5, which matters on every backup and every restore.
+* ``md5-sum64`` (everywhere else, and every reference written before): the first 64 bits of each
+  row's MD5, summed mod 2^64.
+
+Either covers
 every column of every row, byte for byte as the server returns it; it does not cover table
 options, indexes or AUTO_INCREMENT counters (the schema is covered by the object list and by
 mysqldump's DDL).
@@ -25,9 +34,16 @@ from typing import Any, Callable, Iterable, Sequence
 import pymysql
 
 from backupd.model import Reference, SchemaObject, TableReference
-from backupd.mysql import query, quote_identifier
+from backupd.mysql import major_minor, query, quote_identifier, server_info
 
-DIGEST_ALGORITHM = "md5-sum64"
+MD5_SUM64 = "md5-sum64"
+CRC_SUM64 = "crc32-crc32c-sum64"
+DIGEST_ALGORITHMS = frozenset({MD5_SUM64, CRC_SUM64})
+
+
+def digest_algorithm_for(vendor: str, version: str) -> str:
+    """The cheapest digest the server can compute (CRC32C() arrived in MariaDB 10.8)."""
+    return CRC_SUM64 if vendor == "mariadb" and major_minor(version) >= (10, 8) else MD5_SUM64
 
 
 @dataclass(frozen=True)
@@ -128,8 +144,8 @@ def list_objects(conn: pymysql.connections.Connection, databases: Iterable[str],
     return sorted(found, key=lambda o: (o.database, o.kind, o.name))
 
 
-def digest_sql(table: TableInfo) -> str:
-    """The statement returning ``(row count, digest sum)`` for one table.
+def digest_sql(table: TableInfo, algorithm: str = MD5_SUM64) -> str:
+    """The statement returning ``(row count, digest sum[, second sum])`` for one table.
 
     Values are concatenated as the server returns them; only when a table's text columns use
     more than one collation are they cast to binary (CONCAT would refuse the mix). The cast
@@ -145,8 +161,12 @@ def digest_sql(table: TableInfo) -> str:
     values = ", ".join(value(c) for c in table.columns)
     lengths = ", ".join(f"IFNULL(LENGTH({quote_identifier(c.name)}), 'N')" for c in table.columns)
     row = f"CONCAT_WS('|', {values}, CONCAT_WS(',', {lengths}))"
-    return (f"SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)), 0) "
-            f"FROM {quote_identifier(table.database)}.{quote_identifier(table.table)}")
+    source = f"FROM {quote_identifier(table.database)}.{quote_identifier(table.table)}"
+    if algorithm == CRC_SUM64:
+        return f"SELECT COUNT(*), IFNULL(SUM(CRC32({row})), 0), IFNULL(SUM(CRC32C({row})), 0) {source}"
+    if algorithm != MD5_SUM64:
+        raise ValueError(f"unknown digest algorithm {algorithm!r}")
+    return f"SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)), 0) {source}"
 
 
 def count_sql(table: TableInfo) -> str:
@@ -154,11 +174,12 @@ def count_sql(table: TableInfo) -> str:
 
 
 def table_reference(conn: pymysql.connections.Connection, table: TableInfo, mode: str, *,
-                    label: str) -> TableReference:
+                    label: str, algorithm: str = MD5_SUM64) -> TableReference:
     """Row count (and digest when ``mode == "digest"``) of one table, in the current snapshot."""
     if mode == "digest":
-        count, total = query(conn, digest_sql(table), label=label)[0]
-        digest = f"{int(total) % 2**64:016x}"
+        count, *sums = query(conn, digest_sql(table, algorithm), label=label)[0]
+        digest = f"{int(sums[0]) % 2**32:08x}{int(sums[1]) % 2**32:08x}" if algorithm == CRC_SUM64 \
+            else f"{int(sums[0]) % 2**64:016x}"
         return TableReference(database=table.database, table=table.table, rows=int(count),
                               digest=digest, schema_digest=table.schema_digest)
     (count,) = query(conn, count_sql(table), label=label)[0]
@@ -168,14 +189,19 @@ def table_reference(conn: pymysql.connections.Connection, table: TableInfo, mode
 
 def compute_reference(conns: Sequence[pymysql.connections.Connection], databases: Iterable[str],
                       mode: str, *, label: str, tables: list[TableInfo] | None = None,
-                      should_stop: Callable[[], bool] = lambda: False) -> Reference:
-    """The reference of ``databases`` as seen by the connections' snapshot.
+                      should_stop: Callable[[], bool] = lambda: False,
+                      algorithm: str | None = None) -> Reference:
+    """The reference of ``databases`` as seen by the connections' snapshot (digests with
+    ``algorithm``, default: the cheapest the server can compute).
 
     ``conns`` must all see the same snapshot; tables are measured on all of them at once (one
     query per connection: the server runs each on its own core). ``should_stop`` lets a caller
     abandon the scan between tables (a partial result that the caller must then discard).
     """
     databases = list(databases)
+    if mode == "digest" and algorithm is None:
+        server = server_info(conns[0], label=label)
+        algorithm = digest_algorithm_for(server.vendor, server.version)
     tables = list_tables(conns[0], databases, label=label) if tables is None else tables
     pending = iter(tables)
     lock = threading.Lock()
@@ -187,7 +213,8 @@ def compute_reference(conns: Sequence[pymysql.connections.Connection], databases
                 table = next(pending, None)
             if table is None:
                 return
-            measured[(table.database, table.table)] = table_reference(conn, table, mode, label=label)
+            measured[(table.database, table.table)] = table_reference(conn, table, mode, label=label,
+                                                                      algorithm=algorithm or MD5_SUM64)
 
     if len(conns) == 1:
         work(conns[0])
@@ -196,5 +223,5 @@ def compute_reference(conns: Sequence[pymysql.connections.Connection], databases
             for done in [pool.submit(work, conn) for conn in conns]:
                 done.result()
     refs = [measured[(t.database, t.table)] for t in tables if (t.database, t.table) in measured]
-    return Reference(mode=mode, digest_algorithm=DIGEST_ALGORITHM if mode == "digest" else None,
+    return Reference(mode=mode, digest_algorithm=algorithm if mode == "digest" else None,
                      tables=refs, objects=list_objects(conns[0], databases, label=label))

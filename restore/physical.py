@@ -13,12 +13,14 @@ scratch folder is removed in every case.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,8 @@ from restore.server_control import ServerControl
 log = logging.getLogger(__name__)
 
 SYSTEM_FOLDERS = frozenset({"mysql", "performance_schema", "sys", "lost+found"})
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SPACE_MARGIN = 1.10  # extracted files + what prepare adds (undo, redo) stay below raw x 1.1
 
 
@@ -139,7 +143,7 @@ def restore_physical(config: Config, target_name: str, steps: list[Manifest],
         for step, fetcher in zip(steps, fetchers):
             started = time.monotonic()
             folder = scratch / step.kind
-            _extract(tool, step, fetcher, folder, label=label)
+            _extract(tool, step, fetcher, folder, zstd=config.settings.zstd, label=label)
             folders.append(folder)
             times.timed("fetch+extract", started)
         started = time.monotonic()
@@ -169,41 +173,77 @@ def restore_physical(config: Config, target_name: str, steps: list[Manifest],
     return times
 
 
-def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: Path, *, label: str) -> None:
-    """Feed ``step``'s verified, decoded parts to the extractor (``-x -C folder``)."""
+def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: Path, *, zstd: str,
+             label: str) -> None:
+    """Feed ``step``'s verified parts to ``zstd -dc | <extractor> -x -C folder``.
+
+    Only parts whose size and sha256 matched are written, and only whole parts (each one
+    complete zstd frame), so a part with no good copy ends the stream before any of its bytes.
+    Decompression runs in its own process, in parallel with fetching, checking and extracting
+    (python-zstandard in this process is used when there is no zstd binary).
+    """
     folder.mkdir()
-    with tempfile.TemporaryFile() as stderr:
+    external = shutil.which(zstd) is not None
+    with tempfile.TemporaryFile() as stderr, ExitStack() as stack:
+        processes: list[subprocess.Popen[bytes]] = []
+
+        def reap() -> None:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        stack.callback(reap)
         try:
-            process = subprocess.Popen([tool.extractor, "-x", "-C", str(folder)], stdin=subprocess.PIPE,
-                                       stdout=subprocess.DEVNULL, stderr=stderr)
+            extractor = subprocess.Popen([tool.extractor, "-x", "-C", str(folder)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, stderr=stderr)
         except FileNotFoundError:
             raise RestoreFailed(f"{label}: extractor '{tool.extractor}' not found",
                                 hint="install mariadb-backup (mbstream) or percona-xtrabackup (xbstream)") from None
-        assert process.stdin is not None
+        processes.append(extractor)
+        assert extractor.stdin is not None
+        sink = extractor.stdin
+        if external:
+            decoder = subprocess.Popen([zstd, "-dc", "-q"], stdin=subprocess.PIPE, stdout=extractor.stdin,
+                                       stderr=stderr)
+            processes.insert(0, decoder)
+            extractor.stdin.close()  # the decoder holds the extractor's input now
+            assert decoder.stdin is not None
+            sink = decoder.stdin
+        _enlarge_pipe(sink)
         try:
             for part, data in fetcher.verified_parts():
+                if external:
+                    sink.write(data)
+                    continue
                 try:
                     for chunk in decode_part(data):
-                        process.stdin.write(chunk)
+                        sink.write(chunk)
                 except PartDecodeError as exc:
                     raise CorruptPart(f"part {part.key} of backup {step.id}: {exc}") from None
-                except BrokenPipeError:
-                    break
-            try:
-                process.stdin.close()
-            except BrokenPipeError:
-                pass
-            if process.wait() != 0:
-                stderr.seek(0)
-                text = stderr.read().decode("utf-8", "replace").strip()
-                raise RestoreFailed(f"{label}: {tool.extractor} -x failed on backup {step.id} with exit "
-                                    f"status {process.returncode}: {text.splitlines()[-1] if text else 'no message'}",
-                                    detail=text[-4000:])
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        except BrokenPipeError:
+            pass  # the statuses below say why
+        try:
+            sink.close()
+        except BrokenPipeError:
+            pass
+        codes = [process.wait() for process in processes]
+        if any(codes):
+            stderr.seek(0)
+            text = stderr.read().decode("utf-8", "replace").strip()
+            names = [zstd] * external + [tool.extractor]
+            failed = next(name for name, code in zip(names, codes) if code)
+            error = CorruptPart if failed == zstd else RestoreFailed
+            raise error(f"{label}: {failed} failed on backup {step.id} (exit statuses "
+                        f"{', '.join(map(str, codes))}): {text.splitlines()[-1] if text else 'no message'}",
+                        detail=text[-4000:])
     log.info("%s: %s %s extracted (%s)", label, step.kind, step.id, format_size(step.raw_bytes))
+
+
+def _enlarge_pipe(stream: object) -> None:
+    try:
+        fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+    except OSError:
+        pass  # a smaller pipe only costs speed
 
 
 def _prepare(tool: PhysicalTool, config: Config, folders: list[Path], *, label: str) -> None:

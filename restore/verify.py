@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import pymysql
 
 from backupd.config import TargetConfig
+from backupd.errors import UnsupportedFormat
 from backupd.model import Reference, TableReference
 from backupd.mysql import connect
-from backupd.reference import list_objects, list_tables, table_reference
+from backupd.reference import DIGEST_ALGORITHMS, MD5_SUM64, list_objects, list_tables, table_reference
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,9 @@ class TableVerifier:
         self.databases = sorted(set(databases or []) | {t.database for t in reference.tables}
                                 | {o.database for o in reference.objects})
         self.label = label
+        if reference.mode == "digest" and (reference.digest_algorithm or MD5_SUM64) not in DIGEST_ALGORITHMS:
+            raise UnsupportedFormat(f"the backup's digest algorithm {reference.digest_algorithm!r} is "
+                                    "unknown to this backupd", hint="upgrade backupd to verify it")
         self._expected = {(t.database, t.table): t for t in reference.tables}
         self._futures: dict[tuple[str, str], Future[TableCheck]] = {}
         self._lock = threading.Lock()
@@ -134,6 +138,7 @@ class TableVerifier:
         expected = self._expected[key]
         conn = self._connection()
         found = list_tables(conn, [key[0]], label=self.label, table=key[1])
-        actual = table_reference(conn, found[0], self.reference.mode, label=self.label) if found else None
+        actual = table_reference(conn, found[0], self.reference.mode, label=self.label,
+                                 algorithm=self.reference.digest_algorithm or MD5_SUM64) if found else None
         return TableCheck(expected, actual)
 

@@ -163,5 +163,5 @@ def test_rows_changed_behind_the_change_column_fail_verification(config, source,
 def test_incremental_needs_a_full(config, source):
     result = run("backupd", "--config", str(config), "backup", "--shard", "5", "--kind", "incremental")
     assert result.code == 1
-    assert "shard 5: no committed full backup to base an incremental on" in result.stderr
+    assert "shard 5: no committed logical full backup to base an incremental on" in result.stderr
     assert "backupd backup --shard 5 --kind full" in result.stderr
