@@ -90,15 +90,16 @@ def test_physical_full_and_incremental_under_writes_restore_as_replica(mariadb_f
     assert status, "the target is not a replica"
 
 
-def test_logical_restore_as_replica(mariadb_factory, tmp_path):
+def test_logical_restore_as_replica_of_host_port(mariadb_factory, tmp_path):
     source = _source(mariadb_factory)
     replica = mariadb_factory("replica")
     config = _config(tmp_path, source, {"dr": replica}, method="mysqldump")
     with application_writes(source, first_id=20_000_000):
         _backup(config, "full")
         result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr",
-                     "--replica-of", "1", env=REPL_ENV)
+                     "--replica-of", f"127.0.0.1:{source.port}", env=REPL_ENV)
         assert result.code == 0, result.stderr
+        assert f"replica of 127.0.0.1:{source.port}" in result.stdout
         assert "redundancy rebuilt in" in result.stdout
     _wait_same_gtid(source, replica)
     assert table_fingerprint(replica, "app") == table_fingerprint(source, "app")
