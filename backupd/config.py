@@ -492,8 +492,12 @@ class _Loader:
         for name in ("start_command", "stop_command"):
             if getattr(target, name) == []:
                 raise self.fail(f"{key}.{name}", "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
-        update = {name: self.absolute(getattr(target, name))
-                  for name in ("datadir", "restore_dir") if getattr(target, name)}
+        update: dict[str, Any] = {name: self.absolute(getattr(target, name))
+                                  for name in ("datadir", "restore_dir") if getattr(target, name)}
+        for name in ("start_command", "stop_command"):
+            command = getattr(target, name)
+            if command and command[0].startswith(("./", "../")):  # a program next to the config
+                update[name] = [self.absolute(command[0]), *command[1:]]
         return target.model_copy(update=update) if update else target
 
     def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:

@@ -1,13 +1,16 @@
 """Driver of scripts/demo: run the main job on the embedded default and summarise it.
 
-Four local shards: the scheduled job takes a full of each (``backupd run --once``), shard 2's
-application writes, hourly incrementals follow, and shard 2 is rebuilt in the local-dr
-instance from its full and incremental, verified against the incremental's snapshot."""
+Four local shards: the scheduled job takes a full of each (``backupd run --once``; shard 4's is
+physical, with mariabackup), the application writes to shards 2 and 4, hourly incrementals
+follow, shard 2 is rebuilt in the local-dr instance from its full and incremental, verified
+against the incremental's snapshot, and shard 4's lost replica is rebuilt in one command
+(physical restore, verified, attached as a replica of shard 4 and caught up)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +22,11 @@ DEMO = REPO / ".demo"
 CONFIG = REPO / "config" / "backupd.toml"
 BIN = Path(sys.executable).parent
 SHARDS = ["1", "2", "3", "4"]
+REPL_PASSWORD_ENV = "BACKUPD_DEMO_REPL_PASSWORD"  # shards.4.replication_password_env
 
 
-def sh(*args: str, capture: bool = True) -> str:
-    proc = subprocess.run(list(args), cwd=REPO, text=True,
+def sh(*args: str, capture: bool = True, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run(list(args), cwd=REPO, text=True, env={**os.environ, **(env or {})},
                           stdout=subprocess.PIPE if capture else None)
     if proc.returncode != 0:
         sys.exit(f"demo: {' '.join(args[:3])} ... failed with exit code {proc.returncode}")
@@ -34,7 +38,7 @@ def mib(n: float) -> str:
 
 
 def write_some_changes(socket: Path) -> str:
-    """Update, insert and delete rows in shard 2's bucket tables, as its application would."""
+    """Update, insert and delete rows in a shard's bucket tables, as its application would."""
     import pymysql
 
     conn = pymysql.connect(unix_socket=str(socket), user="root", database="app", autocommit=True)
@@ -57,22 +61,28 @@ def main() -> int:
     parser.add_argument("--mib-per-shard", default="4")
     args = parser.parse_args()
 
-    print("demo: starting 4 MariaDB shards and an empty local-dr instance under .demo/ ...", flush=True)
+    print("demo: starting 4 MariaDB shards and empty local-dr and local-replica instances under "
+          ".demo/ ...", flush=True)
     sh(sys.executable, "-m", "tests.testbed", "start", "--root", str(DEMO), "--shards", "4",
-       "--targets", "local-dr", "--mib-per-shard", args.mib_per_shard, capture=False)
-    for name in [f"shard{s}" for s in SHARDS] + ["local-dr"]:
+       "--targets", "local-dr,local-replica", "--mib-per-shard", args.mib_per_shard, capture=False)
+    for name in [f"shard{s}" for s in SHARDS] + ["local-dr", "local-replica"]:
         if not (DEMO / name / "mysqld.sock").exists():
             sys.exit(f"demo: {DEMO / name / 'mysqld.sock'} missing (is the repository path too "
                      "long for a unix socket?)")
     shutil.rmtree(DEMO / "store", ignore_errors=True)
+    repl_password = "demo-replication"
+    shard4 = DEMO / "shard4" / "mysqld.sock"
+    sql(shard4, "CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY %s", repl_password)
+    sql(shard4, "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
     backupd = [str(BIN / "backupd"), "--config", str(CONFIG)]
     try:
         # 1. the scheduled job, as cron or a systemd timer would run it: every shard is due a full
         started = time.monotonic()
         sh(*backupd, "run", "--once", capture=False)
         full_wall = time.monotonic() - started
-        # 2. an hour of the application's writes on shard 2: updates, inserts, deletes
+        # 2. an hour of the application's writes on shards 2 and 4: updates, inserts, deletes
         changed = write_some_changes(DEMO / "shard2" / "mysqld.sock")
+        write_some_changes(shard4)
         # 3. hourly incrementals (the daemon takes them every incremental_every)
         started = time.monotonic()
         for shard in SHARDS:
@@ -82,6 +92,12 @@ def main() -> int:
         # 4. disaster: rebuild shard 2 elsewhere from full + incremental, verified
         restore = json.loads(sh(str(BIN / "restore"), "--config", str(CONFIG), "--shard", "2",
                                 "--target", "local-dr", "--json"))
+        # 5. shard 4 lost its replica: rebuild redundancy in one command (physical restore,
+        #    verified, attached as a replica of shard 4 from the backup's GTID, caught up)
+        replica = json.loads(sh(str(BIN / "restore"), "--config", str(CONFIG), "--shard", "4",
+                                "--target", "local-replica", "--replica-of", "4", "--json",
+                                env={REPL_PASSWORD_ENV: repl_password}))
+        write_some_changes(shard4)  # the application goes on; the replica follows
         print("\nthe catalog (backupd list):", flush=True)
         sh(*backupd, "list", capture=False)
     finally:
@@ -105,9 +121,25 @@ def main() -> int:
     verdict = "VERIFIED: every table's row count and content digest equal the incremental's snapshot" \
         if restore["verified"] else "NOT VERIFIED: " + "; ".join(restore["failures"])
     print(f"  {verdict} ({restore['verification_mode']})")
+    print(f"shard 4's replica rebuilt in local-replica: {' + '.join(replica['chain'])} "
+          f"({replica['method']}), verified: {replica['verified']}; replicating from "
+          f"{replica['replica']['source']} from GTID {replica['replica']['start'] or '(none)'}, caught up "
+          f"in {replica['replica']['catchup_seconds']:.2f}s; redundancy rebuilt in "
+          f"{replica['replica']['rebuild_seconds']:.1f}s")
     if args.keep:
         print("\nservers left running; stop them with: scripts/testbed stop --root .demo")
-    return 0 if restore["verified"] else 3
+    return 0 if restore["verified"] and replica["verified"] else 3
+
+
+def sql(socket: Path, statement: str, *args: str) -> None:
+    import pymysql
+
+    conn = pymysql.connect(unix_socket=str(socket), user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, args or None)
+    finally:
+        conn.close()
 
 
 if __name__ == "__main__":

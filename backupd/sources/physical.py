@@ -35,7 +35,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 from backupd.config import Settings, ShardConfig
 from backupd.errors import SourceError
@@ -199,6 +199,7 @@ class PhysicalSource:
                                   stderr_file=stack.enter_context(tempfile.TemporaryFile(dir=self.settings.work_dir)))
             stack.callback(process.reap)
             pin.process = process
+            process.start_reading_log()
             log.info("%s: %s %s started (%s)", label, tool.name,
                      f"incremental from LSN {self.base.physical.to_lsn}" if self.base and self.base.physical
                      else "full", datadir)
@@ -243,7 +244,8 @@ class SnapshotPin:
 class ToolProcess:
     """The running backup tool: stdout as chunks, stderr read line by line (and kept)."""
 
-    def __init__(self, label: str, name: str, args: list[str], *, on_line, stderr_file: IO[bytes]):
+    def __init__(self, label: str, name: str, args: list[str], *, on_line: Callable[[str], None],
+                 stderr_file: IO[bytes]):
         self.label = label
         self.name = name
         self.stderr_file = stderr_file
@@ -264,6 +266,9 @@ class ToolProcess:
             pass
         self._on_line = on_line
         self._reader = threading.Thread(target=self._read_log, name=f"{name}-log", daemon=True)
+
+    def start_reading_log(self) -> None:
+        """Start reading the tool's log (and calling ``on_line``); until then it waits in its pipe."""
         self._reader.start()
 
     def _read_log(self) -> None:
@@ -285,7 +290,8 @@ class ToolProcess:
                 break
             yield chunk
         code = self.process.wait()
-        self._reader.join()
+        if self._reader.ident is not None:
+            self._reader.join()
         if code != 0 or not self.completed:
             tail = self.stderr_tail()
             last = tail.splitlines()[-1] if tail else "no message"
@@ -308,7 +314,8 @@ class ToolProcess:
                 except (ProcessLookupError, PermissionError):
                     pass
         self.process.wait()
-        self._reader.join(timeout=10)
+        if self._reader.is_alive():
+            self._reader.join(timeout=10)
         for stream in (self.process.stdout, self.process.stderr):
             if stream:
                 stream.close()
