@@ -258,3 +258,11 @@ def test_physical_shard_and_target_keys(write, tmp_path):
     assert shard.is_physical and shard.datadir == str(tmp_path / "data/mysql")
     assert target.datadir == "/srv/mysql" and target.restore_dir == str(tmp_path / "scratch")
     assert target.systemd_unit == "mariadb" and target.start_timeout == 600
+
+
+def test_relative_start_stop_programs_resolve_against_the_config(write, tmp_path):
+    text = GOOD.replace('read_from = ["local"]', 'read_from = ["local"]\nstart_command = ["../bin/db", "start"]\n'
+                        'stop_command = ["systemctl", "stop", "db"]')
+    target = load_config(write(text)).target("us-west")
+    assert target.start_command == [str(tmp_path.parent / "bin" / "db"), "start"]
+    assert target.stop_command == ["systemctl", "stop", "db"]  # a program on PATH stays as it is
