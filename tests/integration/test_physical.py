@@ -188,3 +188,27 @@ def test_physical_incremental_needs_a_physical_full(mariadb_factory, tmp_path, k
     config = _config(tmp_path, source, {})
     result = run("backupd", "--config", str(config), "backup", "--shard", "1", "--kind", kind)
     assert result.code == 1 and "no committed physical full backup" in result.stderr
+
+
+def test_password_reaches_mariabackup_only_through_an_option_file(mariadb_factory, tmp_path):
+    source = _source(mariadb_factory)
+    source.execute("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'pa\"ss w0rd\\\\x'")
+    source.execute("GRANT SELECT, SHOW VIEW, RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR "
+                   "ON *.* TO 'bk'@'localhost'")  # the documented physical backup account
+    (tmp_path / "pw").write_text('pa"ss w0rd\\x\n')
+    spy, log = tmp_path / "spy-mariabackup", tmp_path / "spy.log"
+    spy.write_text(f"#!/bin/sh\necho \"ARGS: $*\" >> {log}\nenv >> {log}\n"
+                   f"opt=$(echo \"$1\" | sed 's/--defaults-file=//')\n"
+                   f"[ -f \"$opt\" ] && stat -c 'MODE: %a' \"$opt\" >> {log}\n"
+                   "exec mariabackup \"$@\"\n")
+    spy.chmod(0o755)
+    shard = endpoint(source, user="bk", password_file=str(tmp_path / "pw"), method="mariabackup",
+                     datadir=str(source.datadir))
+    shard.pop("password_env", None)
+    config = write_config(tmp_path / "c.toml", shards={"1": shard}, store_dir=tmp_path / "store",
+                          settings={"mariabackup": str(spy)})
+    full_id = _backup(config, "full")
+    text = log.read_text()
+    assert "--backup" in text and "pa\"ss" not in text and "w0rd" not in text
+    assert "MODE: 600" in text
+    assert json.loads((tmp_path / "store" / "1" / full_id / "manifest.json").read_text())["reference"]["tables"]
