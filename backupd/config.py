@@ -270,6 +270,13 @@ class RetentionConfig(_Section):
     keep_weekly: int = Field(default=0, ge=0)
 
 
+class AuditConfig(_Section):
+    """The ``[audit]`` section (see ``backupd.audit``)."""
+
+    grace: Duration = Field(default=3600.0, ge=0)  # RPO slack on top of full_every / incremental_every
+    orphan_age: Duration = Field(default=86400.0, ge=0)  # uncommitted parts older than this are reported
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -281,6 +288,7 @@ class Config:
     targets: Mapping[str, TargetConfig]
     schedule: ScheduleConfig = ScheduleConfig()
     retention: RetentionConfig = RetentionConfig()
+    audit: AuditConfig = AuditConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -340,7 +348,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
-    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention")
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit")
 
     def __init__(self, path: Path):
         self.path = path
@@ -377,7 +385,8 @@ class _Loader:
         if schedule.lock_store is not None:
             self.check_store_refs("schedule.lock_store", [schedule.lock_store], stores)
         retention = self.model(RetentionConfig, raw.get("retention", {}), "retention")
-        return Config(self.path, settings, stores, shards, targets, schedule, retention)
+        audit = self.model(AuditConfig, raw.get("audit", {}), "audit")
+        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})

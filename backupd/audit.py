@@ -1,0 +1,278 @@
+"""Backup integrity audits: is every committed backup still whole, restorable and fresh?
+
+``quick`` reads listings and manifests only (no part data):
+
+* every manifest parses and has a known format version (``manifest-unreadable``);
+* every part of every committed backup is in every store its manifest names as complete, at its
+  recorded size (``part-missing``, ``part-size``), and so is the manifest (``store-lacks``);
+* every store of the shard holds every committed backup (``store-lacks``, with a hint to run
+  ``backupd sync``);
+* the shard has a restorable chain (``no-chain``);
+* RPO: the newest full is younger than ``full_every`` + grace (``rpo-full``) and the newest
+  backup younger than ``incremental_every`` + grace (``rpo-backup``);
+* parts with no manifest in any store, older than ``orphan_age`` (``orphan``);
+* stores that cannot be listed (``store-unreachable``).
+
+``deep`` also downloads every part from every store that holds it (or a ``sample`` percentage of
+them), checks its size and sha256 and decodes its zstd frame (``part-corrupt``). The sample is a
+window over a hash of each part's key that moves every day, so repeated daily audits of p%
+cover everything within 100/p days (restic's ``--read-data-subset`` idea).
+
+Contract: ``run_audit`` never raises for a fault it is looking for; every fault is a Finding
+naming the shard, backup, store and part involved. It raises only for usage errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from backupd.catalog import Catalog
+from backupd.codec import PartDecodeError, decode_part
+from backupd.config import Config
+from backupd.errors import CatalogError, NoBackupFound, StoreError, UsageError
+from backupd.layout import parse_key, shard_prefix
+from backupd.model import Manifest, utc_now
+from backupd.stores import open_stores
+from backupd.stores.base import ObjectInfo, Store
+from backupd.units import format_duration
+from restore.planner import plan_restore
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("quick", "deep")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing that does not hold, and exactly where."""
+
+    check: str
+    message: str
+    shard: str | None = None
+    backup: str | None = None
+    store: str | None = None
+    part: str | None = None
+    hint: str | None = None
+
+
+@dataclass
+class AuditReport:
+    level: str
+    started_at: datetime
+    shards: list[str]
+    stores: list[str]
+    backups: int = 0
+    parts_checked: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    sample_percent: float = 100.0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    @property
+    def throughput(self) -> float:
+        """Bytes read per second (deep audits)."""
+        return self.bytes_read / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "level": self.level, "ok": self.ok,
+            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "seconds": round(self.seconds, 3), "shards": self.shards, "stores": self.stores,
+            "backups": self.backups, "parts_checked": self.parts_checked,
+            "bytes_read": self.bytes_read, "throughput": round(self.throughput),
+            "sample_percent": self.sample_percent,
+            "findings": [{k: v for k, v in asdict(f).items()} for f in self.findings],
+        }
+
+
+def in_sample(key: str, percent: float, day: int) -> bool:
+    """Whether ``key`` is in today's ``percent`` sample (the window moves by ``percent`` a day)."""
+    if percent >= 100:
+        return True
+    position = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10_000 / 100  # 0..99.99
+    start = (day * percent) % 100
+    return (position - start) % 100 < percent
+
+
+def backup_started(backup_id: str) -> datetime | None:
+    """The start time encoded in a backup id (``20261126T080000Z-...``)."""
+    try:
+        return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=utc_now().tzinfo)
+    except ValueError:
+        return None
+
+
+def run_audit(config: Config, *, shard: str | None = None, store: str | None = None,
+              level: str = "quick", sample: float = 100.0,
+              clock: Callable[[], datetime] = utc_now) -> AuditReport:
+    if level not in LEVELS:
+        raise UsageError(f"--level: unknown audit level '{level}' (expected {', '.join(LEVELS)})")
+    if not 0 < sample <= 100:
+        raise UsageError(f"--sample: {sample:g} is not a percentage in (0, 100]")
+    if shard is not None:
+        config.shard(shard)
+    if store is not None and store not in config.stores:
+        known = ", ".join(sorted(config.stores))
+        raise UsageError(f"--store: unknown store '{store}' (configured stores: {known})")
+    shards = [shard] if shard else sorted(config.shards)
+    names = [store] if store else list(config.stores)
+    stores = open_stores(config, names)
+    now = clock()
+    report = AuditReport(level, now, shards, names, sample_percent=sample if level == "deep" else 100.0)
+    started = time.monotonic()
+    for shard_id in shards:
+        _ShardAudit(config, shard_id, [s for s in stores if s.name in config.shard_stores(shard_id)],
+                    report, now).run(deep=level == "deep", sample=sample)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+class _ShardAudit:
+    def __init__(self, config: Config, shard: str, stores: list[Store], report: AuditReport, now: datetime):
+        self.config = config
+        self.shard = shard
+        self.stores = stores
+        self.report = report
+        self.now = now
+        self.listings: dict[str, dict[str, ObjectInfo]] = {}
+
+    def find(self, check: str, message: str, **where: str | None) -> None:
+        self.report.findings.append(Finding(check, message, shard=self.shard, **where))
+
+    def run(self, *, deep: bool, sample: float) -> None:
+        for store in self.stores:
+            try:
+                self.listings[store.name] = {i.key: i for i in store.list(shard_prefix(self.shard))}
+            except StoreError as exc:
+                self.find("store-unreachable", f"store {store.name} cannot be listed: {exc}", store=store.name)
+        manifests, found_in = self.read_manifests()
+        self.report.backups += len(manifests)
+        for manifest in manifests.values():
+            self.check_parts(manifest, found_in[manifest.id])
+        self.check_orphans(set(manifests))
+        self.check_chain_and_rpo(list(manifests.values()))
+        if deep:
+            self.read_parts(list(manifests.values()), sample)
+
+    def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
+        manifests: dict[str, Manifest] = {}
+        found_in: dict[str, set[str]] = {}
+        catalog = Catalog(self.stores)
+        for store in self.stores:
+            for key in sorted(self.listings.get(store.name, {})):
+                parsed = parse_key(key)
+                if parsed is None or parsed.kind != "manifest":
+                    continue
+                try:
+                    manifest = catalog.read(store, parsed.shard, parsed.backup_id)
+                except (CatalogError, StoreError) as exc:
+                    self.find("manifest-unreadable", str(exc), backup=parsed.backup_id, store=store.name)
+                    continue
+                manifests.setdefault(manifest.id, manifest)
+                found_in.setdefault(manifest.id, set()).add(store.name)
+        return manifests, found_in
+
+    def check_parts(self, manifest: Manifest, found_in: set[str]) -> None:
+        for store in self.stores:
+            listing = self.listings.get(store.name)
+            if listing is None:
+                continue  # reported as unreachable
+            if store.name not in found_in:
+                named = manifest.stores.get(store.name)
+                why = "its manifest names it complete" if named and named.state == "complete" else \
+                    "the shard backs up to it"
+                self.find("store-lacks", f"backup {manifest.id} is not in store {store.name} ({why})",
+                          backup=manifest.id, store=store.name,
+                          hint=f"run: backupd sync --shard {self.shard}")
+                continue
+            for part in manifest.parts:
+                self.report.parts_checked += 1
+                info = listing.get(part.key)
+                if info is None:
+                    self.find("part-missing", f"part {part.key} of backup {manifest.id} is missing from "
+                              f"store {store.name}", backup=manifest.id, store=store.name, part=part.key)
+                elif info.size != part.size:
+                    self.find("part-size", f"part {part.key} of backup {manifest.id} in store {store.name} "
+                              f"is {info.size} bytes, the manifest says {part.size}",
+                              backup=manifest.id, store=store.name, part=part.key)
+
+    def check_orphans(self, committed: set[str]) -> None:
+        max_age = timedelta(seconds=self.config.audit.orphan_age)
+        for store_name, listing in self.listings.items():
+            stray: dict[str, int] = {}
+            for key in listing:
+                parsed = parse_key(key)
+                if parsed is not None and parsed.kind == "part" and parsed.backup_id not in committed:
+                    stray[parsed.backup_id] = stray.get(parsed.backup_id, 0) + 1
+            for backup_id, count in sorted(stray.items()):
+                started = backup_started(backup_id)
+                if started is not None and self.now - started > max_age:
+                    self.find("orphan", f"{count} part(s) of uncommitted backup {backup_id} in store "
+                              f"{store_name}, started {format_duration((self.now - started).total_seconds())} ago",
+                              backup=backup_id, store=store_name,
+                              hint="the next backup of the shard deletes them (it holds the shard's lock)")
+
+    def check_chain_and_rpo(self, manifests: list[Manifest]) -> None:
+        try:
+            plan_restore(manifests, self.shard, at=self.now)
+        except NoBackupFound as exc:
+            self.find("no-chain", f"no restorable chain: {exc}")
+        schedule = self.config.schedule.for_shard(self.shard)
+        if not schedule.enabled:
+            return
+        grace = self.config.audit.grace
+        fulls = [m for m in manifests if m.kind == "full"]
+        if fulls:
+            newest_full = max(fulls, key=lambda m: m.snapshot_at)
+            age = (self.now - newest_full.snapshot_at).total_seconds()
+            if age > schedule.full_every + grace:
+                self.find("rpo-full", f"the newest full ({newest_full.id}) is {format_duration(age)} old; "
+                          f"fulls are due every {format_duration(schedule.full_every)} "
+                          f"(+{format_duration(grace)} grace)", backup=newest_full.id)
+        if manifests and schedule.incremental_every > 0:
+            newest = max(manifests, key=lambda m: m.snapshot_at)
+            age = (self.now - newest.snapshot_at).total_seconds()
+            if age > schedule.incremental_every + grace:
+                self.find("rpo-backup", f"the newest backup ({newest.id}) is {format_duration(age)} old; "
+                          f"a backup is due every {format_duration(schedule.incremental_every)} "
+                          f"(+{format_duration(grace)} grace)", backup=newest.id)
+
+    def read_parts(self, manifests: list[Manifest], sample: float) -> None:
+        day = int(self.now.timestamp() // 86400)
+        for manifest in manifests:
+            for store in self.stores:
+                listing = self.listings.get(store.name, {})
+                for part in manifest.parts:
+                    if listing.get(part.key) is None or listing[part.key].size != part.size:
+                        continue  # already a finding
+                    if not in_sample(f"{store.name}:{part.key}", sample, day):
+                        continue
+                    problem = self.read_part(store, part.key, part.sha256)
+                    if problem:
+                        self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
+                                  f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
+
+    def read_part(self, store: Store, key: str, sha256: str) -> str | None:
+        try:
+            data = store.get(key)
+        except StoreError as exc:
+            return f"cannot be read: {exc}"
+        self.report.bytes_read += len(data)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            return f"sha256 {digest[:12]}..., the manifest says {sha256[:12]}..."
+        try:
+            for _ in decode_part(data):
+                pass
+        except PartDecodeError as exc:
+            return f"its zstd frame does not decode: {exc}"
+        return None

@@ -1,0 +1,55 @@
+"""``backupd status``: one line of facts per shard, from the catalog and the schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+from backupd.catalog import Catalog
+from backupd.config import Config
+from backupd.model import Manifest, utc_now
+from backupd.scheduler import NEVER, Cadence, History, next_job
+from backupd.units import format_duration
+
+
+def _summary(manifest: Manifest | None, now: datetime) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    return {"id": manifest.id, "method": manifest.method,
+            "snapshot_at": manifest.snapshot_at.isoformat().replace("+00:00", "Z"),
+            "age_seconds": round((now - manifest.snapshot_at).total_seconds(), 1),
+            "raw_bytes": manifest.raw_bytes, "stored_bytes": manifest.stored_bytes,
+            "compression_ratio": round(manifest.compression_ratio, 2)}
+
+
+def shard_status(config: Config, catalog: Catalog, shard: str,
+                 clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
+    """The shard's newest full and incremental, where the newest backup is complete or
+    degraded, and the next backup the schedule will take."""
+    now = clock()
+    entries = catalog.entries(shard)
+    manifests = [e.manifest for e in entries]
+    fulls = [m for m in manifests if m.kind == "full"]
+    incrementals = [m for m in manifests if m.kind == "incremental"]
+    newest_full = max(fulls, key=lambda m: m.snapshot_at, default=None)
+    newest_incremental = max(incrementals, key=lambda m: m.snapshot_at, default=None)
+    newest = max(manifests, key=lambda m: m.snapshot_at, default=None)
+    found_in = next((e.found_in for e in entries if newest is not None and e.manifest.id == newest.id), [])
+    wanted = config.shard_stores(shard)
+    schedule = config.schedule.for_shard(shard)
+    if schedule.enabled:
+        job = next_job(shard, Cadence.of(shard, schedule.full_every, schedule.incremental_every,
+                                         config.schedule.jitter), History.of(manifests), now)
+        if job.due_at <= now or job.due_at == NEVER:
+            next_due = f"{job.kind} now ({job.reason})"
+        else:
+            next_due = f"{job.kind} in {format_duration((job.due_at - now).total_seconds())}"
+    else:
+        next_due = "disabled"
+    return {
+        "shard": shard, "method": config.shard(shard).method, "backups": len(manifests),
+        "newest_full": _summary(newest_full, now), "newest_incremental": _summary(newest_incremental, now),
+        "stores_complete": [s for s in wanted if s in found_in],
+        "stores_degraded": [s for s in wanted if newest is not None and s not in found_in],
+        "next_due": next_due,
+    }
