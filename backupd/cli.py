@@ -6,6 +6,7 @@ Only this module (with ``backupd.cli_support``) turns errors into messages and e
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -14,7 +15,9 @@ import click
 from backupd.catalog import Catalog
 from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_logging
 from backupd.config import Config
-from backupd.errors import UsageError
+from backupd.daemon import UNDER_DAEMON_ENV
+from backupd.errors import BackupdError, UsageError
+from backupd.metrics import Metrics, audit_samples, backup_samples, failure_samples
 from backupd.stores import open_stores
 from backupd.units import format_duration, format_size
 
@@ -50,7 +53,20 @@ def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: 
 
     config = _config(ctx)
     config.shard(shard_id)
-    result = run_backup_job(config, shard_id, kind, if_due=if_due)
+    metrics = None if os.environ.get(UNDER_DAEMON_ENV) else Metrics.from_config(config.metrics)
+    try:
+        result = run_backup_job(config, shard_id, kind, if_due=if_due)
+    except BackupdError:
+        if metrics is not None:
+            metrics.emit(failure_samples(shard_id, kind))
+            metrics.close()
+        raise
+    if metrics is not None:
+        if result.report is not None:
+            m = result.report.manifest
+            metrics.emit(backup_samples(shard_id, m.kind, seconds=result.report.seconds,
+                                        raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes))
+        metrics.close()
     if as_json:
         document: dict[str, object] = {"result": result.status, "shard": shard_id, "kind": result.kind}
         if result.report is not None:
@@ -212,7 +228,15 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     """Check that every committed backup is whole, restorable and fresh (exit 3 on any finding)."""
     from backupd.audit import run_audit
 
-    report = run_audit(_config(ctx), shard=shard_id, store=store_name, level=level, sample=sample)
+    config = _config(ctx)
+    report = run_audit(config, shard=shard_id, store=store_name, level=level, sample=sample)
+    metrics = Metrics.from_config(config.metrics)
+    findings = {s: 0 for s in report.shards}
+    for finding in report.findings:
+        if finding.shard in findings:
+            findings[finding.shard] += 1
+    metrics.emit(audit_samples(level, findings, report.seconds, report.bytes_read))
+    metrics.close()
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

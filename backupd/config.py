@@ -277,6 +277,18 @@ class AuditConfig(_Section):
     orphan_age: Duration = Field(default=86400.0, ge=0)  # uncommitted parts older than this are reported
 
 
+class MetricsConfig(_Section):
+    """The ``[metrics]`` section (see ``backupd.metrics``; metric names in the README)."""
+
+    graphite: Annotated[str, Field(pattern=r"^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")] | None = None
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = "backupd"
+    interval: Duration = Field(default=60.0, ge=1)  # how often the daemon sends the ages of the newest backups
+    timeout: Duration = Field(default=5.0, gt=0)
+    prometheus_textfile: str | None = None
+    prometheus_port: Port | None = None
+    prometheus_address: str = "127.0.0.1"
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -289,6 +301,7 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     retention: RetentionConfig = RetentionConfig()
     audit: AuditConfig = AuditConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -348,7 +361,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
-    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit")
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics")
 
     def __init__(self, path: Path):
         self.path = path
@@ -386,7 +399,10 @@ class _Loader:
             self.check_store_refs("schedule.lock_store", [schedule.lock_store], stores)
         retention = self.model(RetentionConfig, raw.get("retention", {}), "retention")
         audit = self.model(AuditConfig, raw.get("audit", {}), "audit")
-        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit)
+        metrics = self.model(MetricsConfig, raw.get("metrics", {}), "metrics")
+        if metrics.prometheus_textfile:
+            metrics = metrics.model_copy(update={"prometheus_textfile": self.absolute(metrics.prometheus_textfile)})
+        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})

@@ -42,6 +42,7 @@ from backupd.catalog import Catalog
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
 from backupd.jobs import cadence_of
+from backupd.metrics import Metrics, age_samples, backup_samples, failure_samples
 from backupd.model import Manifest, utc_now
 from backupd.scheduler import Cadence, History, Job, due_jobs, next_job
 from backupd.stores import open_stores
@@ -49,6 +50,7 @@ from backupd.units import format_duration
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "BACKUPD_PARENT_PID"
+UNDER_DAEMON_ENV = "BACKUPD_UNDER_DAEMON"  # its children leave metrics to the daemon
 FIRST_RETRY = 30.0
 ABORT_WAIT = 120.0
 POLL = 0.2
@@ -91,6 +93,7 @@ class Daemon:
         self._last_refresh = 0.0
         self._reported: set[tuple[str, str]] = set()
         self.ticker = schedule.Scheduler()
+        self.metrics = Metrics.from_config(config.metrics, owner=True)
 
     # ------------------------------------------------------------------ configuration
     def _new_catalog(self) -> Catalog:
@@ -109,6 +112,8 @@ class Daemon:
         self.config = config
         self._catalog = self._new_catalog()
         self.histories.clear()
+        self.metrics.close()
+        self.metrics = Metrics.from_config(config.metrics, owner=True)
         self._start_ticker()
         log.info("reload: configuration %s loaded: %d shards, %d stores", self.config_path,
                  len(config.shards), len(config.stores))
@@ -134,6 +139,22 @@ class Daemon:
     def _start_ticker(self) -> None:
         self.ticker.clear()
         self.ticker.every(max(1, round(self.config.schedule.tick))).seconds.do(self.tick)
+        self.ticker.every(max(1, round(self.config.metrics.interval))).seconds.do(self.send_ages)
+
+    def send_ages(self) -> None:
+        """Send how old each shard's newest full and newest backup are, so a stalled pipeline
+        shows up on a graph even when nothing fails."""
+        try:
+            self.refresh()
+        except Exception as exc:  # a store down: the ages are sent from what was read last
+            log.error("metrics: catalog refresh failed: %s", exc)
+        now = self.clock()
+        samples = []
+        for shard in self.config.shards:
+            history = self.histories.get(shard, History())
+            samples += age_samples(shard, (now - history.newest_full).total_seconds() if history.newest_full else None,
+                                   (now - history.newest_any).total_seconds() if history.newest_any else None)
+        self.metrics.emit(samples)
 
     # ------------------------------------------------------------------ planning
     def cadences(self) -> dict[str, Cadence]:
@@ -173,7 +194,8 @@ class Daemon:
         stdout = tempfile.TemporaryFile()
         process = subprocess.Popen(
             [*self.command, "--config", str(self.config_path), *args], stdin=subprocess.DEVNULL,
-            stdout=stdout, env={**os.environ, PARENT_ENV: str(os.getpid())}, start_new_session=True)
+            stdout=stdout, env={**os.environ, PARENT_ENV: str(os.getpid()), UNDER_DAEMON_ENV: "1"},
+            start_new_session=True)
         return Child(shard, what, process, stdout)
 
     def start_backup(self, job: Job) -> None:
@@ -210,6 +232,10 @@ class Daemon:
                 return
             log.info("shard %s: %s %s committed in %s", child.shard, result.get("kind"), result.get("id"),
                      format_duration(seconds))
+            self.metrics.emit(backup_samples(child.shard, str(result.get("kind")),
+                                             seconds=float(result.get("seconds") or seconds),
+                                             raw_bytes=int(result.get("raw_bytes") or 0),
+                                             stored_bytes=int(result.get("stored_bytes") or 0)))
             if result.get("kind") == "full" and not self.signals:
                 self.prunes.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
             return
@@ -218,6 +244,7 @@ class Daemon:
             log.warning("shard %s: %s backup aborted by shutdown (no manifest, parts deleted)",
                         child.shard, child.what)
             return
+        self.metrics.emit(failure_samples(child.shard, child.what))
         count = self.failures[child.shard] = self.failures.get(child.shard, 0) + 1
         wait = min(self.config.schedule.retry_after, FIRST_RETRY * 2 ** (count - 1))
         self.not_before[child.shard] = self.clock() + timedelta(seconds=wait)
@@ -238,6 +265,7 @@ class Daemon:
         try:
             return self._loop()
         finally:
+            self.metrics.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -263,6 +291,7 @@ class Daemon:
                 self.log_next()
             busy = bool(self.backups)
             if self.once and not self.backups and not self.prunes and not self.queue:
+                self.send_ages()
                 return 1 if self.failed_jobs else 0
             if self.once and self.queue:
                 self.tick()
