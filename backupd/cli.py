@@ -216,8 +216,9 @@ def sync(ctx: click.Context, shard_id: str | None) -> int:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--shard", "shard_id", help="Only this shard.")
 @click.option("--store", "store_name", help="Only this store.")
-@click.option("--level", type=click.Choice(["quick", "deep"]), default="quick", show_default=True,
-              help="quick: listings and manifests only; deep: also download and check every part.")
+@click.option("--level", type=click.Choice(["quick", "deep", "drill"]), default="quick", show_default=True,
+              help="quick: listings and manifests only; deep: also download and check every part; "
+                   "drill: restore each shard's newest chain into the [drill] target and verify it.")
 @click.option("--sample", type=float, default=100.0, show_default=True, metavar="PERCENT",
               help="deep: read this share of the parts (a window that moves daily, so repeated "
                    "audits cover everything).")
@@ -229,6 +230,8 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     from backupd.audit import run_audit
 
     config = _config(ctx)
+    if level == "drill":
+        return _drill(config, shard_id, as_json)
     report = run_audit(config, shard=shard_id, store=store_name, level=level, sample=sample)
     metrics = Metrics.from_config(config.metrics)
     findings = {s: 0 for s in report.shards}
@@ -257,6 +260,42 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     return 0 if report.ok else 3
 
 
+def _drill_cell(drill: dict | None) -> str:
+    if not drill:
+        return "never"
+    verdict = "verified" if drill.get("verified") else "FAILED"
+    return f"{verdict} {drill.get('at', '?')} ({format_duration(float(drill.get('seconds', 0)))})"
+
+
+def _drill(config: Config, shard_id: str | None, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    from backupd.drill import drill_target, run_drill
+    from backupd.metrics import drill_samples
+
+    drill_target(config)
+    if shard_id:
+        config.shard(shard_id)
+    shards = [shard_id] if shard_id else sorted(config.shards)
+    metrics = Metrics.from_config(config.metrics)
+    results = []
+    for shard in shards:
+        result = run_drill(config, shard)
+        metrics.emit(drill_samples(shard, seconds=result.seconds, verified=result.verified))
+        results.append(result)
+    metrics.close()
+    if as_json:
+        click.echo(json.dumps({"level": "drill", "ok": all(r.verified for r in results),
+                               "drills": [asdict(r) for r in results]}, indent=2))
+    else:
+        for r in results:
+            verdict = "VERIFIED" if r.verified else f"FAILED: {r.failure}"
+            click.echo(f"drill: shard {r.shard} -> target {r.target}: {' + '.join(r.chain) or '-'} restored in "
+                       f"{format_duration(r.seconds)}: {verdict}")
+    failed = [r for r in results if not r.verified]
+    return max((r.exit_code for r in failed), default=0) if failed else 0
+
+
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--shard", "shard_id", help="Only this shard.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per shard.")
@@ -274,7 +313,8 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
-    table = [("SHARD", "METHOD", "NEWEST FULL", "AGE", "SIZE", "RATIO", "NEWEST INCR", "AGE", "STORES", "NEXT")]
+    table = [("SHARD", "METHOD", "NEWEST FULL", "AGE", "SIZE", "RATIO", "NEWEST INCR", "AGE", "STORES", "NEXT",
+              "LAST DRILL")]
     for row in rows:
         full, inc = row["newest_full"], row["newest_incremental"]
         table.append((row["shard"], row["method"], full["id"] if full else "none",
@@ -284,7 +324,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                       inc["id"] if inc else "none", format_duration(inc["age_seconds"]) if inc else "-",
                       ", ".join(row["stores_complete"]) + (f" (degraded: {', '.join(row['stores_degraded'])})"
                                                            if row["stores_degraded"] else ""),
-                      row["next_due"]))
+                      row["next_due"], _drill_cell(row["last_drill"])))
     _print_table(table)
     for unreadable in catalog.unreadable:
         click.echo(f"backupd: warning: {unreadable.store}: {unreadable.key}: {unreadable.error}", err=True)

@@ -277,6 +277,12 @@ class AuditConfig(_Section):
     orphan_age: Duration = Field(default=86400.0, ge=0)  # uncommitted parts older than this are reported
 
 
+class DrillConfig(_Section):
+    """The ``[drill]`` section (see ``backupd.drill``)."""
+
+    target: str | None = None  # a scratch [targets.NAME]: replaced at every drill
+
+
 class MetricsConfig(_Section):
     """The ``[metrics]`` section (see ``backupd.metrics``; metric names in the README)."""
 
@@ -302,6 +308,7 @@ class Config:
     retention: RetentionConfig = RetentionConfig()
     audit: AuditConfig = AuditConfig()
     metrics: MetricsConfig = MetricsConfig()
+    drill: DrillConfig = DrillConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -361,7 +368,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
-    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics")
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill")
 
     def __init__(self, path: Path):
         self.path = path
@@ -402,7 +409,11 @@ class _Loader:
         metrics = self.model(MetricsConfig, raw.get("metrics", {}), "metrics")
         if metrics.prometheus_textfile:
             metrics = metrics.model_copy(update={"prometheus_textfile": self.absolute(metrics.prometheus_textfile)})
-        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics)
+        drill = self.model(DrillConfig, raw.get("drill", {}), "drill")
+        if drill.target is not None and drill.target not in targets:
+            raise self.fail("drill.target", f"no target named '{drill.target}' (configured targets: "
+                                            f"{', '.join(sorted(targets)) or 'none'})")
+        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics, drill)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})

@@ -101,6 +101,14 @@ def audit_samples(level: str, findings_by_shard: dict[str, int], seconds: float,
     return samples
 
 
+def drill_samples(shard: str, *, seconds: float, verified: bool) -> list[Sample]:
+    labels = (("shard", shard),)
+    return [Sample(f"shards.{graphite_name(shard)}.drill.restore_seconds", "backupd_drill_restore_seconds", seconds,
+                   labels, help="Wall time of the newest restore drill."),
+            Sample(f"shards.{graphite_name(shard)}.drill.verified", "backupd_drill_verified", 1 if verified else 0,
+                   labels, help="1 if the newest restore drill verified, else 0.")]
+
+
 class GraphiteSender:
     """Queues plaintext lines and writes them from a thread (see the module contract)."""
 

@@ -148,3 +148,45 @@ def test_samples_cover_everything_over_days():
             assert abs(len(chosen) - len(keys) * percent / 100) < len(keys) * 0.1
             covered.update(chosen)
         assert covered == set(keys)
+
+
+def test_drills_restore_verify_and_annotate(fleet, mariadb_factory):
+    config, tmp_path, source = fleet
+    scratch = mariadb_factory("scratch")
+    text = config.read_text()
+    text += (f'[targets.scratch]\nsocket = "{scratch.socket}"\nuser = "root"\nread_from = ["a", "b"]\n'
+             '[drill]\ntarget = "scratch"\n')
+    config.write_text(text)
+    full_dir, inc_dir = backup_dirs(tmp_path / "a")
+    manifest_before = (inc_dir / "manifest.json").read_bytes()
+    for _ in range(2):  # the scratch target is replaced at every drill
+        result = run("backupd", "--config", str(config), "audit", "--level", "drill", "--json")
+        assert result.code == 0, result.stderr
+        report = json.loads(result.stdout)
+        [drill] = report["drills"]
+        assert drill["verified"] and drill["chain"] == [full_dir.name, inc_dir.name] and drill["seconds"] > 0
+    assert (inc_dir / "manifest.json").read_bytes() == manifest_before  # never changed
+    annotations = sorted((inc_dir / "annotations").glob("drill-*.json"))
+    assert annotations and json.loads(annotations[-1].read_text())["verified"] is True
+    assert (tmp_path / "b" / "1" / inc_dir.name / "annotations").is_dir()
+    status = json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)
+    assert status[0]["last_drill"]["verified"] is True
+    assert run_audit(load_config(config)).ok  # annotations are not orphans or findings
+
+    for store in ("a", "b"):  # every copy of a part corrupted: the drill must fail
+        part = sorted((tmp_path / store / "1" / full_dir.name).glob("part-*.zst"))[0]
+        data = bytearray(part.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        part.write_bytes(bytes(data))
+    result = run("backupd", "--config", str(config), "audit", "--level", "drill")
+    assert result.code == 3
+    assert "FAILED" in result.stdout and "part-000001.zst" in result.stdout
+    status = json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)
+    assert status[0]["last_drill"]["verified"] is False
+    assert "FAILED" in run("backupd", "--config", str(config), "status").stdout
+
+
+def test_drill_without_a_drill_target_is_a_usage_error(fleet):
+    config, _, _ = fleet
+    result = run("backupd", "--config", str(config), "audit", "--level", "drill")
+    assert result.code == 2 and "[drill] target" in result.stderr

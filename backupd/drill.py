@@ -1,0 +1,112 @@
+"""Restore drills: rehearse disaster recovery on a scratch target, and keep the result.
+
+``run_drill`` restores a shard's newest chain into the ``[drill] target`` (a scratch server:
+its copy of the shard's databases, or its datadir for physical chains, is replaced every time)
+and verifies it exactly like ``restore`` does. The outcome (verified or not, why not, how long
+the restore took, which chain) is written as an annotation next to the restored backup
+(``<shard>/<backup_id>/annotations/drill-<time>.json``) in every store that holds the backup;
+the manifest is never changed. A drill never raises for a failed restore: a failure is its
+result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from backupd import __version__
+from backupd.catalog import Catalog
+from backupd.config import Config
+from backupd.errors import BackupdError, StoreError, UsageError
+from backupd.layout import annotation_key, parse_key, shard_prefix
+from backupd.model import utc_now
+from backupd.stores import open_stores
+from backupd.stores.base import Payload, Store
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_PREFIX = "drill-"
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    shard: str
+    target: str
+    at: str
+    backup: str | None
+    chain: list[str]
+    verified: bool
+    seconds: float
+    failure: str | None = None
+    exit_code: int = 0
+
+
+def drill_target(config: Config) -> str:
+    if not config.drill.target:
+        raise UsageError("drills need a scratch target: set [drill] target = \"NAME\" (a [targets.NAME] "
+                         "whose databases or datadir may be replaced at every drill)")
+    config.target(config.drill.target)
+    return config.drill.target
+
+
+def run_drill(config: Config, shard: str, *, clock: Callable[[], datetime] = utc_now) -> DrillResult:
+    """Restore ``shard``'s newest chain into the drill target, verify it, annotate the backup."""
+    from restore.planner import plan_restore
+    from restore.runner import run_restore
+
+    target = drill_target(config)
+    at = clock()
+    stamp = at.strftime("%Y%m%dT%H%M%SZ")
+    stores = open_stores(config, config.shard_stores(shard))
+    catalog = Catalog(stores)
+    started = time.monotonic()
+    backup_id, chain, found_in = None, [], []
+    try:
+        entries = catalog.entries(shard)
+        plan = plan_restore([e.manifest for e in entries], shard)
+        backup_id, chain = plan.final.id, [m.id for m in plan.steps]
+        found_in = next(e.found_in for e in entries if e.manifest.id == backup_id)
+        log.info("shard %s: drill: restoring %s into target %s", shard, " + ".join(chain), target)
+        run_restore(config, shard, target, backup_id=backup_id, force=True)
+        result = DrillResult(shard, target, stamp, backup_id, chain, True, time.monotonic() - started)
+    except BackupdError as exc:
+        from backupd.errors import exit_code_for
+        result = DrillResult(shard, target, stamp, backup_id, chain, False, time.monotonic() - started,
+                             failure=exc.message, exit_code=exit_code_for(exc))
+        log.error("shard %s: drill failed: %s", shard, exc.message)
+    if backup_id is not None:
+        _annotate([s for s in stores if s.name in found_in], shard, backup_id, f"{ANNOTATION_PREFIX}{stamp}", result)
+    return result
+
+
+def _annotate(stores: list[Store], shard: str, backup_id: str, name: str, result: DrillResult) -> None:
+    document = {"kind": "drill", **asdict(result), "backupd": __version__}
+    payload = Payload.from_bytes(json.dumps(document, indent=2).encode() + b"\n")
+    for store in stores:
+        try:
+            store.put(annotation_key(shard, backup_id, name), payload)
+        except StoreError as exc:
+            log.warning("shard %s: drill result not recorded in store %s: %s", shard, store.name, exc)
+
+
+def last_drill(stores: list[Store], shard: str) -> dict[str, Any] | None:
+    """The newest drill annotation of the shard in the first store that can be listed."""
+    for store in stores:
+        try:
+            keys = [i.key for i in store.list(shard_prefix(shard))]
+        except StoreError:
+            continue
+        drills = sorted((parsed.name, key) for key in keys
+                        if (parsed := parse_key(key)) and parsed.kind == "annotation"
+                        and parsed.name.startswith(ANNOTATION_PREFIX))
+        if not drills:
+            return None
+        try:
+            return dict(json.loads(store.get(drills[-1][1])))
+        except (StoreError, ValueError):
+            return None
+    return None
