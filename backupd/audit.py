@@ -72,10 +72,18 @@ class AuditReport:
     seconds: float = 0.0
     sample_percent: float = 100.0
     findings: list[Finding] = field(default_factory=list)
+    newest: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # shard: (backup id, stores)
 
     @property
     def ok(self) -> bool:
         return not self.findings
+
+    def findings_by_shard(self) -> dict[str, int]:
+        counts = {shard: 0 for shard in self.shards}
+        for finding in self.findings:
+            if finding.shard in counts:
+                counts[finding.shard] += 1
+        return counts
 
     @property
     def throughput(self) -> float:
@@ -92,6 +100,25 @@ class AuditReport:
             "sample_percent": self.sample_percent,
             "findings": [{k: v for k, v in asdict(f).items()} for f in self.findings],
         }
+
+
+AUDIT_ANNOTATION = "audit-"
+
+
+def record_audit(config: Config, report: AuditReport) -> None:
+    """Annotate each audited shard's newest backup with the audit's outcome for that shard
+    (``audit-<level>-<time>``), so ``status`` and the daemon know when it last ran."""
+    from backupd.annotations import annotate
+
+    stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
+    for shard, (backup_id, found_in) in report.newest.items():
+        findings = [f for f in report.findings if f.shard == shard]
+        annotate(open_stores(config, [s for s in found_in if s in report.stores]), shard, backup_id,
+                 f"{AUDIT_ANNOTATION}{report.level}-{stamp}",
+                 {"kind": "audit", "level": report.level, "at": stamp, "ok": not findings,
+                  "findings": len(findings), "checks": sorted({f.check for f in findings}),
+                  "sample_percent": report.sample_percent, "bytes_read": report.bytes_read,
+                  "seconds": round(report.seconds, 3)})
 
 
 def in_sample(key: str, percent: float, day: int) -> bool:
@@ -156,6 +183,9 @@ class _ShardAudit:
                 self.find("store-unreachable", f"store {store.name} cannot be listed: {exc}", store=store.name)
         manifests, found_in = self.read_manifests()
         self.report.backups += len(manifests)
+        if manifests:
+            newest = max(manifests.values(), key=lambda m: (m.snapshot_at, m.id))
+            self.report.newest[self.shard] = (newest.id, sorted(found_in[newest.id]))
         for manifest in manifests.values():
             self.check_parts(manifest, found_in[manifest.id])
         self.check_orphans(set(manifests))

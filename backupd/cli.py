@@ -227,19 +227,18 @@ def sync(ctx: click.Context, shard_id: str | None) -> int:
 def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, level: str, sample: float,
           as_json: bool) -> int:
     """Check that every committed backup is whole, restorable and fresh (exit 3 on any finding)."""
-    from backupd.audit import run_audit
+    from backupd.audit import record_audit, run_audit
 
     config = _config(ctx)
     if level == "drill":
         return _drill(config, shard_id, as_json)
     report = run_audit(config, shard=shard_id, store=store_name, level=level, sample=sample)
-    metrics = Metrics.from_config(config.metrics)
-    findings = {s: 0 for s in report.shards}
-    for finding in report.findings:
-        if finding.shard in findings:
-            findings[finding.shard] += 1
-    metrics.emit(audit_samples(level, findings, report.seconds, report.bytes_read))
-    metrics.close()
+    if level == "deep":
+        record_audit(config, report)
+    if not os.environ.get(UNDER_DAEMON_ENV):  # the daemon sends its children's metrics itself
+        metrics = Metrics.from_config(config.metrics)
+        metrics.emit(audit_samples(level, report.findings_by_shard(), report.seconds, report.bytes_read))
+        metrics.close()
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -277,13 +276,15 @@ def _drill(config: Config, shard_id: str | None, as_json: bool) -> int:
     if shard_id:
         config.shard(shard_id)
     shards = [shard_id] if shard_id else sorted(config.shards)
-    metrics = Metrics.from_config(config.metrics)
+    metrics = None if os.environ.get(UNDER_DAEMON_ENV) else Metrics.from_config(config.metrics)
     results = []
     for shard in shards:
         result = run_drill(config, shard)
-        metrics.emit(drill_samples(shard, seconds=result.seconds, verified=result.verified))
+        if metrics is not None:
+            metrics.emit(drill_samples(shard, seconds=result.seconds, verified=result.verified))
         results.append(result)
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
     if as_json:
         click.echo(json.dumps({"level": "drill", "ok": all(r.verified for r in results),
                                "drills": [asdict(r) for r in results]}, indent=2))

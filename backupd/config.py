@@ -275,12 +275,18 @@ class AuditConfig(_Section):
 
     grace: Duration = Field(default=3600.0, ge=0)  # RPO slack on top of full_every / incremental_every
     orphan_age: Duration = Field(default=86400.0, ge=0)  # uncommitted parts older than this are reported
+    # What the daemon runs: a quick audit of the shard after each backup, a deep audit of a
+    # sample every deep_every (0: never).
+    after_backup: bool = True
+    deep_every: Duration = Field(default=86400.0, ge=0)
+    deep_sample: float = Field(default=10.0, gt=0, le=100)
 
 
 class DrillConfig(_Section):
     """The ``[drill]`` section (see ``backupd.drill``)."""
 
     target: str | None = None  # a scratch [targets.NAME]: replaced at every drill
+    every: Duration = Field(default=7 * 86400.0, ge=0)  # how often the daemon drills each shard (0: never)
 
 
 class MetricsConfig(_Section):

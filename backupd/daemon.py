@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Callable
 
@@ -42,7 +42,9 @@ from backupd.catalog import Catalog
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
 from backupd.jobs import cadence_of
-from backupd.metrics import Metrics, age_samples, backup_samples, failure_samples
+from backupd.annotations import last_annotation
+from backupd.metrics import (Metrics, age_samples, audit_samples, backup_samples, drill_samples,
+                             failure_samples)
 from backupd.model import Manifest, utc_now
 from backupd.scheduler import Cadence, History, Job, due_jobs, next_job
 from backupd.stores import open_stores
@@ -140,7 +142,39 @@ class Daemon:
         self.ticker.clear()
         self.ticker.every(max(1, round(self.config.schedule.tick))).seconds.do(self.tick)
         self.ticker.every(max(1, round(self.config.metrics.interval))).seconds.do(self.send_ages)
+        self.ticker.every(max(1, round(self.config.schedule.catalog_refresh))).seconds.do(self.maintain)
 
+    def maintain(self) -> None:
+        """Start the one audit the schedule says is most due: a drill (every ``[drill] every``)
+        or a deep audit of a sample (every ``[audit] deep_every``), one shard at a time, never
+        next to a backup of the same shard. When each last ran is read from the annotations
+        they leave next to the backups, so restarts neither skip nor repeat them."""
+        if self.signals or self.once or any(c.what.startswith("audit-") and c.what != "audit-quick"
+                                            for c in self.prunes):
+            return
+        now = self.clock()
+        for shard in self.enabled_shards():
+            if shard in self.backups or not self.histories.get(shard, History()).newest_any:
+                continue
+            stores = [s for s in self._catalog.stores if s.name in self.config.shard_stores(shard)]
+            for what, every, prefix, args in (
+                    ("audit-drill", self.config.drill.every if self.config.drill.target else 0, "drill-",
+                     ["--level", "drill"]),
+                    ("audit-deep", self.config.audit.deep_every, "audit-deep-",
+                     ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])):
+                if every <= 0:
+                    continue
+                try:
+                    last = last_annotation(stores, shard, prefix)
+                except Exception as exc:  # a store down: try at the next round
+                    log.warning("shard %s: cannot tell when its last %s ran: %s", shard, what, exc)
+                    continue
+                ran = _annotation_time(last)
+                if ran is None or (now - ran).total_seconds() >= every:
+                    log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
+                             ran.isoformat() if ran else "never")
+                    self.prunes.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
+                    return
     def send_ages(self) -> None:
         """Send how old each shard's newest full and newest backup are, so a stalled pipeline
         shows up on a graph even when nothing fails."""
@@ -213,9 +247,36 @@ class Daemon:
         for child in list(self.prunes):
             if child.process.poll() is not None:
                 self.prunes.remove(child)
-                if child.process.returncode != 0:
+                if child.what.startswith("audit-"):
+                    self._finished_audit(child)
+                elif child.process.returncode != 0:
                     log.error("shard %s: prune failed with exit status %d", child.shard, child.process.returncode)
                 child.stdout.close()
+
+    def _finished_audit(self, child: Child) -> None:
+        """Log an audit child's outcome and send its metrics."""
+        level = child.what.removeprefix("audit-")
+        report = _parse_result(child.output())
+        if report is None:
+            log.error("shard %s: %s audit failed with exit status %s", child.shard, level, child.process.returncode)
+            return
+        if level == "drill":
+            for drill in report.get("drills", []):
+                self.metrics.emit(drill_samples(child.shard, seconds=float(drill.get("seconds", 0)),
+                                                verified=bool(drill.get("verified"))))
+                if drill.get("verified"):
+                    log.info("shard %s: drill verified (%s restored in %s)", child.shard,
+                             " + ".join(drill.get("chain", [])), format_duration(float(drill.get("seconds", 0))))
+                else:
+                    log.error("shard %s: DRILL FAILED: %s", child.shard, drill.get("failure"))
+            return
+        findings = report.get("findings", [])
+        self.metrics.emit(audit_samples(level, {child.shard: len(findings)}, float(report.get("seconds", 0)),
+                                        int(report.get("bytes_read", 0))))
+        for finding in findings:
+            log.error("shard %s: audit (%s): %s: %s", child.shard, level, finding.get("check"), finding.get("message"))
+        if not findings:
+            log.info("shard %s: %s audit: everything holds", child.shard, level)
 
     def _finished_backup(self, child: Child) -> None:
         code = child.process.returncode
@@ -238,6 +299,9 @@ class Daemon:
                                              stored_bytes=int(result.get("stored_bytes") or 0)))
             if result.get("kind") == "full" and not self.signals:
                 self.prunes.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
+            if self.config.audit.after_backup and not self.signals:
+                self.prunes.append(self._spawn(child.shard, "audit-quick",
+                                               ["audit", "--shard", child.shard, "--json"]))
             return
         self.failed_jobs += 1
         if self.signals and code in (143, -signal.SIGTERM, -signal.SIGKILL):
@@ -335,6 +399,13 @@ def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
         process.send_signal(signum)
     except ProcessLookupError:
         pass
+
+
+def _annotation_time(annotation: dict | None) -> datetime | None:
+    try:
+        return datetime.strptime(str((annotation or {})["at"]), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except (KeyError, ValueError):
+        return None
 
 
 def _parse_result(output: str) -> dict | None:

@@ -11,21 +11,19 @@ result.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from backupd import __version__
 from backupd.catalog import Catalog
 from backupd.config import Config
-from backupd.errors import BackupdError, StoreError, UsageError
-from backupd.layout import annotation_key, parse_key, shard_prefix
+from backupd.errors import BackupdError, UsageError
+from backupd.annotations import annotate, last_annotation
 from backupd.model import utc_now
 from backupd.stores import open_stores
-from backupd.stores.base import Payload, Store
+from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -79,34 +77,11 @@ def run_drill(config: Config, shard: str, *, clock: Callable[[], datetime] = utc
                              failure=exc.message, exit_code=exit_code_for(exc))
         log.error("shard %s: drill failed: %s", shard, exc.message)
     if backup_id is not None:
-        _annotate([s for s in stores if s.name in found_in], shard, backup_id, f"{ANNOTATION_PREFIX}{stamp}", result)
+        annotate([s for s in stores if s.name in found_in], shard, backup_id, f"{ANNOTATION_PREFIX}{stamp}",
+                 {"kind": "drill", **asdict(result)})
     return result
-
-
-def _annotate(stores: list[Store], shard: str, backup_id: str, name: str, result: DrillResult) -> None:
-    document = {"kind": "drill", **asdict(result), "backupd": __version__}
-    payload = Payload.from_bytes(json.dumps(document, indent=2).encode() + b"\n")
-    for store in stores:
-        try:
-            store.put(annotation_key(shard, backup_id, name), payload)
-        except StoreError as exc:
-            log.warning("shard %s: drill result not recorded in store %s: %s", shard, store.name, exc)
 
 
 def last_drill(stores: list[Store], shard: str) -> dict[str, Any] | None:
     """The newest drill annotation of the shard in the first store that can be listed."""
-    for store in stores:
-        try:
-            keys = [i.key for i in store.list(shard_prefix(shard))]
-        except StoreError:
-            continue
-        drills = sorted((parsed.name, key) for key in keys
-                        if (parsed := parse_key(key)) and parsed.kind == "annotation"
-                        and parsed.name.startswith(ANNOTATION_PREFIX))
-        if not drills:
-            return None
-        try:
-            return dict(json.loads(store.get(drills[-1][1])))
-        except (StoreError, ValueError):
-            return None
-    return None
+    return last_annotation(stores, shard, ANNOTATION_PREFIX)

@@ -36,12 +36,17 @@ def slow_mysqldump(tmp_path: Path, seconds: int) -> Path:
     return wrapper
 
 
-def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None) -> Path:
-    path = write_config(tmp_path / "backupd.toml", shards=shards,
+def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None, audit=None,
+                  extra: str = "", targets=None) -> Path:
+    """A daemon config; audits after backups and deep audits are off unless ``audit`` says so
+    (most daemon tests count backups by the second)."""
+    path = write_config(tmp_path / "backupd.toml", shards=shards, targets=targets,
                         settings={"compression_threads": 0, **(settings or {})})
     text = path.read_text()
     body = {"tick": "1s", "jitter": "0s", **(schedule or {})}
     text += "[schedule]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+    audit = {"after_backup": False, "deep_every": 0, **(audit or {})}
+    text += "[audit]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in audit.items()) + extra
     if retention:
         text += "[retention]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in retention.items())
     path.write_text(text)
@@ -280,3 +285,27 @@ def test_one_shot_backup_respects_the_lock(tmp_path, fleet):
         first.wait(timeout=60)
     assert first.returncode == 143
     assert store_files(store / "1") == []  # aborted: no parts, no manifest, no lease
+
+
+def test_daemon_audits_after_backups_and_runs_deep_audits_and_drills(tmp_path, fleet, mariadb_factory, daemons):
+    scratch = mariadb_factory("scratch")
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, targets={"scratch": scratch},
+                           schedule={"full_every": "1h", "incremental_every": "1h", "catalog_refresh": "1s"},
+                           audit={"after_backup": True, "deep_every": "1h", "deep_sample": 100},
+                           extra='[drill]\ntarget = "scratch"\nevery = "1h"\n')
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: "quick audit: everything holds" in daemon.text(), what="quick audit")
+    daemon.wait_for(lambda: "drill verified" in daemon.text(), timeout=120, what="drill")
+    daemon.wait_for(lambda: "deep audit: everything holds" in daemon.text(), timeout=120, what="deep audit")
+    time.sleep(3)  # more maintenance rounds: each ran once, and is not due again for an hour
+    text = daemon.text()
+    assert text.count("starting audit drill") == 1 and text.count("starting audit deep") == 1, text
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=60) == 0
+    backup_dir = next(p for p in (tmp_path / "store" / "1").iterdir() if p.name[0].isdigit())
+    names = sorted(p.name for p in (backup_dir / "annotations").iterdir())
+    assert [n.split("-2")[0] for n in names] == ["audit-deep", "drill"]
+    # a restarted daemon reads when they last ran from the annotations: nothing is repeated
+    again = daemons(config, tmp_path / "again.log")
+    time.sleep(4)
+    assert "starting audit" not in again.text(), again.text()
