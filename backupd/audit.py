@@ -37,6 +37,7 @@ from backupd.config import Config
 from backupd.errors import CatalogError, NoBackupFound, StoreError, UsageError
 from backupd.layout import parse_key, shard_prefix
 from backupd.model import Manifest, utc_now
+from backupd.progress import Progress
 from backupd.stores import open_stores
 from backupd.stores.base import ObjectInfo, Store
 from backupd.units import format_duration
@@ -278,6 +279,8 @@ class _ShardAudit:
 
     def read_parts(self, manifests: list[Manifest], sample: float) -> None:
         day = int(self.now.timestamp() // 86400)
+        copies = sum(p.size for m in manifests for p in m.parts) * len(self.listings)
+        progress = Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100), estimate=sample < 100)
         for manifest in manifests:
             for store in self.stores:
                 listing = self.listings.get(store.name, {})
@@ -287,9 +290,11 @@ class _ShardAudit:
                     if not in_sample(f"{store.name}:{part.key}", sample, day):
                         continue
                     problem = self.read_part(store, part.key, part.sha256)
+                    progress.advance(part.size)
                     if problem:
                         self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
                                   f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
+        progress.finish()
 
     def read_part(self, store: Store, key: str, sha256: str) -> str | None:
         try:

@@ -20,6 +20,7 @@ from backupd.config import Config
 from backupd.errors import BackupFailed, UsageError
 from backupd.layout import new_backup_id
 from backupd.model import Codec, Manifest, StoreStatus, utc_now
+from backupd.progress import Progress
 from backupd.sources.base import Source
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.mysqldump import MysqldumpSource
@@ -95,9 +96,13 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
     uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
     compressor = PartCompressor(settings.part_size, settings.compression_level,
                                 settings.compression_threads)
+    previous = [m for m in (backups or []) if m.kind == kind]  # the last one's size: an estimate
+    progress = Progress(f"shard {shard_id}: {kind} backup",
+                        max(previous, key=lambda m: m.snapshot_at).raw_bytes if previous else None, estimate=True)
     try:
         with source.open() as stream:
             for chunk in stream.chunks():
+                progress.advance(len(chunk))
                 uploader.submit_all(compressor.write(chunk))
             uploader.submit_all(compressor.finish())
             result = stream.result()
@@ -120,10 +125,12 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
             before_commit()
         committed = commit_manifest(manifest, complete)
     except BaseException:
+        progress.finish()
         log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)
         compressor.close()
         uploader.abort()
         raise
+    progress.finish()
     lost = [s for s in complete if s not in committed]
     if lost:
         uploader.delete_written(lost)

@@ -30,6 +30,7 @@ from backupd.errors import (CorruptPart, IncompatibleTarget, InsufficientSpace, 
                             ServerError, TargetNotEmpty, UsageError)
 from backupd.fetch import PartFetcher
 from backupd.model import Manifest
+from backupd.progress import Progress
 from backupd.mysql import connect, major_minor, server_info
 from backupd.sources.physical import PhysicalTool, tool_for_manifest
 from backupd.units import format_size
@@ -210,8 +211,10 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
             assert decoder.stdin is not None
             sink = decoder.stdin
         _enlarge_pipe(sink)
+        progress = Progress(f"{label}: extracting {step.kind} {step.id}", step.raw_bytes)
         try:
             for part, data in fetcher.verified_parts():
+                progress.advance(part.raw_size)
                 if external:
                     sink.write(data)
                     continue
@@ -222,6 +225,8 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
                     raise CorruptPart(f"part {part.key} of backup {step.id}: {exc}") from None
         except BrokenPipeError:
             pass  # the statuses below say why
+        finally:
+            progress.finish()
         try:
             sink.close()
         except BrokenPipeError:

@@ -21,6 +21,7 @@ from backupd.codec import PartDecodeError, decode_part
 from backupd.config import Config, TargetConfig
 from backupd.errors import CorruptPart, DataMismatch, RestoreFailed
 from backupd.model import Manifest
+from backupd.progress import Progress
 from backupd.stores import open_stores
 from restore.apply import MysqlClientApplier
 from backupd.fetch import PartFetcher
@@ -132,6 +133,7 @@ def _apply(config: Config, target: TargetConfig, target_name: str, label: str, m
             verifier.table_loaded(*markers.tables[number])
 
     applied = 0
+    progress = Progress(f"{label}: applying {manifest.kind} {manifest.id}", manifest.raw_bytes)
     with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
                             work_dir=config.settings.work_dir, on_output=on_output) as applier:
         try:
@@ -143,10 +145,13 @@ def _apply(config: Config, target: TargetConfig, target_name: str, label: str, m
                 except PartDecodeError as exc:
                     raise CorruptPart(f"part {part.key} of backup {manifest.id}: {exc}") from None
                 applied += 1
+                progress.advance(part.raw_size)
             for piece in markers.flush():
                 applier.write(piece)
             applier.finish()
+            progress.finish()
         except BaseException as exc:
+            progress.finish()
             applier.abort()
             if isinstance(exc, (CorruptPart, RestoreFailed)):
                 exc.hint = (f"target {target_name} is partially restored ({applied} of "

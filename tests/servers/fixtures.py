@@ -202,3 +202,23 @@ def s3_bucket_swift(swift_server: SwiftServer) -> Iterator[S3Bucket]:
         empty_and_delete_bucket(client, bucket.name)
         for container in swift_server.list_containers(prefix=bucket.name):  # e.g. "+segments"
             swift_server.delete_container(container)
+
+
+# ----------------------------------------------------------------------------- Graphite carbon
+from tests.servers.carbon import CarbonServer  # noqa: E402  (appended section)
+
+__all__ += ["carbon_server"]
+
+
+@pytest.fixture
+def carbon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CarbonServer]:
+    """A fresh carbon-cache (:class:`~tests.servers.carbon.CarbonServer`) for this test alone:
+    plaintext line receiver on ``127.0.0.1:carbon_server.port``, empty ``whisper_dir``; read
+    points back with ``carbon_server.wait_for(path)`` / ``read(path)``. Function scope (start
+    ~0.5 s, stop ~1 s) so a test may stop, kill or restart it and sees only its own metrics."""
+    server = CarbonServer(tmp_path_factory.mktemp("carbon"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -305,3 +305,31 @@ def test_servers_exit_when_the_test_process_dies(tmp_path):
                 os.kill(member, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# ----------------------------------------------------------------------------- Graphite carbon
+def test_carbon_line_receiver_writes_whisper(carbon_server):
+    import socket
+
+    now = int(time.time())
+    with socket.create_connection(("127.0.0.1", carbon_server.port), timeout=10) as sock:
+        sock.sendall(f"test.selftest.value 42 {now}\n".encode())
+    points = carbon_server.wait_for("test.selftest.value", timeout=30)
+    assert (now, 42.0) in points
+    assert carbon_server.read("test.selftest.value") == points
+    assert (carbon_server.whisper_dir / "test" / "selftest" / "value.wsp").is_file()
+    assert carbon_server.metrics() == ["test.selftest.value"]
+    assert carbon_server.read("test.never.sent") == []
+
+
+def test_carbon_stop_flush_and_restart_keep_files(carbon_server):
+    now = int(time.time())
+    port = carbon_server.port
+    carbon_server.send(f"test.flush.a 1.5 {now - 2}", f"test.flush.a 2.5 {now - 1}")
+    carbon_server.stop(flush=True)  # a plain SIGTERM would lose carbon's cache
+    assert carbon_server.read("test.flush.a") == [(now - 2, 1.5), (now - 1, 2.5)]
+    carbon_server.start()
+    assert carbon_server.port == port
+    carbon_server.send(f"test.flush.a 3 {now}")
+    carbon_server.stop(flush=True)
+    assert carbon_server.read("test.flush.a") == [(now - 2, 1.5), (now - 1, 2.5), (now, 3.0)]

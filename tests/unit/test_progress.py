@@ -1,0 +1,58 @@
+"""Progress lines and bars, with a fake clock and fake terminals."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from backupd.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bar_on_a_terminal_with_rate_and_eta(caplog):
+    caplog.set_level(logging.INFO)
+    clock, screen = Clock(), Terminal()
+    progress = Progress("shard 7: full backup", 400 * 1024**2, stream=screen, clock=clock)
+    clock.now += 1.0
+    progress.advance(100 * 1024**2)
+    assert "[######..................] shard 7: full backup: 100.0 MiB of 400.0 MiB (25%), " \
+           "100.0 MiB/s, ETA 3.00s" in screen.getvalue()
+    progress.finish()
+    assert screen.getvalue().endswith("\r\x1b[K")
+
+
+def test_log_lines_when_not_a_terminal(caplog):
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    progress = Progress("sync", None, stream=io.StringIO(), clock=clock, log_every=30)
+    for _ in range(10):
+        clock.now += 10
+        progress.advance(1024**2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3 and lines[0] == "sync: 3.0 MiB, 102.4 KiB/s"  # every 30 s, no ETA without a total
+
+
+def test_estimates_are_marked_and_quiet_shows_nothing(caplog):
+    caplog.set_level(logging.INFO)
+    clock = Clock()
+    progress = Progress("backup", 1000, estimate=True, stream=io.StringIO(), clock=clock)
+    assert progress.line(clock.now + 1) == "backup: 0 B of ~1000 B (0%), 0 B/s"
+    progress.done = 500
+    assert progress.line(clock.now + 1).endswith("ETA ~1.00s")
+    caplog.set_level(logging.WARNING)
+    quiet, screen = Progress("restore", 10, stream=Terminal(), clock=clock), None
+    clock.now += 5
+    quiet.advance(5)
+    assert not quiet._drawn
