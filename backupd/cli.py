@@ -17,7 +17,7 @@ from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_log
 from backupd.config import Config
 from backupd.daemon import UNDER_DAEMON_ENV
 from backupd.errors import BackupdError, UsageError
-from backupd.metrics import Metrics, audit_samples, backup_samples, failure_samples
+from backupd.metrics import Metrics, audit_samples, backup_samples, failure_samples, store_samples
 from backupd.stores import open_stores
 from backupd.units import format_duration, format_size
 
@@ -65,7 +65,8 @@ def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: 
         if result.report is not None:
             m = result.report.manifest
             metrics.emit(backup_samples(shard_id, m.kind, seconds=result.report.seconds,
-                                        raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes))
+                                        raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes)
+                         + store_samples(result.report.store_stats))
         metrics.close()
     if as_json:
         document: dict[str, object] = {"result": result.status, "shard": shard_id, "kind": result.kind}
@@ -73,7 +74,7 @@ def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: 
             m = result.report.manifest
             document.update(id=m.id, parent_id=m.parent_id, seconds=round(result.report.seconds, 3),
                             raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes,
-                            degraded=result.report.degraded)
+                            degraded=result.report.degraded, store_stats=result.report.store_stats)
         else:
             document["reason"] = result.reason
         click.echo(json.dumps(document))
@@ -259,6 +260,13 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     return 0 if report.ok else 3
 
 
+def _audit_cell(audit: dict | None) -> str:
+    if not audit:
+        return "never"
+    verdict = "ok" if audit.get("ok") else f"{audit.get('findings')} finding(s)"
+    return f"{verdict} {audit.get('at', '?')} ({audit.get('sample_percent', 100):g}%)"
+
+
 def _drill_cell(drill: dict | None) -> str:
     if not drill:
         return "never"
@@ -315,7 +323,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
         click.echo(json.dumps(rows, indent=2))
         return 0
     table = [("SHARD", "METHOD", "NEWEST FULL", "AGE", "SIZE", "RATIO", "NEWEST INCR", "AGE", "STORES", "NEXT",
-              "LAST DRILL")]
+              "LAST DRILL", "LAST DEEP AUDIT")]
     for row in rows:
         full, inc = row["newest_full"], row["newest_incremental"]
         table.append((row["shard"], row["method"], full["id"] if full else "none",
@@ -325,7 +333,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                       inc["id"] if inc else "none", format_duration(inc["age_seconds"]) if inc else "-",
                       ", ".join(row["stores_complete"]) + (f" (degraded: {', '.join(row['stores_degraded'])})"
                                                            if row["stores_degraded"] else ""),
-                      row["next_due"], _drill_cell(row["last_drill"])))
+                      row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"])))
     _print_table(table)
     for unreadable in catalog.unreadable:
         click.echo(f"backupd: warning: {unreadable.store}: {unreadable.key}: {unreadable.error}", err=True)

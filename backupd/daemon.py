@@ -44,7 +44,7 @@ from backupd.errors import ConfigError
 from backupd.jobs import cadence_of
 from backupd.annotations import last_annotation
 from backupd.metrics import (Metrics, age_samples, audit_samples, backup_samples, drill_samples,
-                             failure_samples)
+                             failure_samples, store_samples)
 from backupd.model import Manifest, utc_now
 from backupd.scheduler import Cadence, History, Job, due_jobs, next_job
 from backupd.stores import open_stores
@@ -296,7 +296,8 @@ class Daemon:
             self.metrics.emit(backup_samples(child.shard, str(result.get("kind")),
                                              seconds=float(result.get("seconds") or seconds),
                                              raw_bytes=int(result.get("raw_bytes") or 0),
-                                             stored_bytes=int(result.get("stored_bytes") or 0)))
+                                             stored_bytes=int(result.get("stored_bytes") or 0))
+                              + store_samples(result.get("store_stats") or {}))
             if result.get("kind") == "full" and not self.signals:
                 self.prunes.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
             if self.config.audit.after_backup and not self.signals:

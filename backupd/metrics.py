@@ -69,6 +69,19 @@ def backup_samples(shard: str, kind: str, *, seconds: float, raw_bytes: int, sto
     ]
 
 
+def store_samples(stats: dict[str, dict[str, int]]) -> list[Sample]:
+    """Retries and errors of each store during one run (added to running totals)."""
+    samples = []
+    for store, counts in stats.items():
+        labels = (("store", store),)
+        samples += [Sample(f"stores.{graphite_name(store)}.retries", "backupd_store_retries_total",
+                           counts.get("retries", 0), labels, "counter", help="Store operations retried."),
+                    Sample(f"stores.{graphite_name(store)}.errors", "backupd_store_errors_total",
+                           counts.get("errors", 0), labels, "counter",
+                           help="Store operations that failed for good.")]
+    return samples
+
+
 def failure_samples(shard: str, kind: str) -> list[Sample]:
     return [Sample(f"shards.{graphite_name(shard)}.backup.{kind}.failure", "backupd_backup_failure_total", 1,
                    (("shard", shard), ("kind", kind)), "counter", help="Backups that failed.")]

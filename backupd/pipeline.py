@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
@@ -36,6 +36,7 @@ class BackupReport:
     manifest: Manifest
     seconds: float
     degraded: dict[str, str]
+    store_stats: dict[str, dict[str, int]] = field(default_factory=dict)  # per store: retries, errors
 
     @property
     def throughput(self) -> float:
@@ -139,7 +140,9 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
     for name, reason in degraded.items():
         log.warning("DEGRADED: shard %s backup %s is missing from store %s: %s",
                     shard_id, backup_id, name, reason)
-    report = BackupReport(manifest, time.monotonic() - started, degraded)
+    report = BackupReport(manifest, time.monotonic() - started, degraded,
+                          {s.name: {"retries": s.stats.retries, "errors": s.stats.errors}
+                           for s in stores if hasattr(s, "stats")})
     log.info("shard %s: backup %s committed: %d parts, %d raw bytes -> %d stored (%.2fx) in %.1fs",
              shard_id, backup_id, len(manifest.parts), manifest.raw_bytes, manifest.stored_bytes,
              manifest.compression_ratio, report.seconds)

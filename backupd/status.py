@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from backupd.catalog import Catalog
 from backupd.config import Config
+from backupd.annotations import last_annotation
 from backupd.drill import last_drill
 from backupd.model import Manifest, utc_now
 from backupd.scheduler import NEVER, Cadence, History, next_job
@@ -54,4 +55,5 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
         "stores_degraded": [s for s in wanted if newest is not None and s not in found_in],
         "next_due": next_due,
         "last_drill": last_drill([s for s in catalog.stores if s.name in wanted], shard),
+        "last_deep_audit": last_annotation([s for s in catalog.stores if s.name in wanted], shard, "audit-deep-"),
     }

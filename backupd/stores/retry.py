@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, TypeVar
 
-from backupd.errors import TransientStoreError
+from backupd.errors import ObjectNotFound, StoreError, TransientStoreError
 from backupd.stores.base import ObjectInfo, Payload, Store
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class RetryStats:
     retries: int = 0
     recovered: int = 0
     gave_up: int = 0
+    errors: int = 0  # operations that failed for good (retries exhausted, or a permanent error)
 
 
 class RetryingStore(Store):
@@ -53,12 +54,15 @@ class RetryingStore(Store):
         while True:
             try:
                 result = operation()
+            except ObjectNotFound:
+                raise  # "not found" is an answer, not an error
             except TransientStoreError as exc:
                 attempt += 1
                 delay = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
                 if self._clock() + delay > deadline:
                     with self._lock:
                         self.stats.gave_up += 1
+                        self.stats.errors += 1
                     log.error("store %s: %s failed after %d attempts in %.0fs: %s", self.name, what,
                               attempt, self.budget, exc)
                     raise
@@ -68,6 +72,10 @@ class RetryingStore(Store):
                             what, exc, delay, attempt + 1)
                 self._sleep(delay)
                 continue
+            except StoreError:
+                with self._lock:
+                    self.stats.errors += 1
+                raise
             if attempt:
                 with self._lock:
                     self.stats.recovered += 1

@@ -170,7 +170,10 @@ def test_drills_restore_verify_and_annotate(fleet, mariadb_factory):
     assert annotations and json.loads(annotations[-1].read_text())["verified"] is True
     assert (tmp_path / "b" / "1" / inc_dir.name / "annotations").is_dir()
     status = json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)
-    assert status[0]["last_drill"]["verified"] is True
+    assert status[0]["last_drill"]["verified"] is True and status[0]["last_deep_audit"] is None
+    assert run("backupd", "--config", str(config), "audit", "--level", "deep").code == 0
+    status = json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)
+    assert status[0]["last_deep_audit"]["ok"] is True and status[0]["last_deep_audit"]["level"] == "deep"
     assert run_audit(load_config(config)).ok  # annotations are not orphans or findings
 
     for store in ("a", "b"):  # every copy of a part corrupted: the drill must fail

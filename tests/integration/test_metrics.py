@@ -33,6 +33,8 @@ def test_a_backup_and_an_audit_send_their_metrics(mariadb_factory, tmp_path, car
     assert _value(carbon_server.wait_for(f"{base}.stored_bytes")) == report["stored_bytes"]
     assert _value(carbon_server.wait_for(f"{base}.duration_seconds")) > 0
     assert _value(carbon_server.wait_for(f"{base}.throughput_bytes_per_second")) > 0
+    assert report["store_stats"] == {"local": {"retries": 0, "errors": 0}}
+    assert _value(carbon_server.wait_for("test.backupd.stores.local.retries")) == 0
 
     audit = run("backupd", "--config", str(config), "audit")
     assert audit.code == 0, audit.stdout

@@ -107,3 +107,16 @@ def test_listing_is_retried_from_the_start_without_duplicates():
     inner = Flaky(failures=1)
     store, _ = wrap(inner)
     assert [i.key for i in store.list("")] == ["a", "b"]
+
+
+def test_errors_are_counted_for_metrics_but_not_found_is_an_answer():
+    permanent = RetryingStore(Flaky(1, PermanentStoreError), budget=1, sleep=lambda _: None)
+    with pytest.raises(PermanentStoreError):
+        permanent.get("k")
+    missing = RetryingStore(Flaky(1, ObjectNotFound), budget=1, sleep=lambda _: None)
+    with pytest.raises(ObjectNotFound):
+        missing.get("k")
+    flaky = RetryingStore(Flaky(2), budget=60, sleep=lambda _: None)
+    assert flaky.get("k") == b"data"
+    assert (permanent.stats.errors, missing.stats.errors, flaky.stats.errors) == (1, 0, 0)
+    assert flaky.stats.retries == 2 and flaky.stats.recovered == 1
