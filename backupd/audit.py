@@ -5,6 +5,7 @@
 * every manifest parses and has a known format version (``manifest-unreadable``);
 * every part of every committed backup is in every store its manifest names as complete, at its
   recorded size (``part-missing``, ``part-size``), and so is the manifest (``store-lacks``);
+  where stores list an MD5 ETag (S3, Swift), the copies of a part agree (``part-etag``);
 * every store of the shard holds every committed backup (``store-lacks``, with a hint to run
   ``backupd sync``);
 * the shard has a restorable chain (``no-chain``);
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +48,7 @@ from restore.planner import plan_restore
 log = logging.getLogger(__name__)
 
 LEVELS = ("quick", "deep")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class _ShardAudit:
             self.report.newest[self.shard] = (newest.id, sorted(found_in[newest.id]))
         for manifest in manifests.values():
             self.check_parts(manifest, found_in[manifest.id])
+            self.check_etags(manifest)
         self.check_orphans(set(manifests))
         self.check_chain_and_rpo(list(manifests.values()))
         if deep:
@@ -235,6 +239,19 @@ class _ShardAudit:
                     self.find("part-size", f"part {part.key} of backup {manifest.id} in store {store.name} "
                               f"is {info.size} bytes, the manifest says {part.size}",
                               backup=manifest.id, store=store.name, part=part.key)
+
+    def check_etags(self, manifest: Manifest) -> None:
+        """S3 and Swift list each object's MD5 as its ETag (backupd uploads every part in one
+        request): copies of a part whose ETags differ cannot both be the committed bytes."""
+        for part in manifest.parts:
+            etags = {name: listing[part.key].etag for name, listing in self.listings.items()
+                     if part.key in listing and listing[part.key].size == part.size
+                     and _MD5.match(listing[part.key].etag or "")}
+            if len(set(etags.values())) > 1:
+                shown = ", ".join(f"{name} {etag[:12]}..." for name, etag in sorted(etags.items()))
+                self.find("part-etag", f"copies of part {part.key} of backup {manifest.id} differ between "
+                          f"stores (ETag/MD5: {shown})", backup=manifest.id, store=",".join(sorted(etags)),
+                          part=part.key, hint="run a deep audit to find the bad copy")
 
     def check_orphans(self, committed: set[str]) -> None:
         max_age = timedelta(seconds=self.config.audit.orphan_age)

@@ -11,6 +11,7 @@ import pytest
 
 from backupd.config import load_config
 from backupd.stores import open_store
+from backupd.stores.base import Payload
 from tests.integration.support import BIN, backup, listing, run, write_config
 from tests.testbed import seed_shard, table_fingerprint
 
@@ -166,3 +167,22 @@ def test_restore_while_one_cloud_is_down_reads_every_part_from_the_other(
     assert "store swift failed" in result.stderr and "tried last" in result.stderr
     assert result.stderr.count("store swift failed") == 1  # the dead cloud is given up once
     assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
+
+
+def test_quick_audit_compares_the_clouds_etags_and_deep_finds_the_bad_copy(
+        tmp_path, source, target, s3_bucket_moto, swift_server, swift_container, cloud_env):
+    stores = cloud_stores(s3_bucket_moto, swift_server, swift_container)
+    config = config_for(tmp_path, source, target, stores, ["aws", "swift"])
+    backup_id = backup(config, "2")
+    assert run("backupd", "--config", str(config), "audit").code == 0
+    loaded = load_config(config)
+    swift = open_store("swift", loaded.stores["swift"], retry=False)
+    key = f"2/{backup_id}/part-000001.zst"
+    data = bytearray(swift.get(key))
+    data[len(data) // 2] ^= 0x08  # same size, other bytes: only the ETag shows it without a download
+    swift.put(key, Payload.from_bytes(bytes(data)))
+    quick = json.loads(run("backupd", "--config", str(config), "audit", "--json").stdout)
+    assert [(f["check"], f["store"], f["part"]) for f in quick["findings"]] == [("part-etag", "aws,swift", key)]
+    deep = json.loads(run("backupd", "--config", str(config), "audit", "--level", "deep", "--json").stdout)
+    corrupt = [(f["store"], f["part"]) for f in deep["findings"] if f["check"] == "part-corrupt"]
+    assert corrupt == [("swift", key)]
