@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 from datetime import timedelta
@@ -193,3 +194,22 @@ def test_drill_without_a_drill_target_is_a_usage_error(fleet):
     config, _, _ = fleet
     result = run("backupd", "--config", str(config), "audit", "--level", "drill")
     assert result.code == 2 and "[drill] target" in result.stderr
+
+
+def test_a_truncated_part_and_an_unreachable_store_are_found(fleet):
+    config, tmp_path, _ = fleet
+    full_dir, _ = backup_dirs(tmp_path / "a")
+    part = sorted(full_dir.glob("part-*.zst"))[0]
+    part.write_bytes(part.read_bytes()[:-1])
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens: a cloud that is down
+    config.write_text(config.read_text() + f'[stores.down]\ntype = "s3"\nbucket = "b"\n'
+                      f'endpoint_url = "http://127.0.0.1:{port}"\naccess_key_env = "AUDIT_KEY"\n'
+                      'secret_key_env = "AUDIT_KEY"\nretry_budget = "1s"\nconnect_timeout = "1s"\n')
+    result = run("backupd", "--config", str(config), "audit", "--json", env={"AUDIT_KEY": "testing"})
+    assert result.code == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert checks(report) == [("part-size", "a", part.name), ("store-unreachable", "down", None)]
+    assert "cannot be listed" in next(f["message"] for f in report["findings"] if f["check"] == "store-unreachable")
