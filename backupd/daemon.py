@@ -82,7 +82,7 @@ class Daemon:
         self.clock = clock
         self.command = command or [sys.executable, "-m", "backupd.cli"]
         self.backups: dict[str, Child] = {}
-        self.prunes: list[Child] = []
+        self.chores: list[Child] = []  # prunes and audits, started after backups or by maintain()
         self.failures: dict[str, int] = {}
         self.not_before: dict[str, datetime] = {}
         self.histories: dict[str, History] = {}
@@ -150,7 +150,7 @@ class Daemon:
         next to a backup of the same shard. When each last ran is read from the annotations
         they leave next to the backups, so restarts neither skip nor repeat them."""
         if self.signals or self.once or any(c.what.startswith("audit-") and c.what != "audit-quick"
-                                            for c in self.prunes):
+                                            for c in self.chores):
             return
         now = self.clock()
         for shard in self.enabled_shards():
@@ -173,7 +173,7 @@ class Daemon:
                 if ran is None or (now - ran).total_seconds() >= every:
                     log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
                              ran.isoformat() if ran else "never")
-                    self.prunes.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
+                    self.chores.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
                     return
     def send_ages(self) -> None:
         """Send how old each shard's newest full and newest backup are, so a stalled pipeline
@@ -244,9 +244,9 @@ class Daemon:
             if child.process.poll() is not None:
                 del self.backups[shard]
                 self._finished_backup(child)
-        for child in list(self.prunes):
+        for child in list(self.chores):
             if child.process.poll() is not None:
-                self.prunes.remove(child)
+                self.chores.remove(child)
                 if child.what.startswith("audit-"):
                     self._finished_audit(child)
                 elif child.process.returncode != 0:
@@ -299,9 +299,9 @@ class Daemon:
                                              stored_bytes=int(result.get("stored_bytes") or 0))
                               + store_samples(result.get("store_stats") or {}))
             if result.get("kind") == "full" and not self.signals:
-                self.prunes.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
+                self.chores.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
             if self.config.audit.after_backup and not self.signals:
-                self.prunes.append(self._spawn(child.shard, "audit-quick",
+                self.chores.append(self._spawn(child.shard, "audit-quick",
                                                ["audit", "--shard", child.shard, "--json"]))
             return
         self.failed_jobs += 1
@@ -355,7 +355,7 @@ class Daemon:
             if busy and not self.backups and not self.once:
                 self.log_next()
             busy = bool(self.backups)
-            if self.once and not self.backups and not self.prunes and not self.queue:
+            if self.once and not self.backups and not self.chores and not self.queue:
                 self.send_ages()
                 return 1 if self.failed_jobs else 0
             if self.once and self.queue:
@@ -389,7 +389,10 @@ class Daemon:
                 _signal(child.process, signal.SIGKILL)
                 child.process.wait()
             self.reap()
-        for child in self.prunes:
+        for child in self.chores:
+            if child.what.startswith("audit-") and child.process.poll() is None:
+                log.warning("shard %s: stopping: aborting its %s", child.shard, child.what.replace("-", " "))
+                _signal(child.process, signal.SIGTERM)  # a drill may restore for a long time
             child.process.wait()
         log.info("daemon stopped")
         return 0
