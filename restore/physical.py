@@ -13,7 +13,6 @@ scratch folder is removed in every case.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ from backupd.fetch import PartFetcher
 from backupd.model import Manifest
 from backupd.progress import Progress
 from backupd.mysql import connect, major_minor, server_info
+from backupd.processes import enlarge_pipe
 from backupd.sources.physical import PhysicalTool, tool_for_manifest
 from backupd.units import format_size
 from restore.server_control import ServerControl
@@ -39,8 +39,6 @@ from restore.server_control import ServerControl
 log = logging.getLogger(__name__)
 
 SYSTEM_FOLDERS = frozenset({"mysql", "performance_schema", "sys", "lost+found"})
-PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SPACE_MARGIN = 1.10  # extracted files + what prepare adds (undo, redo) stay below raw x 1.1
 
 
@@ -210,7 +208,7 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
             extractor.stdin.close()  # the decoder holds the extractor's input now
             assert decoder.stdin is not None
             sink = decoder.stdin
-        _enlarge_pipe(sink)
+        enlarge_pipe(sink.fileno())
         progress = Progress(f"{label}: extracting {step.kind} {step.id}", step.raw_bytes)
         try:
             for part, data in fetcher.verified_parts():
@@ -242,13 +240,6 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
                         f"{', '.join(map(str, codes))}): {text.splitlines()[-1] if text else 'no message'}",
                         detail=text[-4000:])
     log.info("%s: %s %s extracted (%s)", label, step.kind, step.id, format_size(step.raw_bytes))
-
-
-def _enlarge_pipe(stream: object) -> None:
-    try:
-        fcntl.fcntl(stream.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
-    except OSError:
-        pass  # a smaller pipe only costs speed
 
 
 def _prepare(tool: PhysicalTool, config: Config, folders: list[Path], *, label: str) -> None:

@@ -9,7 +9,6 @@ those of the reference snapshot (see ``backupd.sources.snapshot``).
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import os
@@ -29,6 +28,7 @@ from backupd.config import ShardConfig
 from backupd.errors import BackupdError, SourceError
 from backupd.model import Coordinates, Reference, utc_now
 from backupd.mysql import connect, major_minor, option_file, query, server_info, user_databases
+from backupd.processes import enlarge_pipe, file_tail
 from backupd.reference import TableInfo, compute_reference
 from backupd.sources.base import SourceResult
 from backupd.sources.snapshot import CommitBlock, open_reference_snapshot
@@ -36,10 +36,8 @@ from backupd.sources.snapshot import CommitBlock, open_reference_snapshot
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
-PIPE_SIZE = 1024 * 1024
 HEADER_LIMIT = 4 * 1024 * 1024
 TAIL_KEEP = 64 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _HEADER_COORDS = re.compile(
     rb"^-- CHANGE (?:MASTER|REPLICATION SOURCE) TO (?:MASTER|SOURCE)_LOG_FILE='([^']+)', "
     rb"(?:MASTER|SOURCE)_LOG_POS=(\d+);", re.M)
@@ -277,10 +275,7 @@ class DumpProcess:
         self._pending: list[bytes] = []
         self._tail = b""
         self._header_coords: tuple[str, int] | None = None
-        try:
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass  # a smaller pipe only costs speed
+        enlarge_pipe(self._fd)
 
     def read_header(self) -> None:
         """Read until mysqldump has printed its binlog coordinates (it has its snapshot then)."""
@@ -345,10 +340,7 @@ class DumpProcess:
                               f"{tail.splitlines()[-1] if tail else 'no message'}", detail=tail)
 
     def _stderr_tail(self) -> str:
-        self.stderr_file.seek(0, os.SEEK_END)
-        size = self.stderr_file.tell()
-        self.stderr_file.seek(max(0, size - 4096))
-        return self.stderr_file.read().decode("utf-8", "replace").strip()
+        return file_tail(self.stderr_file)
 
     def reap(self) -> None:
         """Make sure mysqldump (and its process group) is gone."""

@@ -22,7 +22,6 @@ point the physical copy represents:
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import logging
 import os
@@ -41,6 +40,7 @@ from backupd.config import Settings, ShardConfig
 from backupd.errors import SourceError
 from backupd.model import Coordinates, Manifest, Physical, ServerInfo, utc_now
 from backupd.mysql import option_file, query
+from backupd.processes import enlarge_pipe, file_tail
 from backupd.sources.base import SourceResult
 from backupd.sources.mysqldump import SnapshotSession
 from backupd.sources.snapshot import open_reference_snapshot
@@ -48,8 +48,6 @@ from backupd.sources.snapshot import open_reference_snapshot
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
-PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SNAPSHOT_CONNECTIONS = 2
 
 # A line the tool prints once it holds the block on commits at the end of its copy.
@@ -260,10 +258,7 @@ class ToolProcess:
                                         stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
         self.pid = self.process.pid
         self._fd = self.process.stdout.fileno()  # type: ignore[union-attr]
-        try:
-            fcntl.fcntl(self._fd, _F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:
-            pass
+        enlarge_pipe(self._fd)
         self._on_line = on_line
         self._reader = threading.Thread(target=self._read_log, name=f"{name}-log", daemon=True)
 
@@ -300,10 +295,7 @@ class ToolProcess:
                               detail=tail)
 
     def stderr_tail(self) -> str:
-        self.stderr_file.seek(0, os.SEEK_END)
-        size = self.stderr_file.tell()
-        self.stderr_file.seek(max(0, size - 4096))
-        return self.stderr_file.read().decode("utf-8", "replace").strip()
+        return file_tail(self.stderr_file)
 
     def reap(self) -> None:
         """Make sure the tool (and its process group) is gone."""
