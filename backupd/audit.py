@@ -278,21 +278,17 @@ class _ShardAudit:
         if not schedule.enabled:
             return
         grace = self.config.audit.grace
-        fulls = [m for m in manifests if m.kind == "full"]
-        if fulls:
-            newest_full = max(fulls, key=lambda m: m.snapshot_at)
-            age = (self.now - newest_full.snapshot_at).total_seconds()
-            if age > schedule.full_every + grace:
-                self.find("rpo-full", f"the newest full ({newest_full.id}) is {format_duration(age)} old; "
-                          f"fulls are due every {format_duration(schedule.full_every)} "
-                          f"(+{format_duration(grace)} grace)", backup=newest_full.id)
-        if manifests and schedule.incremental_every > 0:
-            newest = max(manifests, key=lambda m: m.snapshot_at)
+        for check, what, due, candidates, every in (
+                ("rpo-full", "full", "fulls are", [m for m in manifests if m.kind == "full"], schedule.full_every),
+                ("rpo-backup", "backup", "a backup is", manifests, schedule.incremental_every)):
+            if not candidates or every <= 0:
+                continue
+            newest = max(candidates, key=lambda m: m.snapshot_at)
             age = (self.now - newest.snapshot_at).total_seconds()
-            if age > schedule.incremental_every + grace:
-                self.find("rpo-backup", f"the newest backup ({newest.id}) is {format_duration(age)} old; "
-                          f"a backup is due every {format_duration(schedule.incremental_every)} "
-                          f"(+{format_duration(grace)} grace)", backup=newest.id)
+            if age > every + grace:
+                self.find(check, f"the newest {what} ({newest.id}) is {format_duration(age)} old; "
+                          f"{due} due every {format_duration(every)} (+{format_duration(grace)} grace)",
+                          backup=newest.id)
 
     def read_parts(self, manifests: list[Manifest], sample: float) -> None:
         day = int(self.now.timestamp() // 86400)
