@@ -31,21 +31,23 @@ def annotate(stores: list[Store], shard: str, backup_id: str, name: str, documen
             log.warning("shard %s: annotation %s not recorded in store %s: %s", shard, name, store.name, exc)
 
 
-def last_annotation(stores: list[Store], shard: str, prefix: str) -> dict[str, Any] | None:
-    """The newest annotation named ``<prefix><time>`` of the shard's backups, read from the
-    first store that can be listed (None if there is none)."""
+def last_annotations(stores: list[Store], shard: str, prefixes: list[str]) -> dict[str, dict[str, Any] | None]:
+    """For each prefix, the newest annotation named ``<prefix><time>`` of the shard's backups
+    (None if there is none), from one listing of the first store that can be listed."""
+    newest: dict[str, dict[str, Any] | None] = {prefix: None for prefix in prefixes}
     for store in stores:
         try:
             keys = [i.key for i in store.list(shard_prefix(shard))]
         except StoreError:
             continue
-        found = sorted((parsed.name, key) for key in keys
-                        if (parsed := parse_key(key)) and parsed.kind == "annotation"
-                        and parsed.name.startswith(prefix))
-        if not found:
-            return None
-        try:
-            return dict(json.loads(store.get(found[-1][1])))
-        except (StoreError, ValueError):
-            return None
-    return None
+        for prefix in prefixes:
+            found = sorted((parsed.name, key) for key in keys
+                           if (parsed := parse_key(key)) and parsed.kind == "annotation"
+                           and parsed.name.startswith(prefix))
+            if found:
+                try:
+                    newest[prefix] = dict(json.loads(store.get(found[-1][1])))
+                except (StoreError, ValueError):
+                    pass
+        break
+    return newest

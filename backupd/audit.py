@@ -107,6 +107,7 @@ class AuditReport:
 
 
 AUDIT_ANNOTATION = "audit-"
+DEEP_AUDIT_ANNOTATION = f"{AUDIT_ANNOTATION}deep-"
 
 
 def record_audit(config: Config, report: AuditReport) -> None:

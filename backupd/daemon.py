@@ -42,7 +42,9 @@ from backupd.catalog import Catalog
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
 from backupd.jobs import cadence_of
-from backupd.annotations import last_annotation
+from backupd.annotations import last_annotations
+from backupd.audit import DEEP_AUDIT_ANNOTATION
+from backupd.drill import ANNOTATION_PREFIX as DRILL_ANNOTATION
 from backupd.metrics import (Metrics, age_samples, audit_samples, backup_samples, drill_samples,
                              failure_samples, store_samples)
 from backupd.model import Manifest, utc_now
@@ -156,25 +158,27 @@ class Daemon:
         for shard in self.enabled_shards():
             if shard in self.backups or not self.histories.get(shard, History()).newest_any:
                 continue
-            stores = [s for s in self._catalog.stores if s.name in self.config.shard_stores(shard)]
-            for what, every, prefix, args in (
-                    ("audit-drill", self.config.drill.every if self.config.drill.target else 0, "drill-",
+            due = [(what, every, prefix, args) for what, every, prefix, args in (
+                    ("audit-drill", self.config.drill.every if self.config.drill.target else 0, DRILL_ANNOTATION,
                      ["--level", "drill"]),
-                    ("audit-deep", self.config.audit.deep_every, "audit-deep-",
-                     ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])):
-                if every <= 0:
-                    continue
-                try:
-                    last = last_annotation(stores, shard, prefix)
-                except Exception as exc:  # a store down: try at the next round
-                    log.warning("shard %s: cannot tell when its last %s ran: %s", shard, what, exc)
-                    continue
-                ran = _annotation_time(last)
+                    ("audit-deep", self.config.audit.deep_every, DEEP_AUDIT_ANNOTATION,
+                     ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])) if every > 0]
+            if not due:
+                return
+            stores = [s for s in self._catalog.stores if s.name in self.config.shard_stores(shard)]
+            try:
+                last = last_annotations(stores, shard, [prefix for _, _, prefix, _ in due])
+            except Exception as exc:  # a store down: try at the next round
+                log.warning("shard %s: cannot tell when its last audits ran: %s", shard, exc)
+                continue
+            for what, every, prefix, args in due:
+                ran = _annotation_time(last[prefix])
                 if ran is None or (now - ran).total_seconds() >= every:
                     log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
                              ran.isoformat() if ran else "never")
                     self.chores.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
                     return
+
     def send_ages(self) -> None:
         """Send how old each shard's newest full and newest backup are, so a stalled pipeline
         shows up on a graph even when nothing fails."""

@@ -15,15 +15,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from backupd.catalog import Catalog
 from backupd.config import Config
 from backupd.errors import BackupdError, UsageError
-from backupd.annotations import annotate, last_annotation
+from backupd.annotations import annotate
 from backupd.model import utc_now
 from backupd.stores import open_stores
-from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,3 @@ def run_drill(config: Config, shard: str, *, clock: Callable[[], datetime] = utc
                  {"kind": "drill", **asdict(result)})
     return result
 
-
-def last_drill(stores: list[Store], shard: str) -> dict[str, Any] | None:
-    """The newest drill annotation of the shard in the first store that can be listed."""
-    return last_annotation(stores, shard, ANNOTATION_PREFIX)

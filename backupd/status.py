@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 from backupd.catalog import Catalog
 from backupd.config import Config
-from backupd.annotations import last_annotation
-from backupd.drill import last_drill
+from backupd.annotations import last_annotations
+from backupd.audit import DEEP_AUDIT_ANNOTATION
+from backupd.drill import ANNOTATION_PREFIX as DRILL_ANNOTATION
 from backupd.model import Manifest, utc_now
 from backupd.scheduler import NEVER, Cadence, History, next_job
 from backupd.units import format_duration
@@ -39,6 +40,8 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
     found_in = next((e.found_in for e in entries if newest is not None and e.manifest.id == newest.id), [])
     wanted = config.shard_stores(shard)
     schedule = config.schedule.for_shard(shard)
+    annotations = last_annotations([s for s in catalog.stores if s.name in wanted], shard,
+                                   [DRILL_ANNOTATION, DEEP_AUDIT_ANNOTATION])
     if schedule.enabled:
         job = next_job(shard, Cadence.of(shard, schedule.full_every, schedule.incremental_every,
                                          config.schedule.jitter), History.of(manifests), now)
@@ -54,6 +57,6 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
         "stores_complete": [s for s in wanted if s in found_in],
         "stores_degraded": [s for s in wanted if newest is not None and s not in found_in],
         "next_due": next_due,
-        "last_drill": last_drill([s for s in catalog.stores if s.name in wanted], shard),
-        "last_deep_audit": last_annotation([s for s in catalog.stores if s.name in wanted], shard, "audit-deep-"),
+        "last_drill": annotations[DRILL_ANNOTATION],
+        "last_deep_audit": annotations[DEEP_AUDIT_ANNOTATION],
     }
