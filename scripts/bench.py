@@ -217,6 +217,24 @@ def aws_cli() -> Path:
     return binary
 
 
+def local_and_s3_stores(path: Path, moto_url: str) -> str:
+    """``[backupd]`` with 64 MiB parts, a local store at ``path`` and an S3 store on moto (the
+    bucket "backupd", keys in BENCH_S3_KEY / BENCH_S3_SECRET)."""
+    return f"""[backupd]
+part_size = "64MiB"
+[stores.local]
+type = "local"
+path = "{path}"
+[stores.s3]
+type = "s3"
+bucket = "backupd"
+endpoint_url = "{moto_url}"
+addressing_style = "path"
+access_key_env = "BENCH_S3_KEY"
+secret_key_env = "BENCH_S3_SECRET"
+"""
+
+
 def bench_clouds(rounds: int, gib: float) -> None:
     """Backup to local, S3 (moto), Swift (libcloud) and both clouds; the hand pipeline to S3;
     restore from each store."""
@@ -253,19 +271,7 @@ stores = {json.dumps(stores)}
                          ("both", ["s3", "swift"])])
 
         def write(target: MariaDBServer | None) -> None:
-            text = f"""[backupd]
-part_size = "64MiB"
-[stores.local]
-type = "local"
-path = "{work / 'store'}"
-[stores.s3]
-type = "s3"
-bucket = "backupd"
-endpoint_url = "{moto.endpoint_url}"
-addressing_style = "path"
-access_key_env = "BENCH_S3_KEY"
-secret_key_env = "BENCH_S3_SECRET"
-[stores.swift]
+            text = local_and_s3_stores(work / "store", moto.endpoint_url) + f"""[stores.swift]
 type = "swift"
 auth_url = "{swift.auth_url}"
 user = "{swift.user}"
@@ -474,19 +480,7 @@ def bench_physical(rounds: int, gib: float) -> None:
     store = work / "store"
 
     def write(target: MariaDBServer | None = None) -> None:
-        text = f"""[backupd]
-part_size = "64MiB"
-[stores.local]
-type = "local"
-path = "{store}"
-[stores.s3]
-type = "s3"
-bucket = "backupd"
-endpoint_url = "{moto.endpoint_url}"
-addressing_style = "path"
-access_key_env = "BENCH_S3_KEY"
-secret_key_env = "BENCH_S3_SECRET"
-"""
+        text = local_and_s3_stores(store, moto.endpoint_url)
         for name, extra in (("physical", 'reference = "digest"'), ("physical-counts", 'reference = "counts"')):
             text += f"""[shards.{name}]
 socket = "{source.socket}"
