@@ -215,17 +215,17 @@ class Metrics:
 
     def emit(self, samples: list[Sample], *, at: float | None = None) -> None:
         timestamp = int(at if at is not None else time.time())
+        lines = []
         with self._lock:
             for sample in samples:
                 key = (sample.name, sample.labels)
                 current = self.series.get(key)
                 value = sample.value + (current.value if current and sample.kind == "counter" else 0)
                 self.series[key] = _Series(sample.name, sample.labels, value, sample.kind, sample.help)
+                # a counter goes to Graphite as its running total (graph it with nonNegativeDerivative)
+                lines.append(f"{self.config.prefix}.{sample.path} {value:g} {timestamp}\n")
         if self.graphite is not None:
-            prefix = self.config.prefix
-            # counters go to Graphite as their running total (graph them with nonNegativeDerivative)
-            self.graphite.send(f"{prefix}.{s.path} {self.series[(s.name, s.labels)].value if s.kind == 'counter' else s.value:g} {timestamp}\n"
-                               for s in samples)
+            self.graphite.send(lines)
         if self.owner and self.config.prometheus_textfile:
             self.write_textfile(Path(self.config.prometheus_textfile))
 
