@@ -154,24 +154,24 @@ class Daemon:
         if self.signals or self.once or any(c.what.startswith("audit-") and c.what != "audit-quick"
                                             for c in self.chores):
             return
+        kinds = [(what, every, prefix, args) for what, every, prefix, args in (
+            ("audit-drill", self.config.drill.every if self.config.drill.target else 0, DRILL_ANNOTATION,
+             ["--level", "drill"]),
+            ("audit-deep", self.config.audit.deep_every, DEEP_AUDIT_ANNOTATION,
+             ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])) if every > 0]
+        if not kinds:
+            return
         now = self.clock()
         for shard in self.enabled_shards():
             if shard in self.backups or not self.histories.get(shard, History()).newest_any:
                 continue
-            due = [(what, every, prefix, args) for what, every, prefix, args in (
-                    ("audit-drill", self.config.drill.every if self.config.drill.target else 0, DRILL_ANNOTATION,
-                     ["--level", "drill"]),
-                    ("audit-deep", self.config.audit.deep_every, DEEP_AUDIT_ANNOTATION,
-                     ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])) if every > 0]
-            if not due:
-                return
             stores = [s for s in self._catalog.stores if s.name in self.config.shard_stores(shard)]
             try:
-                last = last_annotations(stores, shard, [prefix for _, _, prefix, _ in due])
+                last = last_annotations(stores, shard, [prefix for _, _, prefix, _ in kinds])
             except Exception as exc:  # a store down: try at the next round
                 log.warning("shard %s: cannot tell when its last audits ran: %s", shard, exc)
                 continue
-            for what, every, prefix, args in due:
+            for what, every, prefix, args in kinds:
                 ran = _annotation_time(last[prefix])
                 if ran is None or (now - ran).total_seconds() >= every:
                     log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
