@@ -30,7 +30,7 @@ import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from backupd.catalog import Catalog
@@ -138,7 +138,7 @@ def in_sample(key: str, percent: float, day: int) -> bool:
 def backup_started(backup_id: str) -> datetime | None:
     """The start time encoded in a backup id (``20261126T080000Z-...``)."""
     try:
-        return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=utc_now().tzinfo)
+        return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
 

@@ -147,7 +147,7 @@ class Daemon:
         self.ticker.every(max(1, round(self.config.schedule.catalog_refresh))).seconds.do(self.maintain)
 
     def maintain(self) -> None:
-        """Start the one audit the schedule says is most due: a drill (every ``[drill] every``)
+        """Start one audit that is due (the first found, shard by shard): a drill (every ``[drill] every``)
         or a deep audit of a sample (every ``[audit] deep_every``), one shard at a time, never
         next to a backup of the same shard. When each last ran is read from the annotations
         they leave next to the backups, so restarts neither skip nor repeat them."""
