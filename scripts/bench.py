@@ -81,6 +81,23 @@ def source_server(gib: float) -> MariaDBServer:
     return server
 
 
+def fresh_workdir(name: str) -> Path:
+    """``.bench/NAME``, empty."""
+    work = BENCH / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def s3_buckets(endpoint_url: str, *names: str) -> None:
+    """Create ``names`` on the moto server at ``endpoint_url``."""
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    for name in names:
+        s3.create_bucket(Bucket=name)
+
+
 def fresh_target(n: int) -> MariaDBServer:
     root = BENCH / "targets" / f"t{n}"
     shutil.rmtree(root, ignore_errors=True)
@@ -143,11 +160,8 @@ def print_table(title: str, rows: list[tuple[str, list[Sample]]], baseline: str,
 
 
 def bench_backup_restore(rounds: int, gib: float) -> None:
-    BENCH.mkdir(exist_ok=True)
+    work = fresh_workdir("work")
     source = source_server(gib)
-    work = BENCH / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     config = work / "backupd.toml"
     try:
         write_config(config, source, None)
@@ -242,11 +256,8 @@ def bench_clouds(rounds: int, gib: float) -> None:
     from tests.servers.moto import MotoServer
     from tests.servers.swift import SwiftServer
 
-    BENCH.mkdir(exist_ok=True)
+    work = fresh_workdir("clouds")
     aws = aws_cli()
-    work = BENCH / "clouds"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     source = source_server(gib)
     moto = MotoServer(work / "moto")
     swift = SwiftServer(work / "swift")
@@ -254,11 +265,7 @@ def bench_clouds(rounds: int, gib: float) -> None:
     swift.start()
     try:
         swift.create_container("backupd")
-        import boto3
-        s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
-        s3.create_bucket(Bucket="backupd")
-        s3.create_bucket(Bucket="hand")
+        s3_buckets(moto.endpoint_url, "backupd", "hand")
         env = {**os.environ, "BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing",
                "BENCH_SWIFT_KEY": swift.key, "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -388,11 +395,8 @@ def change_rows(source: MariaDBServer, percent: float) -> int:
 def bench_incremental(rounds: int, gib: float, percent: float) -> None:
     """An incremental after updating ``percent`` of the rows, next to mysqldump --where | zstd;
     restore of full + incremental next to the full alone."""
-    BENCH.mkdir(exist_ok=True)
-    work = BENCH / "incremental" / "work"
+    work = fresh_workdir("incremental/work")
     shutil.rmtree(BENCH / "store", ignore_errors=True)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     source = aged_source(gib)
     config = work / "backupd.toml"
     try:
@@ -467,10 +471,7 @@ def bench_physical(rounds: int, gib: float) -> None:
     by hand and to a logical restore; a replica rebuilt end to end from a remote store (S3)."""
     from tests.servers.moto import MotoServer
 
-    BENCH.mkdir(exist_ok=True)
-    work = BENCH / "physical"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = fresh_workdir("physical")
     source = source_server(gib)
     source.execute("CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY 'bench-repl'")
     source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
@@ -531,9 +532,7 @@ stop_command = {json.dumps(stop)}
         return sample, report
 
     try:
-        import boto3
-        boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
-                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="backupd")
+        s3_buckets(moto.endpoint_url, "backupd")
         write()
         option = work / "client.cnf"
         option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
@@ -635,11 +634,8 @@ def bench_audit(rounds: int, gib: float) -> None:
     (listings only) for scale."""
     from tests.servers.moto import MotoServer
 
-    BENCH.mkdir(exist_ok=True)
+    work = fresh_workdir("audit")
     aws = aws_cli()
-    work = BENCH / "audit"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
     source = source_server(gib)
     moto = MotoServer(work / "moto")
     moto.start()
@@ -653,9 +649,7 @@ reference = "counts"
 stores = ["local", "s3"]
 """)
     try:
-        import boto3
-        boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
-                     aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="backupd")
+        s3_buckets(moto.endpoint_url, "backupd")
         _, out = timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "bench",
                             "--json"])
         backup = json.loads(out)

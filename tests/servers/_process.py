@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import Self
 
 __all__ = ["LIFELINE_ENV", "ServerProcess", "find_free_port", "group_members", "stop_all", "tail"]
 
@@ -252,6 +253,43 @@ def _wait_exited(pid: int, timeout: float) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+class SingleProcessServer:
+    """The life cycle of a test server that runs as one :class:`ServerProcess` (moto,
+    carbon-cache): subclasses implement :meth:`start`, which sets ``self._proc``."""
+
+    _proc: ServerProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the leash running the server (leader of its process group), if started."""
+        return self._proc.pid if self._proc is not None else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running()
+
+    def start(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, SIGKILL after ``timeout`` s. Idempotent."""
+        if self._proc is not None:
+            self._proc.stop(timeout)
+            self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: what the server held only in memory is lost. Idempotent."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def stop_all(processes: Iterable[ServerProcess], timeout: float = 10.0) -> None:

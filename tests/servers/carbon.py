@@ -44,6 +44,7 @@ from pathlib import Path
 from tests.servers._process import (
     BIND_ERROR_MARKERS,
     ServerProcess,
+    SingleProcessServer,
     _listening_inodes,
     find_free_port,
     tail,
@@ -79,7 +80,7 @@ print(json.dumps(sorted(points.items())))
 """
 
 
-class CarbonServer:
+class CarbonServer(SingleProcessServer):
     """One carbon-cache process writing whisper files under ``root/storage/whisper``."""
 
     def __init__(self, root: Path, *, port: int | None = None,
@@ -113,14 +114,6 @@ class CarbonServer:
         if self.port is None:
             raise RuntimeError("CarbonServer has no port yet: call start() first")
         return ("127.0.0.1", self.port)
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the leash running carbon-cache (leader of the process group), if started."""
-        return self._proc.pid if self._proc is not None else None
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running()
 
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 30.0) -> None:
@@ -164,29 +157,14 @@ class CarbonServer:
         carbon 1.1.10 does *not* write out its cache on SIGTERM: points received in the last
         ~1 s are lost. ``flush=True`` first waits :data:`FLUSH_SECONDS` (one full pass of
         carbon's writer thread) so that everything sent before the call is on disk."""
-        if self._proc is not None:
-            if flush and self.running():
-                time.sleep(FLUSH_SECONDS)
-            self._proc.stop(timeout)
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL (points still in carbon's cache are lost). Idempotent."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc = None
+        if flush and self.running():
+            time.sleep(FLUSH_SECONDS)
+        super().stop(timeout)
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop (if running) and start again on the same port; whisper files are kept."""
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> CarbonServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ metrics
     def send(self, *lines: str) -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.servers._process import BIND_ERROR_MARKERS, ServerProcess, find_free_port, tail
+from tests.servers._process import BIND_ERROR_MARKERS, ServerProcess, SingleProcessServer, find_free_port, tail
 
 __all__ = ["MotoServer", "MOTO_SERVER"]
 
@@ -28,7 +28,7 @@ MOTO_SERVER = next((p for p in (Path(sys.executable).with_name("moto_server"),
 _START_ATTEMPTS = 3
 
 
-class MotoServer:
+class MotoServer(SingleProcessServer):
     """One ``moto_server`` process; log in ``root/moto.log``."""
 
     access_key = "testing"
@@ -51,14 +51,6 @@ class MotoServer:
     @property
     def log_path(self) -> Path:
         return self.root / "moto.log"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the leash running moto_server (leader of the process group), if started."""
-        return self._proc.pid if self._proc is not None else None
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running()
 
     def start(self, timeout: float = 30.0) -> None:
         """Start and wait until it answers HTTP. A port given to the constructor (or kept from
@@ -88,18 +80,6 @@ class MotoServer:
                 raise
         raise RuntimeError("moto_server: ports kept being taken; gave up")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, SIGKILL after ``timeout`` s. Idempotent."""
-        if self._proc is not None:
-            self._proc.stop(timeout)
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL (all data is lost). Idempotent."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc = None
-
     def restart(self, timeout: float = 30.0) -> None:
         """Kill (if running) and start again on the same port, empty."""
         self.kill()
@@ -110,13 +90,6 @@ class MotoServer:
         status = _request("POST", self.endpoint_url, "/moto-api/reset")
         if status != 200:
             raise RuntimeError(f"moto reset answered {status}")
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _wait_ready(self, deadline: float, offset: int) -> None:
         assert self._proc is not None
