@@ -149,8 +149,8 @@ def med(samples: list[Sample]) -> float:
 def print_table(title: str, rows: list[tuple[str, list[Sample]]], baseline: str, note: str = "") -> None:
     base = med(dict(rows)[baseline])
     print(f"\n{title}  (median of {len(rows[0][1])} interleaved runs; ratio = job / `{baseline}`)")
-    print(f"| job | median s | ratio | peak RSS |")
-    print(f"|---|---:|---:|---:|")
+    print("| job | median s | ratio | peak RSS |")
+    print("|---|---:|---:|---:|")
     for name, samples in rows:
         rss = max(s.rss_kib for s in samples)
         print(f"| {name} | {med(samples):.2f} | {med(samples) / base:.2f}x | "

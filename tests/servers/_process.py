@@ -255,11 +255,57 @@ def _wait_exited(pid: int, timeout: float) -> bool:
         delay = min(delay * 2, 0.05)
 
 
+class PortTaken(Exception):
+    """A server could not bind its port (raised by ``_wait_ready``; start picks another)."""
+
+
+START_ATTEMPTS = 3
+
+
 class SingleProcessServer:
     """The life cycle of a test server that runs as one :class:`ServerProcess` (moto,
-    carbon-cache): subclasses implement :meth:`start`, which sets ``self._proc``."""
+    carbon-cache). Subclasses set ``name`` and ``port`` (None: pick a free one) and implement
+    :meth:`_process` (the process for ``self.port``, not started) and :meth:`_wait_ready`
+    (returns once it serves; raises :class:`PortTaken` when its port was taken)."""
 
+    name = "server"
+    port: int | None = None
     _proc: ServerProcess | None = None
+
+    def _process(self) -> ServerProcess:
+        raise NotImplementedError
+
+    def _wait_ready(self, deadline: float, offset: int) -> None:
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until it serves. A port given to the constructor (or kept from an
+        earlier start) is reused; otherwise a free one is picked, and picked again if it was
+        taken meanwhile."""
+        if self.running():
+            raise RuntimeError(f"{self.name} already running on port {self.port}")
+        fixed_port = self.port is not None
+        for attempt in range(START_ATTEMPTS):
+            if self.port is None or (attempt and not fixed_port):
+                self.port = find_free_port()
+            self._proc = self._process()
+            offset = self._proc.log_offset()
+            self._proc.start()
+            try:
+                self._wait_ready(time.monotonic() + timeout, offset)
+                return
+            except PortTaken:
+                self.kill()
+                if fixed_port:
+                    raise RuntimeError(f"{self.name}: port {self.port} is taken:\n{tail(self.log_path)}")
+            except BaseException:
+                self.kill()
+                raise
+        raise RuntimeError(f"{self.name}: ports kept being taken; gave up")
 
     @property
     def pid(self) -> int | None:
@@ -268,9 +314,6 @@ class SingleProcessServer:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.running()
-
-    def start(self, timeout: float = 30.0) -> None:
-        raise NotImplementedError
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, SIGKILL after ``timeout`` s. Idempotent."""

@@ -43,10 +43,10 @@ from pathlib import Path
 
 from tests.servers._process import (
     BIND_ERROR_MARKERS,
+    PortTaken,
     ServerProcess,
     SingleProcessServer,
     _listening_inodes,
-    find_free_port,
     tail,
 )
 
@@ -56,7 +56,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CARBON_VENV = REPO_ROOT / ".testbed" / "carbon-venv"
 CARBON_PYTHON = CARBON_VENV / "bin" / "python"
 CARBON_CACHE = CARBON_VENV / "bin" / "carbon-cache.py"
-_START_ATTEMPTS = 3
 #: carbon's writer thread drains the whole cache, then sleeps 1 s: after this long, every
 #: point received before is in its whisper file (for test-sized caches).
 FLUSH_SECONDS = 1.5
@@ -82,6 +81,8 @@ print(json.dumps(sorted(points.items())))
 
 class CarbonServer(SingleProcessServer):
     """One carbon-cache process writing whisper files under ``root/storage/whisper``."""
+
+    name = "carbon-cache"
 
     def __init__(self, root: Path, *, port: int | None = None,
                  carbon_python: Path = CARBON_PYTHON, carbon_cache: Path = CARBON_CACHE) -> None:
@@ -117,39 +118,22 @@ class CarbonServer(SingleProcessServer):
 
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 30.0) -> None:
-        """Start and wait until the line receiver accepts connections. A port given to the
-        constructor (or kept from an earlier start) is reused; otherwise a free one is
-        picked, and picked again if it was taken meanwhile."""
-        if self.running():
-            raise RuntimeError(f"carbon-cache already running on port {self.port}")
+        """Start and wait until the line receiver accepts connections (see
+        :meth:`SingleProcessServer.start`)."""
         for path in (self.carbon_python, self.carbon_cache):
             if not path.exists():
                 raise FileNotFoundError(f"{path} missing: run scripts/setup")
-        fixed_port = self.port is not None
-        for attempt in range(_START_ATTEMPTS):
-            if self.port is None or (attempt and not fixed_port):
-                self.port = find_free_port()
-            self._write_config()
-            self.pid_path.unlink(missing_ok=True)  # stale after a kill; its pid may be reused
-            argv = [str(self.carbon_python), str(self.carbon_cache),
-                    f"--config={self.config_path}", "--nodaemon", "start"]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHITE_")}
-            env["GRAPHITE_ROOT"] = str(self.root)
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
-            self._proc = ServerProcess("carbon-cache", argv, self.log_path, env=env)
-            offset = self._proc.log_offset()
-            self._proc.start()
-            try:
-                self._wait_ready(time.monotonic() + timeout, offset)
-                return
-            except _PortTaken:
-                self.kill()
-                if fixed_port:
-                    raise RuntimeError(f"port {self.port} is taken:\n{tail(self.log_path)}")
-            except BaseException:
-                self.kill()
-                raise
-        raise RuntimeError("carbon-cache: ports kept being taken; gave up")
+        super().start(timeout)
+
+    def _process(self) -> ServerProcess:
+        self._write_config()
+        self.pid_path.unlink(missing_ok=True)  # stale after a kill; its pid may be reused
+        argv = [str(self.carbon_python), str(self.carbon_cache),
+                f"--config={self.config_path}", "--nodaemon", "start"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRAPHITE_")}
+        env["GRAPHITE_ROOT"] = str(self.root)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return ServerProcess("carbon-cache", argv, self.log_path, env=env)
 
     def stop(self, timeout: float = 10.0, *, flush: bool = False) -> None:
         """SIGTERM, SIGKILL after ``timeout`` s. Idempotent.
@@ -224,7 +208,7 @@ class CarbonServer(SingleProcessServer):
                     f.seek(offset)
                     fresh = f.read().decode(errors="replace")
                 if any(marker in fresh for marker in BIND_ERROR_MARKERS):
-                    raise _PortTaken()
+                    raise PortTaken()
                 raise RuntimeError(f"carbon-cache exited with code {code} during start:\n"
                                    f"{tail(self.log_path)}")
             try:
@@ -234,7 +218,7 @@ class CarbonServer(SingleProcessServer):
                 pass
             else:
                 if not self._sole_listener():
-                    raise _PortTaken()  # another server (maybe a carbon, SO_REUSEPORT) is there
+                    raise PortTaken()  # another server (maybe a carbon, SO_REUSEPORT) is there
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"carbon-cache not ready in time:\n{tail(self.log_path)}")
@@ -264,10 +248,6 @@ class CarbonServer(SingleProcessServer):
             log=self.root / "storage" / "log", run=self.pid_path.parent, port=self.port))
         _write(self.root / "storage-schemas.conf", _STORAGE_SCHEMAS)
         _write(self.root / "storage-aggregation.conf", _STORAGE_AGGREGATION)
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _write(path: Path, text: str) -> None:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.servers._process import BIND_ERROR_MARKERS, ServerProcess, SingleProcessServer, find_free_port, tail
+from tests.servers._process import BIND_ERROR_MARKERS, PortTaken, ServerProcess, SingleProcessServer, tail
 
 __all__ = ["MotoServer", "MOTO_SERVER"]
 
@@ -25,11 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MOTO_SERVER = next((p for p in (Path(sys.executable).with_name("moto_server"),
                                 REPO_ROOT / ".venv" / "bin" / "moto_server") if p.exists()),
                    REPO_ROOT / ".venv" / "bin" / "moto_server")
-_START_ATTEMPTS = 3
 
 
 class MotoServer(SingleProcessServer):
     """One ``moto_server`` process; log in ``root/moto.log``."""
+
+    name = "moto_server"
 
     access_key = "testing"
     secret_key = "testing"
@@ -53,32 +54,14 @@ class MotoServer(SingleProcessServer):
         return self.root / "moto.log"
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start and wait until it answers HTTP. A port given to the constructor (or kept from
-        an earlier start) is reused; otherwise a free one is picked, and picked again if it
-        was taken meanwhile."""
-        if self.running():
-            raise RuntimeError(f"moto_server already running on port {self.port}")
+        """Start and wait until it answers HTTP (see :meth:`SingleProcessServer.start`)."""
         if not self.moto_server.exists():
             raise FileNotFoundError(f"{self.moto_server} missing: pip install 'moto[server]'")
-        fixed_port = self.port is not None
-        for attempt in range(_START_ATTEMPTS):
-            if self.port is None or (attempt and not fixed_port):
-                self.port = find_free_port()
-            argv = [str(self.moto_server), "-H", "127.0.0.1", "-p", str(self.port)]
-            self._proc = ServerProcess("moto", argv, self.log_path)
-            offset = self._proc.log_offset()
-            self._proc.start()
-            try:
-                self._wait_ready(time.monotonic() + timeout, offset)
-                return
-            except _PortTaken:
-                self.kill()
-                if fixed_port:
-                    raise RuntimeError(f"port {self.port} is taken:\n{tail(self.log_path)}")
-            except BaseException:
-                self.kill()
-                raise
-        raise RuntimeError("moto_server: ports kept being taken; gave up")
+        super().start(timeout)
+
+    def _process(self) -> ServerProcess:
+        argv = [str(self.moto_server), "-H", "127.0.0.1", "-p", str(self.port)]
+        return ServerProcess("moto", argv, self.log_path)
 
     def restart(self, timeout: float = 30.0) -> None:
         """Kill (if running) and start again on the same port, empty."""
@@ -100,23 +83,19 @@ class MotoServer(SingleProcessServer):
                     f.seek(offset)
                     fresh = f.read().decode(errors="replace")
                 if any(marker in fresh for marker in BIND_ERROR_MARKERS):
-                    raise _PortTaken()
+                    raise PortTaken()
                 raise RuntimeError(f"moto_server exited with code {code} during start:\n"
                                    f"{tail(self.log_path)}")
             try:
                 if _request("GET", self.endpoint_url, "/moto-api/", timeout=1) == 200:
                     if not self._proc.owns_port(self.port):
-                        raise _PortTaken()  # another server answers on "our" port
+                        raise PortTaken()  # another server answers on "our" port
                     return
             except (OSError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"moto_server not ready in time:\n{tail(self.log_path)}")
             time.sleep(0.05)
-
-
-class _PortTaken(Exception):
-    pass
 
 
 def _request(method: str, base_url: str, path: str, timeout: float = 10) -> int:

@@ -42,7 +42,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers._process import BIND_ERROR_MARKERS, ServerProcess, stop_all, tail
+from tests.servers._process import BIND_ERROR_MARKERS, START_ATTEMPTS, PortTaken, ServerProcess, stop_all, tail
 
 __all__ = ["HTTPResult", "SwiftServer", "SWIFT_PYTHON"]
 
@@ -56,7 +56,6 @@ PROXY_PIPELINE = (
 )
 BACKENDS = ("account", "container", "object")
 SERVERS = (*BACKENDS, "proxy")
-_START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,6 @@ class HTTPResult:
 
     def json(self) -> object:
         return json.loads(self.body)
-
-
-class _PortTaken(Exception):
-    pass
 
 
 class SwiftServer:
@@ -161,7 +156,7 @@ class SwiftServer:
             raise FileNotFoundError(f"{self.memcached} not found: run scripts/setup")
         for directory in (self.etc_dir, self.log_dir, self.devices_dir / "d1"):
             directory.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_START_ATTEMPTS):
+        for attempt in range(START_ATTEMPTS):
             if attempt or not self.ports:
                 self.ports = _free_ports(["memcached", *SERVERS])
             self._write_config()
@@ -174,7 +169,7 @@ class SwiftServer:
                     proc.start()
                 self._wait_ready(list(self._procs), time.monotonic() + timeout, offsets)
                 return
-            except _PortTaken:
+            except PortTaken:
                 self.stop()
                 continue
             except BaseException:
@@ -207,7 +202,7 @@ class SwiftServer:
         proxy.start()
         try:
             self._wait_ready(["proxy"], time.monotonic() + timeout, offsets)
-        except _PortTaken:
+        except PortTaken:
             proxy.kill()
             raise RuntimeError(f"proxy port {self.ports['proxy']} was taken meanwhile; log:\n"
                                f"{tail(self.log_path('proxy'))}") from None
@@ -337,12 +332,12 @@ class SwiftServer:
                         f.seek(offsets.get(name, 0))
                         fresh = f.read().decode(errors="replace")
                     if any(marker in fresh for marker in BIND_ERROR_MARKERS):
-                        raise _PortTaken(name)
+                        raise PortTaken(name)
                     raise RuntimeError(f"Swift {name} exited with code {code} during start; "
                                        f"last lines of {log}:\n{tail(log)}")
             for name in [n for n in pending if _healthy(self.ports[n])]:
                 if not self._procs[name].owns_port(self.ports[name]):
-                    raise _PortTaken(name)  # another server answers on "our" port
+                    raise PortTaken(name)  # another server answers on "our" port
                 pending.remove(name)
             if not pending and self._serves_requests():
                 return
