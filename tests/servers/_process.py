@@ -265,8 +265,7 @@ START_ATTEMPTS = 3
 class SingleProcessServer:
     """The life cycle of a test server that runs as one :class:`ServerProcess` (moto,
     carbon-cache). Subclasses set ``name`` and ``port`` (None: pick a free one) and implement
-    :meth:`_process` (the process for ``self.port``, not started) and :meth:`_wait_ready`
-    (returns once it serves; raises :class:`PortTaken` when its port was taken)."""
+    :meth:`_process` (the process for ``self.port``, not started) and :meth:`_serves`."""
 
     name = "server"
     port: int | None = None
@@ -275,8 +274,30 @@ class SingleProcessServer:
     def _process(self) -> ServerProcess:
         raise NotImplementedError
 
-    def _wait_ready(self, deadline: float, offset: int) -> None:
+    def _serves(self) -> bool:
+        """True once the server answers on ``self.port``; raises :class:`PortTaken` when
+        something else answers there."""
         raise NotImplementedError
+
+    def _wait_ready(self, deadline: float, offset: int) -> None:
+        """Return once :meth:`_serves`; :class:`PortTaken` if the process died of a bind
+        error (its log from ``offset`` says so), RuntimeError for any other death or at
+        ``deadline``."""
+        assert self._proc is not None
+        while True:
+            code = self._proc.exit_code()
+            if code is not None:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    fresh = f.read().decode(errors="replace")
+                if any(marker in fresh for marker in BIND_ERROR_MARKERS):
+                    raise PortTaken()
+                raise RuntimeError(f"{self.name} exited with code {code} during start:\n{tail(self.log_path)}")
+            if self._serves():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready in time:\n{tail(self.log_path)}")
+            time.sleep(0.05)
 
     @property
     def log_path(self) -> Path:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import http.client
 import sys
-import time
 from pathlib import Path
 
-from tests.servers._process import BIND_ERROR_MARKERS, PortTaken, ServerProcess, SingleProcessServer, tail
+from tests.servers._process import PortTaken, ServerProcess, SingleProcessServer
 
 __all__ = ["MotoServer", "MOTO_SERVER"]
 
@@ -74,28 +73,15 @@ class MotoServer(SingleProcessServer):
         if status != 200:
             raise RuntimeError(f"moto reset answered {status}")
 
-    def _wait_ready(self, deadline: float, offset: int) -> None:
-        assert self._proc is not None
-        while True:
-            code = self._proc.exit_code()
-            if code is not None:
-                with open(self.log_path, "rb") as f:
-                    f.seek(offset)
-                    fresh = f.read().decode(errors="replace")
-                if any(marker in fresh for marker in BIND_ERROR_MARKERS):
-                    raise PortTaken()
-                raise RuntimeError(f"moto_server exited with code {code} during start:\n"
-                                   f"{tail(self.log_path)}")
-            try:
-                if _request("GET", self.endpoint_url, "/moto-api/", timeout=1) == 200:
-                    if not self._proc.owns_port(self.port):
-                        raise PortTaken()  # another server answers on "our" port
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server not ready in time:\n{tail(self.log_path)}")
-            time.sleep(0.05)
+    def _serves(self) -> bool:
+        assert self._proc is not None and self.port is not None
+        try:
+            answered = _request("GET", self.endpoint_url, "/moto-api/", timeout=1) == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        if answered and not self._proc.owns_port(self.port):
+            raise PortTaken()  # another server answers on "our" port
+        return answered
 
 
 def _request(method: str, base_url: str, path: str, timeout: float = 10) -> int:

@@ -333,3 +333,23 @@ def test_carbon_stop_flush_and_restart_keep_files(carbon_server):
     carbon_server.send(f"test.flush.a 3 {now}")
     carbon_server.stop(flush=True)
     assert carbon_server.read("test.flush.a") == [(now - 2, 1.5), (now - 1, 2.5), (now, 3.0)]
+
+
+@pytest.mark.parametrize("kind", ["moto", "carbon"])
+def test_single_process_server_on_a_taken_port(tmp_path, kind):
+    """A port given to the constructor that something else holds is an error naming the port;
+    without one, the server picks another port and starts."""
+    import socket
+
+    from tests.servers.carbon import CarbonServer
+
+    make = {"moto": MotoServer, "carbon": CarbonServer}[kind]
+    with socket.create_server(("127.0.0.1", 0)) as squatter:
+        port = squatter.getsockname()[1]
+        fixed = make(tmp_path / "fixed", port=port)
+        with pytest.raises(RuntimeError, match=f"port {port} is taken"):
+            fixed.start(timeout=30)
+        assert not fixed.running()
+        with make(tmp_path / "free") as free:
+            assert free.running() and free.port != port
+        assert not free.running()
