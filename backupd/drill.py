@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Callable
 
+from backupd.annotations import annotate
 from backupd.catalog import Catalog
 from backupd.config import Config
-from backupd.errors import BackupdError, UsageError
-from backupd.annotations import annotate
+from backupd.errors import BackupdError, UsageError, exit_code_for
 from backupd.model import utc_now
 from backupd.stores import open_stores
 
@@ -71,7 +71,6 @@ def run_drill(config: Config, shard: str, *, clock: Callable[[], datetime] = utc
         run_restore(config, shard, target, backup_id=backup_id, force=True)
         result = DrillResult(shard, target, stamp, backup_id, chain, True, time.monotonic() - started)
     except BackupdError as exc:
-        from backupd.errors import exit_code_for
         result = DrillResult(shard, target, stamp, backup_id, chain, False, time.monotonic() - started,
                              failure=exc.message, exit_code=exit_code_for(exc))
         log.error("shard %s: drill failed: %s", shard, exc.message)
