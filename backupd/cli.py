@@ -86,7 +86,8 @@ def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: 
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.option("--once", is_flag=True, help="Run whatever is due now, wait for it, and exit.")
+@click.option("--once", is_flag=True, help="Run whatever is due now (backups, then due deep audits and "
+              "drills), wait for it, and exit: 1 if a backup or audit run failed, 3 on an audit finding.")
 @click.pass_context
 def run(ctx: click.Context, once: bool) -> int:
     """Run the scheduler: fulls every full_every, incrementals every incremental_every,

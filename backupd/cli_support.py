@@ -12,7 +12,7 @@ import click
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BackupdError, exit_code_for
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 operation failed; 2 usage or configuration error; "
-                   "3 verification failed (corruption or data mismatch).")
+                   "3 verification failed (corruption, data mismatch, an audit finding).")
 
 
 def setup_logging(prog: str, verbose: bool = False, quiet: bool = False) -> None:

@@ -17,8 +17,10 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
   configuration kept.
 * The catalog is re-read after every job of a shard and every ``catalog_refresh`` (to see what
   other hosts did); manifests are read once and cached (they are immutable).
-* ``--once``: start whatever is due now (``concurrency`` at a time), wait for it, exit
-  (0 if every job succeeded, 1 otherwise) — for cron, systemd timers or Kubernetes CronJobs.
+* ``--once``: one round of all of it, for cron, systemd timers or Kubernetes CronJobs: start
+  the backups that are due (``concurrency`` at a time) with their prunes and quick audits, then
+  the deep audits and drills that are due, one at a time; exit 1 if a backup or an audit run
+  failed, 3 if an audit found something or a drill did not verify, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ class Daemon:
         self.stale: set[str] = set()
         self.queue: list[Job] | None = None  # --once: the jobs still to start
         self.failed_jobs = 0
+        self.failed_checks = 0  # audits with findings, drills that did not verify
+        self.audits_started: set[tuple[str, str]] = set()  # --once: each due audit runs once
         self.signals = 0
         self.reload_requested = False
         self._catalog = self._new_catalog()
@@ -146,21 +150,24 @@ class Daemon:
         self.ticker.every(max(1, round(self.config.metrics.interval))).seconds.do(self.send_ages)
         self.ticker.every(max(1, round(self.config.schedule.catalog_refresh))).seconds.do(self.maintain)
 
-    def maintain(self) -> None:
+    def maintain(self, *, closing_round: bool = False) -> bool:
         """Start one audit that is due (the first found, shard by shard): a drill (every ``[drill] every``)
         or a deep audit of a sample (every ``[audit] deep_every``), one shard at a time, never
         next to a backup of the same shard. When each last ran is read from the annotations
-        they leave next to the backups, so restarts neither skip nor repeat them."""
-        if self.signals or self.once or any(c.what.startswith("audit-") and c.what != "audit-quick"
-                                            for c in self.chores):
-            return
+        they leave next to the backups, so restarts neither skip nor repeat them. With
+        ``--once`` it runs only in the closing round (after the backups), and starts each
+        (shard, kind) at most once. Returns whether it started one."""
+        if self.signals or (self.once and not closing_round) or any(
+                c.what.startswith("audit-") and c.what != "audit-quick" for c in self.chores):
+            return False
         kinds = [(what, every, prefix, args) for what, every, prefix, args in (
             ("audit-drill", self.config.drill.every if self.config.drill.target else 0, DRILL_ANNOTATION,
              ["--level", "drill"]),
             ("audit-deep", self.config.audit.deep_every, DEEP_AUDIT_ANNOTATION,
              ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])) if every > 0]
         if not kinds:
-            return
+            return False
+        self.refresh()  # a shard's first backup may have just been committed
         now = self.clock()
         for shard in self.enabled_shards():
             if shard in self.backups or not self.histories.get(shard, History()).newest_any:
@@ -173,11 +180,14 @@ class Daemon:
                 continue
             for what, every, prefix, args in kinds:
                 ran = _annotation_time(last[prefix])
-                if ran is None or (now - ran).total_seconds() >= every:
+                if (shard, what) not in self.audits_started and (ran is None or (now - ran).total_seconds() >= every):
                     log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
                              ran.isoformat() if ran else "never")
+                    if self.once:
+                        self.audits_started.add((shard, what))
                     self.chores.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
-                    return
+                    return True
+        return False
 
     def send_ages(self) -> None:
         """Send how old each shard's newest full and newest backup are, so a stalled pipeline
@@ -262,6 +272,7 @@ class Daemon:
         level = child.what.removeprefix("audit-")
         report = _parse_result(child.output())
         if report is None:
+            self.failed_jobs += 1
             log.error("shard %s: %s audit failed with exit status %s", child.shard, level, child.process.returncode)
             return
         if level == "drill":
@@ -272,11 +283,13 @@ class Daemon:
                     log.info("shard %s: drill verified (%s restored in %s)", child.shard,
                              " + ".join(drill.get("chain", [])), format_duration(float(drill.get("seconds", 0))))
                 else:
+                    self.failed_checks += 1
                     log.error("shard %s: DRILL FAILED: %s", child.shard, drill.get("failure"))
             return
         findings = report.get("findings", [])
         self.metrics.emit(audit_samples(level, {child.shard: len(findings)}, float(report.get("seconds", 0)),
                                         int(report.get("bytes_read", 0))))
+        self.failed_checks += bool(findings)
         for finding in findings:
             log.error("shard %s: audit (%s): %s: %s", child.shard, level, finding.get("check"), finding.get("message"))
         if not findings:
@@ -360,8 +373,10 @@ class Daemon:
                 self.log_next()
             busy = bool(self.backups)
             if self.once and not self.backups and not self.chores and not self.queue:
+                if self.maintain(closing_round=True):
+                    continue
                 self.send_ages()
-                return 1 if self.failed_jobs else 0
+                return 1 if self.failed_jobs else 3 if self.failed_checks else 0
             if self.once and self.queue:
                 self.tick()
             self.ticker.run_pending()

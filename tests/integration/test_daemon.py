@@ -311,3 +311,32 @@ def test_daemon_audits_after_backups_and_runs_deep_audits_and_drills(tmp_path, f
     again = daemons(config, tmp_path / "again.log")
     time.sleep(4)
     assert "starting audit" not in again.text(), again.text()
+
+
+def test_run_once_also_runs_due_deep_audits_and_drills_and_exits_3_on_a_finding(tmp_path, fleet, mariadb_factory):
+    scratch = mariadb_factory("scratch")
+
+    def configure(deep_every: str) -> Path:
+        return daemon_config(tmp_path, {"1": fleet["1"]}, targets={"scratch": scratch},
+                             schedule={"full_every": "1h", "incremental_every": "1h"},
+                             audit={"after_backup": True, "deep_every": deep_every, "deep_sample": 100},
+                             extra='[drill]\ntarget = "scratch"\nevery = "1h"\n')
+
+    config = configure("1h")
+    first = run("backupd", "--config", str(config), "run", "--once")
+    assert first.code == 0, first.stderr
+    for outcome in ("quick audit: everything holds", "drill verified", "deep audit: everything holds"):
+        assert outcome in first.stderr, first.stderr
+    again = run("backupd", "--config", str(config), "run", "--once")
+    assert again.code == 0 and "nothing is due" in again.stderr
+    assert "starting audit" not in again.stderr, again.stderr  # the annotations say they ran
+    # a byte flipped in a stored part; the next due deep audit finds it, and cron sees exit 3
+    part = next((tmp_path / "store" / "1").glob("*/part-000001.zst"))
+    data = bytearray(part.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    part.write_bytes(bytes(data))
+    configure("1s")
+    time.sleep(1.1)
+    later = run("backupd", "--config", str(config), "run", "--once")
+    assert later.code == 3, later.stderr
+    assert "part-corrupt" in later.stderr and later.stderr.count("starting audit deep") == 1
