@@ -20,7 +20,8 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
 * ``--once``: one round of all of it, for cron, systemd timers or Kubernetes CronJobs: start
   the backups that are due (``concurrency`` at a time) with their prunes and quick audits, then
   the deep audits and drills that are due, one at a time; exit 1 if a backup or an audit run
-  failed, 3 if an audit found something or a drill did not verify, 0 otherwise.
+  failed (or a drill could not run), 3 if an audit found something or a drill found the backup
+  at fault, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -282,8 +283,11 @@ class Daemon:
                 if drill.get("verified"):
                     log.info("shard %s: drill verified (%s restored in %s)", child.shard,
                              " + ".join(drill.get("chain", [])), format_duration(float(drill.get("seconds", 0))))
-                else:
-                    self.failed_checks += 1
+                else:  # exit code 3: the backup is at fault; anything else: the drill could not run
+                    if drill.get("exit_code") == 3:
+                        self.failed_checks += 1
+                    else:
+                        self.failed_jobs += 1
                     log.error("shard %s: DRILL FAILED: %s", child.shard, drill.get("failure"))
             return
         findings = report.get("findings", [])
