@@ -29,7 +29,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Self
 
-__all__ = ["LIFELINE_ENV", "ServerProcess", "find_free_port", "group_members", "stop_all", "tail"]
+__all__ = ["LIFELINE_ENV", "PortTaken", "START_ATTEMPTS", "ServerProcess", "SingleProcessServer", "find_free_port",
+           "group_members", "stop_all", "tail"]
 
 #: Environment variable naming the lifeline's read fd inside the child.
 LIFELINE_ENV = "BACKUPD_TESTSERVER_LIFELINE_FD"
