@@ -294,21 +294,21 @@ class _ShardAudit:
     def read_parts(self, manifests: list[Manifest], sample: float) -> None:
         day = int(self.now.timestamp() // 86400)
         copies = sum(p.size for m in manifests for p in m.parts) * len(self.listings)
-        progress = Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100), estimate=sample < 100)
-        for manifest in manifests:
-            for store in self.stores:
-                listing = self.listings.get(store.name, {})
-                for part in manifest.parts:
-                    if listing.get(part.key) is None or listing[part.key].size != part.size:
-                        continue  # already a finding
-                    if not in_sample(f"{store.name}:{part.key}", sample, day):
-                        continue
-                    problem = self.read_part(store, part.key, part.sha256)
-                    progress.advance(part.size)
-                    if problem:
-                        self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
-                                  f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
-        progress.finish()
+        with Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100),
+                      estimate=sample < 100) as progress:
+            for manifest in manifests:
+                for store in self.stores:
+                    listing = self.listings.get(store.name, {})
+                    for part in manifest.parts:
+                        if listing.get(part.key) is None or listing[part.key].size != part.size:
+                            continue  # already a finding
+                        if not in_sample(f"{store.name}:{part.key}", sample, day):
+                            continue
+                        problem = self.read_part(store, part.key, part.sha256)
+                        progress.advance(part.size)
+                        if problem:
+                            self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
+                                      f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
 
     def read_part(self, store: Store, key: str, sha256: str) -> str | None:
         try:

@@ -106,6 +106,7 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
                 progress.advance(len(chunk))
                 uploader.submit_all(compressor.write(chunk))
             uploader.submit_all(compressor.finish())
+            progress.finish()  # what follows (the reference, the last uploads) reads no more source bytes
             result = stream.result()
         complete = uploader.finish()
         statuses = {s.name: StoreStatus(state="complete") for s in complete}
@@ -131,7 +132,6 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
         compressor.close()
         uploader.abort()
         raise
-    progress.finish()
     lost = [s for s in complete if s not in committed]
     if lost:
         uploader.delete_written(lost)

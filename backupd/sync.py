@@ -62,15 +62,14 @@ def _sync_one(target: Store, manifest, has_manifest: bool, fetcher: PartFetcher,
     missing = [part for part in manifest.parts if present.get(part.key) != part.size]
     if not missing and has_manifest:
         return
-    progress = Progress(f"sync: {manifest.id} -> store {target.name}", sum(p.size for p in missing))
-    for part in missing:
-        data = fetcher.fetch(part)
-        progress.advance(len(data))
-        target.put(part.key, Payload.from_bytes(data))
-        report.parts_copied += 1
-        report.bytes_copied += len(data)
-        log.info("sync: %s -> store %s", part.key, target.name)
-    progress.finish()
+    with Progress(f"sync: {manifest.id} -> store {target.name}", sum(p.size for p in missing)) as progress:
+        for part in missing:
+            data = fetcher.fetch(part)
+            progress.advance(len(data))
+            target.put(part.key, Payload.from_bytes(data))
+            report.parts_copied += 1
+            report.bytes_copied += len(data)
+            log.info("sync: %s -> store %s", part.key, target.name)
     if not has_manifest:
         key = manifest_key(manifest.shard, manifest.id)
         for source in sources:

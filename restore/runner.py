@@ -133,9 +133,9 @@ def _apply(config: Config, target: TargetConfig, target_name: str, label: str, m
             verifier.table_loaded(*markers.tables[number])
 
     applied = 0
-    progress = Progress(f"{label}: applying {manifest.kind} {manifest.id}", manifest.raw_bytes)
-    with MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
-                            work_dir=config.settings.work_dir, on_output=on_output) as applier:
+    with Progress(f"{label}: applying {manifest.kind} {manifest.id}", manifest.raw_bytes) as progress, \
+            MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
+                               work_dir=config.settings.work_dir, on_output=on_output) as applier:
         try:
             for part, data in fetcher.verified_parts():
                 try:

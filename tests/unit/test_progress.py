@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 from backupd.progress import Progress
 
@@ -24,7 +25,7 @@ class Clock:
 def test_bar_on_a_terminal_with_rate_and_eta(caplog):
     caplog.set_level(logging.INFO)
     clock, screen = Clock(), Terminal()
-    progress = Progress("shard 7: full backup", 400 * 1024**2, stream=screen, clock=clock)
+    progress = Progress("shard 7: full backup", 400 * 1024**2, stream=screen, clock=clock, heartbeat=False)
     clock.now += 1.0
     progress.advance(100 * 1024**2)
     assert "[######..................] shard 7: full backup: 100.0 MiB of 400.0 MiB (25%), " \
@@ -36,7 +37,7 @@ def test_bar_on_a_terminal_with_rate_and_eta(caplog):
 def test_log_lines_when_not_a_terminal(caplog):
     caplog.set_level(logging.INFO)
     clock = Clock()
-    progress = Progress("sync", None, stream=io.StringIO(), clock=clock, log_every=30)
+    progress = Progress("sync", None, stream=io.StringIO(), clock=clock, log_every=30, heartbeat=False)
     for _ in range(10):
         clock.now += 10
         progress.advance(1024**2)
@@ -47,12 +48,35 @@ def test_log_lines_when_not_a_terminal(caplog):
 def test_estimates_are_marked_and_quiet_shows_nothing(caplog):
     caplog.set_level(logging.INFO)
     clock = Clock()
-    progress = Progress("backup", 1000, estimate=True, stream=io.StringIO(), clock=clock)
+    progress = Progress("backup", 1000, estimate=True, stream=io.StringIO(), clock=clock, heartbeat=False)
     assert progress.line(clock.now + 1) == "backup: 0 B of ~1000 B (0%), 0 B/s"
     progress.done = 500
     assert progress.line(clock.now + 1).endswith("ETA ~1.00s")
     caplog.set_level(logging.WARNING)
-    quiet, screen = Progress("restore", 10, stream=Terminal(), clock=clock), None
+    quiet = Progress("restore", 10, stream=Terminal(), clock=clock)
     clock.now += 5
     quiet.advance(5)
-    assert not quiet._drawn
+    assert not quiet._drawn and quiet._beat is None  # no heartbeat either
+
+
+def test_a_stall_keeps_the_line_moving_and_says_so(caplog):
+    """No bytes for a while: the heartbeat still writes, and the line names the stall."""
+    caplog.set_level(logging.INFO)
+    with Progress("shard 3: full backup", 1000, stream=io.StringIO(), log_every=0.05, stall_after=0.2) as progress:
+        progress.advance(100)
+        deadline = time.monotonic() + 10  # nothing arrives; a busy machine may be slow to say so
+        while not (stalled := [r.getMessage() for r in caplog.records if "no data for" in r.getMessage()]):
+            assert time.monotonic() < deadline, "no stall line"
+            time.sleep(0.05)
+        assert stalled[-1].startswith("shard 3: full backup: 100 B of 1000 B (10%)")
+    count = len(caplog.records)
+    time.sleep(0.2)
+    assert len(caplog.records) == count  # finished: the heartbeat has stopped
+
+
+def test_no_stall_is_claimed_once_everything_arrived():
+    progress = Progress("restore", 10, stream=io.StringIO(), clock=Clock(), heartbeat=False, stall_after=1)
+    progress.advance(10)
+    assert "no data" not in progress.line(progress.started + 60)
+    progress.done = 5
+    assert progress.line(progress.started + 60).endswith("no data for 1m00s")
