@@ -88,9 +88,10 @@ class PartFetcher:
         message = f"part {part.key} of backup {self.manifest.id}: no good copy ({'; '.join(problems)})"
         raise CorruptPart(message) if corrupt else RestoreFailed(message)
 
-    def verified_parts(self) -> Iterator[tuple[PartRecord, bytes]]:
-        """Yield ``(part, bytes)`` in order, each verified, the next one fetched meanwhile."""
-        parts = self.manifest.parts
+    def verified_parts(self, parts: list[PartRecord] | None = None) -> Iterator[tuple[PartRecord, bytes]]:
+        """Yield ``(part, bytes)`` for ``parts`` (default: all of the manifest's) in order, each
+        verified, the next one fetched meanwhile."""
+        parts = self.manifest.parts if parts is None else parts
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
             pending: Future[bytes] | None = pool.submit(self.fetch, parts[0]) if parts else None
             for i, part in enumerate(parts):

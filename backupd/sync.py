@@ -63,8 +63,7 @@ def _sync_one(target: Store, manifest, has_manifest: bool, fetcher: PartFetcher,
     if not missing and has_manifest:
         return
     with Progress(f"sync: {manifest.id} -> store {target.name}", sum(p.size for p in missing)) as progress:
-        for part in missing:
-            data = fetcher.fetch(part)
+        for part, data in fetcher.verified_parts(missing):  # the next part is read while this one uploads
             progress.advance(len(data))
             target.put(part.key, Payload.from_bytes(data))
             report.parts_copied += 1
