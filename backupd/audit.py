@@ -29,6 +29,7 @@ import hashlib
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -292,29 +293,33 @@ class _ShardAudit:
                           backup=newest.id)
 
     def read_parts(self, manifests: list[Manifest], sample: float) -> None:
+        """Read the sampled copies one after another, the next one downloading while the current
+        one is hashed and decoded (two parts in memory at most)."""
         day = int(self.now.timestamp() // 86400)
         copies = sum(p.size for m in manifests for p in m.parts) * len(self.listings)
+        todo = [(manifest, store, part) for manifest in manifests for store in self.stores
+                for part in manifest.parts
+                if (info := self.listings.get(store.name, {}).get(part.key)) is not None and info.size == part.size
+                and in_sample(f"{store.name}:{part.key}", sample, day)]  # a missing or short copy is a finding already
         with Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100),
-                      estimate=sample < 100) as progress:
-            for manifest in manifests:
-                for store in self.stores:
-                    listing = self.listings.get(store.name, {})
-                    for part in manifest.parts:
-                        if listing.get(part.key) is None or listing[part.key].size != part.size:
-                            continue  # already a finding
-                        if not in_sample(f"{store.name}:{part.key}", sample, day):
-                            continue
-                        problem = self.read_part(store, part.key, part.sha256)
-                        progress.advance(part.size)
-                        if problem:
-                            self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
-                                      f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
+                      estimate=sample < 100) as progress, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read") as pool:
+            pending = pool.submit(_download, todo[0][1], todo[0][2].key) if todo else None
+            for i, (manifest, store, part) in enumerate(todo):
+                assert pending is not None
+                data = pending.result()
+                pending = pool.submit(_download, todo[i + 1][1], todo[i + 1][2].key) if i + 1 < len(todo) else None
+                problem = self.check_part(data, part.sha256)
+                del data
+                progress.advance(part.size)
+                if problem:
+                    self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
+                              f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
 
-    def read_part(self, store: Store, key: str, sha256: str) -> str | None:
-        try:
-            data = store.get(key)
-        except StoreError as exc:
-            return f"cannot be read: {exc}"
+    def check_part(self, data: bytes | StoreError, sha256: str) -> str | None:
+        """What is wrong with a downloaded copy (or why it could not be read), or None."""
+        if isinstance(data, StoreError):
+            return f"cannot be read: {data}"
         self.report.bytes_read += len(data)
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
@@ -325,3 +330,11 @@ class _ShardAudit:
         except PartDecodeError as exc:
             return f"its zstd frame does not decode: {exc}"
         return None
+
+
+def _download(store: Store, key: str) -> bytes | StoreError:
+    """The object's bytes, or the store's error (a finding, not a reason to stop the audit)."""
+    try:
+        return store.get(key)
+    except StoreError as exc:
+        return exc
