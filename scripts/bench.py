@@ -566,20 +566,30 @@ stop_command = {json.dumps(stop)}
         backupd("backup", "--shard", "logical")
         backupd("backup", "--shard", "remote")
 
-        def by_hand(target: MariaDBServer) -> Sample:
+        # what a DBA verifies by hand: CHECKSUM TABLE of every table, compared with the source's
+        tables = ", ".join(f"app.`{name}`" for (name,) in source.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'app' "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"))
+        checksums = work / "source-checksums.txt"
+        checksums.write_text("".join(f"{t}\t{c}\n" for t, c in source.query(f"CHECKSUM TABLE {tables}")))
+
+        def by_hand(target: MariaDBServer, verify: bool = False) -> Sample:
             start, stop = target.control_commands()
             scratch = work / "hand-restore"
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir()
             quoted = lambda argv: " ".join(shlex.quote(a) for a in argv)  # noqa: E731
+            check = (f" && diff -q {checksums} <(mysql --no-defaults -uroot -S {target.socket} -N -e "
+                     f"{shlex.quote(f'CHECKSUM TABLE {tables}')})") if verify else ""
             return timed(f"zstd -dc {xbstream} | mbstream -x -C {scratch} && "
                          f"mariabackup --no-defaults --prepare --target-dir={scratch} --use-memory=256M 2>/dev/null && "
                          f"{quoted(stop)} && rm -rf {target.datadir}/* && "
                          f"mariabackup --no-defaults --move-back --target-dir={scratch} --datadir={target.datadir} 2>/dev/null && "
-                         f"{quoted(start)} && rm -rf {scratch}")
+                         f"{quoted(start)} && rm -rf {scratch}{check}")
 
         restores: dict[str, list[Sample]] = {name: [] for name in (
             "by hand: zstd -dc | mbstream -x, prepare, stop, move-back, start",
+            "by hand, then CHECKSUM TABLE of every table compared with the source's",
             "restore (physical: fetch + extract + prepare + start + verify)",
             "restore (physical): the same steps as by hand, without the verification",
             "restore (logical: apply + verify)",
@@ -597,7 +607,7 @@ stop_command = {json.dumps(stop)}
                 try:
                     write(target)
                     if name.startswith("by hand"):
-                        restores[name].append(by_hand(target))
+                        restores[name].append(by_hand(target, verify="CHECKSUM" in name))
                     elif "physical" in name:
                         sample, report = restore("--shard", "physical", "--target", "local", "--force")
                         phases.append(report["phases"])
