@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backupd.sources.mysqldump import client_version, mysqldump_args  # noqa: E402
+from tests.servers.moto import MotoServer  # noqa: E402
 from tests.testbed import MariaDBServer, find_free_port, seed_bulk  # noqa: E402
 
 BENCH = REPO / ".bench"
@@ -96,6 +97,26 @@ def s3_buckets(endpoint_url: str, *names: str) -> None:
                       aws_secret_access_key="testing", region_name="us-east-1")
     for name in names:
         s3.create_bucket(Bucket=name)
+
+
+def started_moto(work: Path) -> MotoServer:
+    """moto's S3 under ``work``, started, with the bucket "backupd"; the keys the configs name
+    (BENCH_S3_KEY / BENCH_S3_SECRET) are set in the environment."""
+    moto = MotoServer(work / "moto")
+    moto.start()
+    os.environ.update({"BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing"})
+    s3_buckets(moto.endpoint_url, "backupd")
+    return moto
+
+
+def bench_shard(source: MariaDBServer, stores: list[str]) -> str:
+    """``[shards.bench]`` on ``source`` (row counts as reference), backed up to ``stores``."""
+    return f"""[shards.bench]
+socket = "{source.socket}"
+user = "root"
+reference = "counts"
+stores = {json.dumps(stores)}
+"""
 
 
 def fresh_target(n: int) -> MariaDBServer:
@@ -253,19 +274,17 @@ secret_key_env = "BENCH_S3_SECRET"
 def bench_clouds(rounds: int, gib: float) -> None:
     """Backup to local, S3 (moto), Swift (libcloud) and both clouds; the hand pipeline to S3;
     restore from each store."""
-    from tests.servers.moto import MotoServer
     from tests.servers.swift import SwiftServer
 
     work = fresh_workdir("clouds")
     aws = aws_cli()
     source = source_server(gib)
-    moto = MotoServer(work / "moto")
+    moto = started_moto(work)
     swift = SwiftServer(work / "swift")
-    moto.start()
     swift.start()
     try:
         swift.create_container("backupd")
-        s3_buckets(moto.endpoint_url, "backupd", "hand")
+        s3_buckets(moto.endpoint_url, "hand")
         env = {**os.environ, "BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing",
                "BENCH_SWIFT_KEY": swift.key, "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -469,15 +488,12 @@ def bench_incremental(rounds: int, gib: float, percent: float) -> None:
 def bench_physical(rounds: int, gib: float) -> None:
     """Physical backup next to ``mariabackup | zstd``; physical restore next to the same steps
     by hand and to a logical restore; a replica rebuilt end to end from a remote store (S3)."""
-    from tests.servers.moto import MotoServer
-
     work = fresh_workdir("physical")
     source = source_server(gib)
     source.execute("CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY 'bench-repl'")
     source.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
-    os.environ.update({"BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing", "BENCH_REPL_PW": "bench-repl"})
-    moto = MotoServer(work / "moto")
-    moto.start()
+    os.environ["BENCH_REPL_PW"] = "bench-repl"
+    moto = started_moto(work)
     config = work / "backupd.toml"
     store = work / "store"
 
@@ -532,7 +548,6 @@ stop_command = {json.dumps(stop)}
         return sample, report
 
     try:
-        s3_buckets(moto.endpoint_url, "backupd")
         write()
         option = work / "client.cnf"
         option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
@@ -642,24 +657,14 @@ def bench_audit(rounds: int, gib: float) -> None:
     """Deep audit (every part read back, sha256 checked, zstd frame decoded) next to the same
     checks by hand with the plain tools, from a local store and from S3 (moto); the quick audit
     (listings only) for scale."""
-    from tests.servers.moto import MotoServer
-
     work = fresh_workdir("audit")
     aws = aws_cli()
     source = source_server(gib)
-    moto = MotoServer(work / "moto")
-    moto.start()
-    os.environ.update({"BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing"})
+    moto = started_moto(work)
     store = work / "store"
     config = work / "backupd.toml"
-    config.write_text(local_and_s3_stores(store, moto.endpoint_url) + f"""[shards.bench]
-socket = "{source.socket}"
-user = "root"
-reference = "counts"
-stores = ["local", "s3"]
-""")
+    config.write_text(local_and_s3_stores(store, moto.endpoint_url) + bench_shard(source, ["local", "s3"]))
     try:
-        s3_buckets(moto.endpoint_url, "backupd")
         _, out = timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "bench",
                             "--json"])
         backup = json.loads(out)
@@ -704,25 +709,16 @@ def bench_sync(rounds: int, gib: float) -> None:
     """``backupd sync`` (a backup held by the local store only, copied to S3 with every part's
     sha256 verified on the way, manifest last) next to ``aws s3 cp --recursive`` of the same
     files (no verification) and ``aws s3 sync``; S3 is emptied before every job."""
-    from tests.servers.moto import MotoServer
-
     work = fresh_workdir("sync")
     aws = aws_cli()
     source = source_server(gib)
-    moto = MotoServer(work / "moto")
-    moto.start()
-    os.environ.update({"BENCH_S3_KEY": "testing", "BENCH_S3_SECRET": "testing"})
+    moto = started_moto(work)
     store = work / "store"
     local_only, both = work / "local-only.toml", work / "both.toml"
-    for config, stores in ((local_only, '["local"]'), (both, '["local", "s3"]')):
-        config.write_text(local_and_s3_stores(store, moto.endpoint_url) + f"""[shards.bench]
-socket = "{source.socket}"
-user = "root"
-reference = "counts"
-stores = {stores}
-""")
+    for config, stores in ((local_only, ["local"]), (both, ["local", "s3"])):
+        config.write_text(local_and_s3_stores(store, moto.endpoint_url) + bench_shard(source, stores))
     try:
-        s3_buckets(moto.endpoint_url, "backupd", "hand")
+        s3_buckets(moto.endpoint_url, "hand")
         import boto3
         s3 = boto3.client("s3", endpoint_url=moto.endpoint_url, aws_access_key_id="testing",
                           aws_secret_access_key="testing", region_name="us-east-1")
