@@ -29,7 +29,6 @@ import hashlib
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -38,6 +37,7 @@ from backupd.catalog import Catalog
 from backupd.codec import PartDecodeError, decode_part
 from backupd.config import Config
 from backupd.errors import CatalogError, NoBackupFound, StoreError, UsageError
+from backupd.fetch import prefetched
 from backupd.layout import parse_key, shard_prefix
 from backupd.model import Manifest, utc_now
 from backupd.progress import Progress
@@ -302,13 +302,8 @@ class _ShardAudit:
                 if (info := self.listings.get(store.name, {}).get(part.key)) is not None and info.size == part.size
                 and in_sample(f"{store.name}:{part.key}", sample, day)]  # a missing or short copy is a finding already
         with Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100),
-                      estimate=sample < 100) as progress, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-read") as pool:
-            pending = pool.submit(_download, todo[0][1], todo[0][2].key) if todo else None
-            for i, (manifest, store, part) in enumerate(todo):
-                assert pending is not None
-                data = pending.result()
-                pending = pool.submit(_download, todo[i + 1][1], todo[i + 1][2].key) if i + 1 < len(todo) else None
+                      estimate=sample < 100) as progress:
+            for (manifest, store, part), data in prefetched(todo, lambda job: _download(job[1], job[2].key)):
                 problem = self.check_part(data, part.sha256)
                 del data
                 progress.advance(part.size)

@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from backupd.errors import CorruptPart, ObjectNotFound, RestoreFailed, StoreError
 from backupd.model import Manifest, PartRecord
 from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class PartFetcher:
@@ -91,15 +94,20 @@ class PartFetcher:
     def verified_parts(self, parts: list[PartRecord] | None = None) -> Iterator[tuple[PartRecord, bytes]]:
         """Yield ``(part, bytes)`` for ``parts`` (default: all of the manifest's) in order, each
         verified, the next one fetched meanwhile."""
-        parts = self.manifest.parts if parts is None else parts
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
-            pending: Future[bytes] | None = pool.submit(self.fetch, parts[0]) if parts else None
-            for i, part in enumerate(parts):
-                assert pending is not None
-                data = pending.result()
-                pending = pool.submit(self.fetch, parts[i + 1]) if i + 1 < len(parts) else None
-                yield part, data
-                del data
+        yield from prefetched(self.manifest.parts if parts is None else parts, self.fetch)
+
+
+def prefetched(items: Sequence[T], fetch: Callable[[T], R]) -> Iterator[tuple[T, R]]:
+    """Yield ``(item, fetch(item))`` in order, fetching the next item in a thread while the
+    caller works on the current one: at most two results are held at a time."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as pool:
+        pending: Future[R] | None = pool.submit(fetch, items[0]) if items else None
+        for i, item in enumerate(items):
+            assert pending is not None
+            result = pending.result()
+            pending = pool.submit(fetch, items[i + 1]) if i + 1 < len(items) else None
+            yield item, result
+            del result
 
 
 def _check(data: bytes, part: PartRecord) -> str | None:
