@@ -1,6 +1,8 @@
 """``backupd``: take backups and look at the catalog.
 
-Only this module (with ``backupd.cli_support``) turns errors into messages and exit codes.
+Only this module (with ``backupd.cli_support``) turns errors into messages and exit codes. Each
+command resolves its shard once and opens each store once (``Repository``); results reach the
+metrics through ``backupd.protocol.samples``, as they do in the daemon.
 """
 
 from __future__ import annotations
@@ -8,22 +10,38 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
-from backupd.catalog import Catalog
-from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_logging
+from backupd.cli_support import EXIT_CODES_HELP, LazyConfig, run_cli, setup_logging
 from backupd.config import Config
-from backupd.daemon import UNDER_DAEMON_ENV
 from backupd.errors import BackupdError, UsageError
-from backupd.metrics import Metrics, audit_samples, backup_samples, failure_samples, store_samples
-from backupd.stores import open_stores
+from backupd.metrics import Metrics
+from backupd.policy.chain import base_for
+from backupd.protocol import UNDER_DAEMON_ENV, BackupOutcome, DrillOutcome, Outcome, encode, samples
+from backupd.repo.catalog import CatalogEntry
+from backupd.repo.model import BackupKind, Manifest
+from backupd.repo.repository import Repository
 from backupd.units import format_duration, format_size
 
 
 def _config(ctx: click.Context) -> Config:
-    return ctx.obj()  # type: ignore[no-any-return]
+    lazy: LazyConfig = ctx.obj
+    return lazy()
+
+
+def _publish(config: Config, outcomes: list[Outcome]) -> None:
+    """Send the results' metrics, unless the daemon runs this command (it sends them itself)."""
+    if os.environ.get(UNDER_DAEMON_ENV):
+        return
+    metrics = Metrics.from_config(config.metrics)
+    try:
+        for outcome in outcomes:
+            metrics.emit(samples(outcome))
+    finally:
+        metrics.close()
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,7 +54,7 @@ def _config(ctx: click.Context) -> Config:
 def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool) -> None:
     """Backups of sharded MySQL/MariaDB fleets: streamed, compressed, stored, verified."""
     setup_logging("backupd", verbose, quiet)
-    ctx.obj = lazy_config(config_path)
+    ctx.obj = LazyConfig(config_path)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -47,37 +65,22 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool, quiet: bool)
                    "nothing; a backup of the shard already running elsewhere also means nothing to do.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 @click.pass_context
-def backup(ctx: click.Context, shard_id: str, kind: str, if_due: bool, as_json: bool) -> int:
+def backup(ctx: click.Context, shard_id: str, kind: BackupKind, if_due: bool, as_json: bool) -> int:
     """Take one backup of a shard (under the shard's lock) and print its id."""
-    from backupd.jobs import run_backup_job
+    from backupd.backup.job import run_backup_job
 
     config = _config(ctx)
-    config.shard(shard_id)
-    metrics = None if os.environ.get(UNDER_DAEMON_ENV) else Metrics.from_config(config.metrics)
+    repo = Repository(config)
+    shard = repo.shard(shard_id)
     try:
-        result = run_backup_job(config, shard_id, kind, if_due=if_due)
+        result = run_backup_job(repo, shard, kind, if_due=if_due)
     except BackupdError:
-        if metrics is not None:
-            metrics.emit(failure_samples(shard_id, kind))
-            metrics.close()
+        _publish(config, [BackupOutcome.failed(shard_id, kind)])
         raise
-    if metrics is not None:
-        if result.report is not None:
-            m = result.report.manifest
-            metrics.emit(backup_samples(shard_id, m.kind, seconds=result.report.seconds,
-                                        raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes)
-                         + store_samples(result.report.store_stats))
-        metrics.close()
+    outcome = BackupOutcome.of(result)
+    _publish(config, [outcome])
     if as_json:
-        document: dict[str, object] = {"result": result.status, "shard": shard_id, "kind": result.kind}
-        if result.report is not None:
-            m = result.report.manifest
-            document.update(id=m.id, parent_id=m.parent_id, seconds=round(result.report.seconds, 3),
-                            raw_bytes=m.raw_bytes, stored_bytes=m.stored_bytes,
-                            degraded=result.report.degraded, store_stats=result.report.store_stats)
-        else:
-            document["reason"] = result.reason
-        click.echo(json.dumps(document))
+        click.echo(encode(outcome))
     elif result.report is not None:
         click.echo(result.report.manifest.id)
     else:
@@ -107,12 +110,12 @@ def run(ctx: click.Context, once: bool) -> int:
 @click.pass_context
 def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool) -> int:
     """Delete backups the [retention] policy no longer keeps (manifest first, then parts)."""
-    from backupd.prune import prune as run_prune
+    from backupd.ops.prune import prune as run_prune
 
     config = _config(ctx)
     if shard_id is not None:
         config.shard(shard_id)
-    report = run_prune(config, shard_id, dry_run=dry_run)
+    report = run_prune(Repository(config), shard_id, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted,
                                "objects_deleted": report.objects_deleted,
@@ -141,9 +144,9 @@ def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool
 def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
     """List committed backups (oldest first)."""
     config = _config(ctx)
-    if shard_id is not None and shard_id not in config.shards:
+    if shard_id is not None:
         config.shard(shard_id)  # raises UsageError naming the shard
-    catalog = Catalog(open_stores(config, list(config.stores)))
+    catalog = Repository(config).catalog()
     entries = catalog.entries(shard_id)
     for bad in catalog.unreadable:
         click.echo(f"backupd: warning: unreadable manifest {bad.store}:{bad.key}: {bad.error}", err=True)
@@ -172,10 +175,8 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
     return 0
 
 
-def _chains(manifests: list) -> dict[str, str]:
-    """For each incremental, the full a restore would apply it to (``backupd.chain``)."""
-    from backupd.chain import base_for
-
+def _chains(manifests: list[Manifest]) -> dict[str, str]:
+    """For each incremental, the full a restore would apply it to (``backupd.policy.chain``)."""
     chains = {}
     for m in manifests:
         if m.kind == "incremental":
@@ -185,7 +186,7 @@ def _chains(manifests: list) -> dict[str, str]:
     return chains
 
 
-def _chain_order(entries: list, chains: dict[str, str]) -> list:
+def _chain_order(entries: list[CatalogEntry], chains: dict[str, str]) -> list[CatalogEntry]:
     """Fulls oldest first, each followed by the incrementals that restore on it."""
     ordered = []
     for entry in entries:
@@ -200,12 +201,12 @@ def _chain_order(entries: list, chains: dict[str, str]) -> list:
 @click.pass_context
 def sync(ctx: click.Context, shard_id: str | None) -> int:
     """Copy every part and manifest a store lacks from a store that has it (sha256 verified)."""
-    from backupd.sync import sync_stores
+    from backupd.ops.sync import sync_stores
 
     config = _config(ctx)
-    if shard_id is not None and shard_id not in config.shards:
+    if shard_id is not None:
         config.shard(shard_id)
-    report = sync_stores(config, shard_id)
+    report = sync_stores(Repository(config), shard_id)
     click.echo(f"sync: {report.backups} backups checked, {report.parts_copied} parts "
                f"({format_size(report.bytes_copied)}) and {report.manifests_copied} manifests copied")
     for problem in report.problems:
@@ -229,20 +230,18 @@ def sync(ctx: click.Context, shard_id: str | None) -> int:
 def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, level: str, sample: float,
           as_json: bool) -> int:
     """Check that every committed backup is whole, restorable and fresh (exit 3 on any finding)."""
-    from backupd.audit import record_audit, run_audit
+    from backupd.ops.audit import record_audit, run_audit
 
     config = _config(ctx)
+    repo = Repository(config)
     if level == "drill":
-        return _drill(config, shard_id, as_json)
-    report = run_audit(config, shard=shard_id, store=store_name, level=level, sample=sample)
+        return _drill(repo, shard_id, as_json)
+    report = run_audit(repo, shard=shard_id, store=store_name, level=level, sample=sample)
     if level == "deep":
-        record_audit(config, report)
-    if not os.environ.get(UNDER_DAEMON_ENV):  # the daemon sends its children's metrics itself
-        metrics = Metrics.from_config(config.metrics)
-        metrics.emit(audit_samples(level, report.findings_by_shard(), report.seconds, report.bytes_read))
-        metrics.close()
+        record_audit(repo, report)
+    _publish(config, [report])
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(encode(report))
     else:
         read = (f", {format_size(report.bytes_read)} read and checked at "
                 f"{format_size(report.throughput)}/s" if level == "deep" else "")
@@ -261,42 +260,33 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     return 0 if report.ok else 3
 
 
-def _audit_cell(audit: dict | None) -> str:
+def _audit_cell(audit: dict[str, Any] | None) -> str:
     if not audit:
         return "never"
     verdict = "ok" if audit.get("ok") else f"{audit.get('findings')} finding(s)"
     return f"{verdict} {audit.get('at', '?')} ({audit.get('sample_percent', 100):g}%)"
 
 
-def _drill_cell(drill: dict | None) -> str:
+def _drill_cell(drill: dict[str, Any] | None) -> str:
     if not drill:
         return "never"
     verdict = "verified" if drill.get("verified") else "FAILED"
     return f"{verdict} {drill.get('at', '?')} ({format_duration(float(drill.get('seconds', 0)))})"
 
 
-def _drill(config: Config, shard_id: str | None, as_json: bool) -> int:
-    from dataclasses import asdict
+def _drill(repo: Repository, shard_id: str | None, as_json: bool) -> int:
+    from restore.drill import drill_target, run_drill
 
-    from backupd.drill import drill_target, run_drill
-    from backupd.metrics import drill_samples
-
-    drill_target(config)
+    config = repo.config
+    drill_target(repo)
     if shard_id:
         config.shard(shard_id)
     shards = [shard_id] if shard_id else sorted(config.shards)
-    metrics = None if os.environ.get(UNDER_DAEMON_ENV) else Metrics.from_config(config.metrics)
-    results = []
-    for shard in shards:
-        result = run_drill(config, shard)
-        if metrics is not None:
-            metrics.emit(drill_samples(shard, seconds=result.seconds, verified=result.verified))
-        results.append(result)
-    if metrics is not None:
-        metrics.close()
+    results = [run_drill(repo, shard) for shard in shards]
+    outcome = DrillOutcome(results)
+    _publish(config, [outcome])
     if as_json:
-        click.echo(json.dumps({"level": "drill", "ok": all(r.verified for r in results),
-                               "drills": [asdict(r) for r in results]}, indent=2))
+        click.echo(encode(outcome))
     else:
         for r in results:
             verdict = "VERIFIED" if r.verified else f"FAILED: {r.failure}"
@@ -312,13 +302,13 @@ def _drill(config: Config, shard_id: str | None, as_json: bool) -> int:
 @click.pass_context
 def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
     """Per shard: newest full and incremental (age, size, ratio), where they are, what is due next."""
-    from backupd.status import shard_status
+    from backupd.ops.status import shard_status
 
     config = _config(ctx)
     shards = [shard_id] if shard_id else sorted(config.shards)
     if shard_id:
         config.shard(shard_id)
-    catalog = Catalog(open_stores(config, list(config.stores)))
+    catalog = Repository(config).catalog()
     rows = [shard_status(config, catalog, s) for s in shards]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -344,7 +334,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
 def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from typing import Callable, Sequence
+from collections.abc import Sequence
 
 import click
 
+from backupd.config import Config, load_config, resolve_config_path
 from backupd.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, BackupdError, exit_code_for
 
 EXIT_CODES_HELP = ("Exit codes: 0 ok; 1 operation failed; 2 usage or configuration error; "
@@ -70,15 +71,20 @@ def run_cli(prog: str, command: click.Command, argv: Sequence[str] | None) -> in
     return result if isinstance(result, int) else EXIT_OK
 
 
-def lazy_config(path: str | None) -> Callable[[], "object"]:
-    """A loader that reads and validates the config the first time a command needs it."""
-    from backupd.config import load_config, resolve_config_path
+def load_config_at(path: str | None) -> Config:
+    """The configuration at ``--config`` (else ``$BACKUPD_CONFIG``, else the default), validated."""
+    return load_config(resolve_config_path(path))
 
-    cache: list[object] = []
 
-    def get() -> object:
-        if not cache:
-            cache.append(load_config(resolve_config_path(path)))
-        return cache[0]
+class LazyConfig:
+    """Reads and validates the configuration the first time a command needs it (``--help``
+    and usage errors never read it)."""
 
-    return get
+    def __init__(self, path: str | None):
+        self.path = path
+        self._config: Config | None = None
+
+    def __call__(self) -> Config:
+        if self._config is None:
+            self._config = load_config_at(self.path)
+        return self._config

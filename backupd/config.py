@@ -12,9 +12,10 @@ import configparser
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -42,6 +43,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+SectionT = TypeVar("SectionT", bound=_Section)
 
 
 class EndpointConfig(_Section):
@@ -191,7 +195,8 @@ class SwiftStoreConfig(_StoreSection):
 
 
 StoreConfig = LocalStoreConfig | S3StoreConfig | CloudFilesStoreConfig | SwiftStoreConfig
-STORE_TYPES: dict[str, type[_Section]] = {
+STORE_TYPES: dict[str, type[LocalStoreConfig] | type[S3StoreConfig] | type[CloudFilesStoreConfig]
+                  | type[SwiftStoreConfig]] = {
     "local": LocalStoreConfig, "s3": S3StoreConfig, "cloudfiles": CloudFilesStoreConfig,
     "swift": SwiftStoreConfig,
 }
@@ -243,7 +248,7 @@ class ScheduleConfig(_Section):
     retry_after: Duration = Field(default=300.0, gt=0)  # longest wait before retrying a failed backup
     shards: dict[str, ShardSchedule] = Field(default_factory=dict)
 
-    def for_shard(self, shard_id: str) -> "EffectiveSchedule":
+    def for_shard(self, shard_id: str) -> EffectiveSchedule:
         """This shard's schedule, its overrides applied."""
         override = self.shards.get(shard_id, ShardSchedule())
         return EffectiveSchedule(
@@ -263,7 +268,7 @@ class EffectiveSchedule:
 
 
 class RetentionConfig(_Section):
-    """The ``[retention]`` section (see ``backupd.retention``)."""
+    """The ``[retention]`` section (see ``backupd.policy.retention``)."""
 
     full_days: float = Field(default=7, ge=0)
     keep_daily: int = Field(default=0, ge=0)
@@ -271,7 +276,7 @@ class RetentionConfig(_Section):
 
 
 class AuditConfig(_Section):
-    """The ``[audit]`` section (see ``backupd.audit``)."""
+    """The ``[audit]`` section (see ``backupd.ops.audit``)."""
 
     grace: Duration = Field(default=3600.0, ge=0)  # RPO slack on top of full_every / incremental_every
     orphan_age: Duration = Field(default=86400.0, ge=0)  # uncommitted parts older than this are reported
@@ -283,7 +288,7 @@ class AuditConfig(_Section):
 
 
 class DrillConfig(_Section):
-    """The ``[drill]`` section (see ``backupd.drill``)."""
+    """The ``[drill]`` section (see ``restore.drill``)."""
 
     target: str | None = None  # a scratch [targets.NAME]: replaced at every drill
     every: Duration = Field(default=7 * 86400.0, ge=0)  # how often the daemon drills each shard (0: never)
@@ -337,7 +342,7 @@ class Config:
         return list(self.shard(shard_id).stores or self.stores)
 
     def lock_stores(self, shard_id: str) -> list[str]:
-        """Where the shard's backup lock may live, in order (``backupd.lease.ShardLock``):
+        """Where the shard's backup lock may live, in order (``backupd.backup.lease.ShardLock``):
         ``[schedule] lock_store`` if set, then the shard's stores."""
         preferred = [self.schedule.lock_store] if self.schedule.lock_store else []
         return list(dict.fromkeys(preferred + self.shard_stores(shard_id)))
@@ -432,7 +437,7 @@ class _Loader:
                 raise self.fail(f"{section}.{name}", "expected a table")
         return body
 
-    def model(self, cls: type[_Section], body: Any, key: str) -> Any:
+    def model(self, cls: type[SectionT], body: Any, key: str) -> SectionT:
         if not isinstance(body, dict):
             raise self.fail(key, "expected a table")
         try:
@@ -489,14 +494,15 @@ class _Loader:
         if store.credentials_file:
             if store.api_key_env:
                 raise self.fail(f"{key}.api_key_env", "give api_key_env or credentials_file, not both")
-            store = store.model_copy(update={"credentials_file": self.absolute(store.credentials_file)})
+            path = self.absolute(store.credentials_file)
+            store = store.model_copy(update={"credentials_file": path})
             parser = configparser.ConfigParser()
             try:
-                with open(store.credentials_file, encoding="utf-8") as handle:
+                with open(path, encoding="utf-8") as handle:
                     parser.read_file(handle)
             except (OSError, configparser.Error) as exc:
-                raise self.fail(f"{key}.credentials_file",
-                                f"cannot read {store.credentials_file}: {getattr(exc, 'strerror', None) or exc}") from None
+                why = getattr(exc, "strerror", None) or exc
+                raise self.fail(f"{key}.credentials_file", f"cannot read {path}: {why}") from None
             section = parser["rackspace_cloud"] if parser.has_section("rackspace_cloud") else None
             if section is None or not section.get("api_key") or not (section.get("username") or store.username):
                 raise self.fail(f"{key}.credentials_file",
@@ -533,7 +539,8 @@ class _Loader:
             raise self.fail(f"{key}.{missing}", "give start_command and stop_command together")
         for name in ("start_command", "stop_command"):
             if getattr(target, name) == []:
-                raise self.fail(f"{key}.{name}", "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
+                raise self.fail(f"{key}.{name}",
+                                "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
         update: dict[str, Any] = {name: self.absolute(getattr(target, name))
                                   for name in ("datadir", "restore_dir") if getattr(target, name)}
         for name in ("start_command", "stop_command"):

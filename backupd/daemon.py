@@ -1,7 +1,7 @@
 """``backupd run``: the long-running scheduler (foreground, logs to stderr, systemd-friendly).
 
 Every ``tick`` (the ``schedule`` library drives it) the daemon asks the planner
-(``backupd.scheduler``) what is due, from the catalog, and starts up to ``concurrency`` backups,
+(``backupd.policy.scheduler``) what is due, from the catalog, and starts up to ``concurrency`` backups,
 each as a child process ``backupd backup --shard ID --if-due --json``. Running each backup in
 its own process keeps them isolated (a crash or a leak ends with its job), lets two backups use
 two cores, and reuses exactly the path a one-shot backup takes: the child takes the shard's
@@ -26,7 +26,6 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -34,30 +33,37 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 import schedule
 
-from backupd.catalog import Catalog
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
-from backupd.jobs import cadence_of
-from backupd.annotations import last_annotations
-from backupd.audit import DEEP_AUDIT_ANNOTATION
-from backupd.drill import ANNOTATION_PREFIX as DRILL_ANNOTATION
-from backupd.metrics import (Metrics, age_samples, audit_samples, backup_samples, drill_samples,
-                             failure_samples, store_samples)
-from backupd.model import Manifest, utc_now
-from backupd.scheduler import Cadence, History, Job, due_jobs, next_job
-from backupd.stores import open_stores
+from backupd.metrics import Metrics, age_samples
+from backupd.ops.audit import AuditReport
+from backupd.policy.scheduler import Cadence, History, Job, cadence_of, due_jobs, next_job
+from backupd.protocol import (
+    MAINTENANCE,
+    UNDER_DAEMON_ENV,
+    BackupOutcome,
+    ChildOutputError,
+    DrillOutcome,
+    JobKind,
+    decode,
+    samples,
+)
+from backupd.repo.annotations import last_annotations
+from backupd.repo.layout import parse_id_time
+from backupd.repo.model import Manifest, utc_now
+from backupd.repo.repository import Repository
 from backupd.units import format_duration
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "BACKUPD_PARENT_PID"
-UNDER_DAEMON_ENV = "BACKUPD_UNDER_DAEMON"  # its children leave metrics to the daemon
 FIRST_RETRY = 30.0
 ABORT_WAIT = 120.0
 POLL = 0.2
@@ -65,10 +71,10 @@ POLL = 0.2
 
 @dataclass
 class Child:
-    """A running child process (a backup or a prune) and where its stdout goes."""
+    """A running child job and where its stdout (its result) goes."""
 
     shard: str
-    what: str
+    kind: JobKind
     process: subprocess.Popen[bytes]
     stdout: IO[bytes]
     started: float = field(default_factory=time.monotonic)
@@ -95,19 +101,17 @@ class Daemon:
         self.queue: list[Job] | None = None  # --once: the jobs still to start
         self.failed_jobs = 0
         self.failed_checks = 0  # audits with findings, drills that did not verify
-        self.audits_started: set[tuple[str, str]] = set()  # --once: each due audit runs once
+        self.audits_started: set[tuple[str, JobKind]] = set()  # --once: each due audit runs once
         self.signals = 0
         self.reload_requested = False
-        self._catalog = self._new_catalog()
+        self.repo = Repository(config)
+        self._catalog = self.repo.catalog()
         self._last_refresh = 0.0
         self._reported: set[tuple[str, str]] = set()
         self.ticker = schedule.Scheduler()
         self.metrics = Metrics.from_config(config.metrics, owner=True)
 
     # ------------------------------------------------------------------ configuration
-    def _new_catalog(self) -> Catalog:
-        return Catalog(open_stores(self.config, list(self.config.stores)))
-
     def enabled_shards(self) -> list[str]:
         return [s for s in self.config.shards if self.config.schedule.for_shard(s).enabled]
 
@@ -119,7 +123,8 @@ class Daemon:
             log.error("reload: %s; keeping the running configuration", exc.message)
             return
         self.config = config
-        self._catalog = self._new_catalog()
+        self.repo = Repository(config)
+        self._catalog = self.repo.catalog()
         self.histories.clear()
         self.metrics.close()
         self.metrics = Metrics.from_config(config.metrics, owner=True)
@@ -158,14 +163,9 @@ class Daemon:
         they leave next to the backups, so restarts neither skip nor repeat them. With
         ``--once`` it runs only in the closing round (after the backups), and starts each
         (shard, kind) at most once. Returns whether it started one."""
-        if self.signals or (self.once and not closing_round) or any(
-                c.what.startswith("audit-") and c.what != "audit-quick" for c in self.chores):
+        if self.signals or (self.once and not closing_round) or any(c.kind.is_maintenance for c in self.chores):
             return False
-        kinds = [(what, every, prefix, args) for what, every, prefix, args in (
-            ("audit-drill", self.config.drill.every if self.config.drill.target else 0, DRILL_ANNOTATION,
-             ["--level", "drill"]),
-            ("audit-deep", self.config.audit.deep_every, DEEP_AUDIT_ANNOTATION,
-             ["--level", "deep", "--sample", f"{self.config.audit.deep_sample:g}"])) if every > 0]
+        kinds = [kind for kind in MAINTENANCE if kind.every(self.config) > 0]
         if not kinds:
             return False
         self.refresh()  # a shard's first backup may have just been committed
@@ -173,20 +173,21 @@ class Daemon:
         for shard in self.enabled_shards():
             if shard in self.backups or not self.histories.get(shard, History()).newest_any:
                 continue
-            stores = [s for s in self._catalog.stores if s.name in self.config.shard_stores(shard)]
+            stores = self.repo.stores(self.config.shard_stores(shard))
             try:
-                last = last_annotations(stores, shard, [prefix for _, _, prefix, _ in kinds])
+                last = last_annotations(stores, shard, [kind.annotation for kind in kinds])
             except Exception as exc:  # a store down: try at the next round
                 log.warning("shard %s: cannot tell when its last audits ran: %s", shard, exc)
                 continue
-            for what, every, prefix, args in kinds:
-                ran = _annotation_time(last[prefix])
-                if (shard, what) not in self.audits_started and (ran is None or (now - ran).total_seconds() >= every):
-                    log.info("shard %s: starting %s (last: %s)", shard, what.replace("-", " "),
+            for kind in kinds:
+                ran = parse_id_time(str((last[kind.annotation] or {}).get("at", "")))
+                if (shard, kind) not in self.audits_started and \
+                        (ran is None or (now - ran).total_seconds() >= kind.every(self.config)):
+                    log.info("shard %s: starting audit %s (last: %s)", shard, kind.level,
                              ran.isoformat() if ran else "never")
                     if self.once:
-                        self.audits_started.add((shard, what))
-                    self.chores.append(self._spawn(shard, what, ["audit", "--shard", shard, "--json", *args]))
+                        self.audits_started.add((shard, kind))
+                    self.chores.append(self._spawn(shard, kind))
                     return True
         return False
 
@@ -234,23 +235,22 @@ class Daemon:
             if shard in self.backups:
                 continue
             job = next_job(shard, cadence, self.histories.get(shard, History()), now)
-            when = "now" if job.is_due(now) else \
-                f"at {job.due_at.strftime('%Y-%m-%d %H:%M:%S')}Z (in {format_duration((job.due_at - now).total_seconds())})"
+            wait = format_duration((job.due_at - now).total_seconds())
+            when = "now" if job.is_due(now) else f"at {job.due_at.strftime('%Y-%m-%d %H:%M:%S')}Z (in {wait})"
             log.info("shard %s: next %s %s", shard, job.kind, when)
 
     # ------------------------------------------------------------------ children
-    def _spawn(self, shard: str, what: str, args: list[str]) -> Child:
+    def _spawn(self, shard: str, kind: JobKind) -> Child:
         stdout = tempfile.TemporaryFile()
         process = subprocess.Popen(
-            [*self.command, "--config", str(self.config_path), *args], stdin=subprocess.DEVNULL,
-            stdout=stdout, env={**os.environ, PARENT_ENV: str(os.getpid()), UNDER_DAEMON_ENV: "1"},
-            start_new_session=True)
-        return Child(shard, what, process, stdout)
+            [*self.command, "--config", str(self.config_path), *kind.command(shard, self.config)],
+            stdin=subprocess.DEVNULL, stdout=stdout,
+            env={**os.environ, PARENT_ENV: str(os.getpid()), UNDER_DAEMON_ENV: "1"}, start_new_session=True)
+        return Child(shard, kind, process, stdout)
 
     def start_backup(self, job: Job) -> None:
         log.info("shard %s: starting %s backup (%s)", job.shard, job.kind, job.reason)
-        self.backups[job.shard] = self._spawn(job.shard, job.kind, [
-            "backup", "--shard", job.shard, "--kind", job.kind, "--if-due", "--json"])
+        self.backups[job.shard] = self._spawn(job.shard, JobKind.backup(job.kind))
         if self.queue is not None:
             self.queue = [j for j in self.queue if j.shard != job.shard]
 
@@ -262,80 +262,81 @@ class Daemon:
         for child in list(self.chores):
             if child.process.poll() is not None:
                 self.chores.remove(child)
-                if child.what.startswith("audit-"):
+                if child.kind is JobKind.PRUNE:
+                    if child.process.returncode != 0:
+                        log.error("shard %s: prune failed with exit status %d", child.shard, child.process.returncode)
+                else:
                     self._finished_audit(child)
-                elif child.process.returncode != 0:
-                    log.error("shard %s: prune failed with exit status %d", child.shard, child.process.returncode)
                 child.stdout.close()
 
+    def _result(self, child: Child) -> AuditReport | BackupOutcome | DrillOutcome | None:
+        """The child's decoded result, or None (logged, naming the job) if it printed none."""
+        try:
+            return decode(child.kind, child.shard, child.output())
+        except ChildOutputError as exc:
+            if child.process.returncode == 0:  # a failed child prints its error on stderr instead
+                log.error("%s", exc.message)
+            return None
+
     def _finished_audit(self, child: Child) -> None:
-        """Log an audit child's outcome and send its metrics."""
-        level = child.what.removeprefix("audit-")
-        report = _parse_result(child.output())
-        if report is None:
+        """Log an audit or drill child's outcome and send its metrics."""
+        outcome = self._result(child)
+        if outcome is None:
             self.failed_jobs += 1
-            log.error("shard %s: %s audit failed with exit status %s", child.shard, level, child.process.returncode)
+            log.error("shard %s: %s failed with exit status %s", child.shard, child.kind.description,
+                      child.process.returncode)
             return
-        if level == "drill":
-            for drill in report.get("drills", []):
-                self.metrics.emit(drill_samples(child.shard, seconds=float(drill.get("seconds", 0)),
-                                                verified=bool(drill.get("verified"))))
-                if drill.get("verified"):
+        self.metrics.emit(samples(outcome))
+        if isinstance(outcome, DrillOutcome):
+            for drill in outcome.drills:
+                if drill.verified:
                     log.info("shard %s: drill verified (%s restored in %s)", child.shard,
-                             " + ".join(drill.get("chain", [])), format_duration(float(drill.get("seconds", 0))))
+                             " + ".join(drill.chain), format_duration(drill.seconds))
                 else:  # exit code 3: the backup is at fault; anything else: the drill could not run
-                    if drill.get("exit_code") == 3:
+                    if drill.exit_code == 3:
                         self.failed_checks += 1
                     else:
                         self.failed_jobs += 1
-                    log.error("shard %s: DRILL FAILED: %s", child.shard, drill.get("failure"))
+                    log.error("shard %s: DRILL FAILED: %s", child.shard, drill.failure)
             return
-        findings = report.get("findings", [])
-        self.metrics.emit(audit_samples(level, {child.shard: len(findings)}, float(report.get("seconds", 0)),
-                                        int(report.get("bytes_read", 0))))
-        self.failed_checks += bool(findings)
-        for finding in findings:
-            log.error("shard %s: audit (%s): %s: %s", child.shard, level, finding.get("check"), finding.get("message"))
-        if not findings:
-            log.info("shard %s: %s audit: everything holds", child.shard, level)
+        assert isinstance(outcome, AuditReport)
+        self.failed_checks += bool(outcome.findings)
+        for finding in outcome.findings:
+            log.error("shard %s: audit (%s): %s: %s", child.shard, outcome.level, finding.check, finding.message)
+        if not outcome.findings:
+            log.info("shard %s: %s audit: everything holds", child.shard, outcome.level)
 
     def _finished_backup(self, child: Child) -> None:
         code = child.process.returncode
         seconds = time.monotonic() - child.started
-        output = child.output()
-        child.stdout.close()
         self.stale.add(child.shard)
-        result = _parse_result(output)
-        if code == 0 and result is not None:
+        outcome = self._result(child)
+        child.stdout.close()
+        if code == 0 and isinstance(outcome, BackupOutcome):
             self.failures.pop(child.shard, None)
             self.not_before.pop(child.shard, None)
-            if result.get("result") == "skipped":
-                log.info("shard %s: skipped: %s", child.shard, result.get("reason"))
+            if outcome.result == "skipped":
+                log.info("shard %s: skipped: %s", child.shard, outcome.reason)
                 return
-            log.info("shard %s: %s %s committed in %s", child.shard, result.get("kind"), result.get("id"),
-                     format_duration(seconds))
-            self.metrics.emit(backup_samples(child.shard, str(result.get("kind")),
-                                             seconds=float(result.get("seconds") or seconds),
-                                             raw_bytes=int(result.get("raw_bytes") or 0),
-                                             stored_bytes=int(result.get("stored_bytes") or 0))
-                              + store_samples(result.get("store_stats") or {}))
-            if result.get("kind") == "full" and not self.signals:
-                self.chores.append(self._spawn(child.shard, "prune", ["prune", "--shard", child.shard]))
+            log.info("shard %s: %s %s committed in %s", child.shard, outcome.kind, outcome.id, format_duration(seconds))
+            self.metrics.emit(samples(outcome))
+            if outcome.kind == "full" and not self.signals:
+                self.chores.append(self._spawn(child.shard, JobKind.PRUNE))
             if self.config.audit.after_backup and not self.signals:
-                self.chores.append(self._spawn(child.shard, "audit-quick",
-                                               ["audit", "--shard", child.shard, "--json"]))
+                self.chores.append(self._spawn(child.shard, JobKind.AUDIT_QUICK))
             return
         self.failed_jobs += 1
         if self.signals and code in (143, -signal.SIGTERM, -signal.SIGKILL):
-            log.warning("shard %s: %s backup aborted by shutdown (no manifest, parts deleted)",
-                        child.shard, child.what)
+            log.warning("shard %s: %s aborted by shutdown (no manifest, parts deleted)",
+                        child.shard, child.kind.description)
             return
-        self.metrics.emit(failure_samples(child.shard, child.what))
+        self.metrics.emit(samples(BackupOutcome.failed(child.shard, "full" if child.kind is JobKind.FULL
+                                                       else "incremental")))
         count = self.failures[child.shard] = self.failures.get(child.shard, 0) + 1
         wait = min(self.config.schedule.retry_after, FIRST_RETRY * 2 ** (count - 1))
         self.not_before[child.shard] = self.clock() + timedelta(seconds=wait)
-        log.error("shard %s: %s backup failed (exit status %s, attempt %d); retrying in %s",
-                  child.shard, child.what, code, count, format_duration(wait))
+        log.error("shard %s: %s failed (exit status %s, attempt %d); retrying in %s",
+                  child.shard, child.kind.description, code, count, format_duration(wait))
 
     # ------------------------------------------------------------------ signals and the loop
     def _on_stop(self, signum: int, frame: object) -> None:
@@ -390,8 +391,8 @@ class Daemon:
     def shutdown(self) -> int:
         grace = self.config.schedule.shutdown_grace
         if self.backups:
-            running = ", ".join(f"shard {c.shard} ({c.what}, {format_duration(time.monotonic() - c.started)})"
-                                for c in self.backups.values())
+            running = ", ".join(f"shard {c.shard} ({c.kind.description}, "
+                                f"{format_duration(time.monotonic() - c.started)})" for c in self.backups.values())
             log.warning("stopping: no new backups; waiting up to %s for running ones to finish: %s "
                         "(signal again to abort them now)", format_duration(grace), running)
         deadline = time.monotonic() + grace
@@ -413,8 +414,8 @@ class Daemon:
                 child.process.wait()
             self.reap()
         for child in self.chores:
-            if child.what.startswith("audit-") and child.process.poll() is None:
-                log.warning("shard %s: stopping: aborting its %s", child.shard, child.what.replace("-", " "))
+            if child.kind is not JobKind.PRUNE and child.process.poll() is None:
+                log.warning("shard %s: stopping: aborting its %s", child.shard, child.kind.description)
                 _signal(child.process, signal.SIGTERM)  # a drill may restore for a long time
             child.process.wait()
         log.info("daemon stopped")
@@ -426,21 +427,6 @@ def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
         process.send_signal(signum)
     except ProcessLookupError:
         pass
-
-
-def _annotation_time(annotation: dict | None) -> datetime | None:
-    try:
-        return datetime.strptime(str((annotation or {})["at"]), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except (KeyError, ValueError):
-        return None
-
-
-def _parse_result(output: str) -> dict | None:
-    try:
-        result = json.loads(output)
-    except ValueError:
-        return None
-    return result if isinstance(result, dict) else None
 
 
 def exit_with_parent() -> None:

@@ -121,7 +121,10 @@ class CorruptPart(VerificationError):
 
 
 class DataMismatch(VerificationError):
-    """Restored tables differ from the backup's per-table reference."""
+    """Restored tables differ from the backup's per-table reference. ``report`` carries the
+    restore's report (``restore.runner.RestoreReport``), so ``restore --json`` can print it."""
+
+    report: object | None = None
 
 
 EXIT_OK = 0

@@ -22,9 +22,9 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from backupd.config import MetricsConfig
 
@@ -204,7 +204,7 @@ class Metrics:
     owner: bool = False  # the daemon: it owns the Prometheus textfile and endpoint
 
     @classmethod
-    def from_config(cls, config: MetricsConfig, *, owner: bool = False) -> "Metrics":
+    def from_config(cls, config: MetricsConfig, *, owner: bool = False) -> Metrics:
         """``owner`` (the daemon): also keep the Prometheus textfile and endpoint; one-shot
         commands only send to Graphite (their totals would overwrite the daemon's)."""
         metrics = cls(config, GraphiteSender(config.graphite, timeout=config.timeout) if config.graphite else None,
@@ -259,7 +259,7 @@ class Metrics:
         metrics = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404)
                     return

@@ -1,31 +1,12 @@
-"""Helpers for the child processes backupd runs: is one still running (Linux /proc; pid reuse
-and unreaped zombies excluded), bigger pipes to read them through, the tail of their stderr."""
+"""Is a process still running? (Linux /proc; pid reuse and unreaped zombies excluded.)
+
+Used by the shard lock (a lease left by a crashed process on this host is stale at once) and by
+the option-file clean-up (folders of killed processes are removed by the next one).
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
-from typing import IO
-
-PIPE_SIZE = 1024 * 1024
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-def enlarge_pipe(fd: int) -> None:
-    """Grow a pipe to ``PIPE_SIZE`` (fewer wake-ups of a fast producer); a smaller pipe only
-    costs speed, so failure is ignored."""
-    try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass
-
-
-def file_tail(handle: IO[bytes], limit: int = 4096) -> str:
-    """The last ``limit`` bytes of a (stderr) file, as stripped text."""
-    handle.seek(0, os.SEEK_END)
-    size = handle.tell()
-    handle.seek(max(0, size - limit))
-    return handle.read().decode("utf-8", "replace").strip()
 
 
 def _proc_stat(pid: int) -> list[str]:

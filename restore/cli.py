@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import click
 
-from backupd.cli_support import EXIT_CODES_HELP, lazy_config, run_cli, setup_logging
-from backupd.config import Config
+from backupd.cli_support import EXIT_CODES_HELP, load_config_at, run_cli, setup_logging
 from backupd.errors import DataMismatch, UsageError
+from backupd.repo.repository import Repository
 from backupd.units import format_duration, format_size, parse_duration
+from restore.replica import attach_replica, resolve_source
+from restore.runner import RestoreReport, run_restore
 
 
 def parse_time(text: str) -> datetime:
@@ -22,7 +24,7 @@ def parse_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"--at: {text!r} is not a time such as 2026-11-26T08:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,9 +52,6 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         as_json: bool, verbose: bool, quiet: bool) -> int:
     """Restore shard SHARD into target TARGET, then verify every table against the backup;
     with --replica-of, then rebuild redundancy: replicate from SOURCE until caught up."""
-    from restore.replica import attach_replica, resolve_source
-    from restore.runner import run_restore
-
     started = time.monotonic()
     setup_logging("restore", verbose, quiet)
     if backup_id and at_text:
@@ -61,21 +60,22 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         timeout = parse_duration(catchup_timeout)
     except ValueError as exc:
         raise UsageError(f"--catchup-timeout: {exc}") from None
-    config: Config = lazy_config(config_path)()  # type: ignore[assignment]
+    config = load_config_at(config_path)
     at = parse_time(at_text) if at_text else None
-    config.target(target_name)
+    repo = Repository(config)
+    target = repo.target(target_name)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
     try:
-        report = run_restore(config, shard_id, target_name, backup_id=backup_id, at=at, force=force)
+        report = run_restore(config.settings, shard_id, target, backup_id=backup_id, at=at, force=force)
     except DataMismatch as exc:
-        if as_json and hasattr(exc, "report"):
+        if as_json and isinstance(exc.report, RestoreReport):
             click.echo(json.dumps(_report_json(exc.report), indent=2))
         raise
     if not as_json:
         _print_report(report)
     catch_up = None
     if source is not None:
-        catch_up = attach_replica(config, target_name, source, report.manifest, timeout=timeout)
+        catch_up = attach_replica(target, source, report.manifest, timeout=timeout)
         if not as_json:
             click.echo(f"replica of {source.description} (from {catch_up.mode} {catch_up.start}): caught up "
                        f"at {catch_up.reached} after {format_duration(catch_up.seconds)}; redundancy "
@@ -91,10 +91,7 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
     return 0
 
 
-def _print_report(report: object) -> None:
-    from restore.runner import RestoreReport
-
-    assert isinstance(report, RestoreReport)
+def _print_report(report: RestoreReport) -> None:
     m, v = report.manifest, report.verification
     if len(report.chain) > 1:
         click.echo(f"applied full {report.chain[0]}, then incremental {m.id} "
@@ -116,10 +113,7 @@ def _print_report(report: object) -> None:
                f"equals the backup's reference; {len(m.reference.objects)} views/triggers/routines/events present")
 
 
-def _report_json(report: object) -> dict[str, object]:
-    from restore.runner import RestoreReport
-
-    assert isinstance(report, RestoreReport)
+def _report_json(report: RestoreReport) -> dict[str, object]:
     v = report.verification
     return {
         "backup": report.manifest.id, "shard": report.manifest.shard, "target": report.target,

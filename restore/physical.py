@@ -23,16 +23,24 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backupd.codec import PartDecodeError, decode_part
-from backupd.config import Config, TargetConfig
-from backupd.errors import (CorruptPart, IncompatibleTarget, InsufficientSpace, RestoreFailed,
-                            ServerError, TargetNotEmpty, UsageError)
-from backupd.fetch import PartFetcher
-from backupd.model import Manifest
+from backupd.config import Settings
+from backupd.errors import (
+    CorruptPart,
+    IncompatibleTarget,
+    InsufficientSpace,
+    RestoreFailed,
+    ServerError,
+    TargetNotEmpty,
+    UsageError,
+)
+from backupd.mysql.connection import connect, major_minor, server_info
+from backupd.mysql.physical_tools import COMPLETED, PhysicalTool, tool_for_manifest
+from backupd.mysql.tools import ToolProcess, enlarge_pipe, run_tool
 from backupd.progress import Progress
-from backupd.mysql import connect, major_minor, server_info
-from backupd.processes import enlarge_pipe
-from backupd.sources.physical import PhysicalTool, tool_for_manifest
+from backupd.repo.codec import PartDecodeError, decode_part
+from backupd.repo.fetch import PartFetcher
+from backupd.repo.model import Manifest
+from backupd.repo.repository import Target
 from backupd.units import format_size
 from restore.server_control import ServerControl
 
@@ -88,15 +96,16 @@ def _device(path: Path) -> int:
     return path.stat().st_dev
 
 
-def check_target(target: TargetConfig, name: str, final: Manifest, *, force: bool) -> None:
-    """Refuse a target that cannot or must not take ``final``'s chain (see the module contract)."""
-    missing = [key for key in ("datadir", "restore_dir") if not getattr(target, key)]
-    if missing:
-        raise UsageError(f"target {name}: a physical restore needs targets.{name}.{missing[0]} "
+def check_target(target: Target, final: Manifest, *, force: bool) -> Path:
+    """Refuse a target that cannot or must not take ``final``'s chain (see the module contract);
+    return its datadir."""
+    name, label, config = target.name, target.label, target.config
+    missing = [key for key in ("datadir", "restore_dir") if not getattr(config, key)]
+    if missing or config.datadir is None:
+        raise UsageError(f"{label}: a physical restore needs targets.{name}.{missing[0]} "
                          "(the server's datadir, and a folder to extract and prepare in)")
-    label = f"target {name}"
     try:
-        conn = connect(target, label=label)
+        conn = connect(config, label=label)
     except ServerError as exc:
         raise RestoreFailed(f"{exc}; a physical restore checks the running server's version "
                             "before replacing its datadir", hint="start the target's server") from None
@@ -107,46 +116,47 @@ def check_target(target: TargetConfig, name: str, final: Manifest, *, force: boo
     ours, theirs = major_minor(server.version), major_minor(final.server.version)
     if server.vendor != final.server.vendor or ours != theirs:
         raise IncompatibleTarget(
-            f"target {name} runs {server.vendor} {server.version} but backup {final.id} is of "
+            f"{label} runs {server.vendor} {server.version} but backup {final.id} is of "
             f"{final.server.vendor} {final.server.version}; a physical restore needs the same "
             f"vendor and major version ({final.server.vendor} {theirs[0]}.{theirs[1]})",
             hint="restore into a server of that version, or restore a logical backup")
-    occupied = user_databases_in(Path(target.datadir))  # type: ignore[arg-type]
+    datadir = Path(config.datadir)
+    occupied = user_databases_in(datadir)
     if occupied and not force:
-        raise TargetNotEmpty(f"target {name}: datadir {target.datadir} already holds database "
+        raise TargetNotEmpty(f"{label}: datadir {datadir} already holds database "
                              f"'{occupied[0]}' ({len(occupied)} non-system databases); refusing to "
                              "replace it", hint="restore elsewhere, or pass --force to replace it")
+    return datadir
 
 
-def restore_physical(config: Config, target_name: str, steps: list[Manifest],
+def restore_physical(settings: Settings, target: Target, steps: list[Manifest],
                      fetchers: list[PartFetcher], *, force: bool) -> PhysicalRestoreTimes:
     """Restore ``steps`` (a physical full, optionally its incremental) into the target."""
-    target = config.target(target_name)
-    label = f"target {target_name}"
+    label = target.label
     final = steps[-1]
-    check_target(target, target_name, final, force=force)
-    control = ServerControl(target, target_name)
-    assert target.datadir and target.restore_dir
-    datadir, restore_dir = Path(target.datadir), Path(target.restore_dir)
+    datadir = check_target(target, final, force=force)
+    control = ServerControl(target)
+    assert target.config.restore_dir
+    restore_dir = Path(target.config.restore_dir)
     restore_dir.mkdir(parents=True, exist_ok=True)
     needs = disk_needs(restore_dir, datadir, steps)
     problem = space_problem(needs, {where: shutil.disk_usage(where).free for where in needs})
     if problem:
         raise InsufficientSpace(f"{label}: not enough disk space: {problem}",
                                 hint="free space, or point restore_dir at a larger disk")
-    tool = tool_for_manifest(final, config.settings)
+    tool = tool_for_manifest(final, settings)
     times = PhysicalRestoreTimes()
     scratch = Path(tempfile.mkdtemp(prefix=f"backupd-restore-{final.shard}-", dir=restore_dir))
     try:
         folders = []
-        for step, fetcher in zip(steps, fetchers):
+        for step, fetcher in zip(steps, fetchers, strict=True):
             started = time.monotonic()
             folder = scratch / step.kind
-            _extract(tool, step, fetcher, folder, zstd=config.settings.zstd, label=label)
+            _extract(tool, step, fetcher, folder, zstd=settings.zstd, label=label)
             folders.append(folder)
             times.timed("fetch+extract", started)
         started = time.monotonic()
-        _prepare(tool, config, folders, label=label)
+        _prepare(tool, settings, folders, label=label)
         times.timed("prepare", started)
         started = time.monotonic()
         owner = datadir.stat()
@@ -155,12 +165,12 @@ def restore_physical(config: Config, target_name: str, steps: list[Manifest],
         started = time.monotonic()
         try:
             _empty(datadir)
-            _run_tool([tool.binary, "--no-defaults", "--move-back", f"--target-dir={folders[0]}",
-                       f"--datadir={datadir}"], f"{label}: {tool.name} --move-back")
+            run_tool(label, f"{tool.name} --move-back", [tool.binary, "--no-defaults", "--move-back",
+                     f"--target-dir={folders[0]}", f"--datadir={datadir}"], error=RestoreFailed, completed=COMPLETED)
             _chown_tree(datadir, owner.st_uid, owner.st_gid)
         except BaseException as exc:
             if isinstance(exc, RestoreFailed):
-                exc.hint = (f"the datadir of target {target_name} is incomplete; fix the cause and "
+                exc.hint = (f"the datadir of {label} is incomplete; fix the cause and "
                             "rerun the restore with --force")
             raise
         times.timed("move-back", started)
@@ -179,35 +189,23 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
     Only parts whose size and sha256 matched are written, and only whole parts (each one
     complete zstd frame), so a part with no good copy ends the stream before any of its bytes.
     Decompression runs in its own process, in parallel with fetching, checking and extracting
-    (python-zstandard in this process is used when there is no zstd binary).
+    (python-zstandard in this process is used when there is no zstd binary). A zstd that fails
+    found a corrupt frame (``CorruptPart``); an extractor that fails is a ``RestoreFailed``.
     """
     folder.mkdir()
     external = shutil.which(zstd) is not None
-    with tempfile.TemporaryFile() as stderr, ExitStack() as stack:
-        processes: list[subprocess.Popen[bytes]] = []
-
-        def reap() -> None:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                process.wait()
-        stack.callback(reap)
-        try:
-            extractor = subprocess.Popen([tool.extractor, "-x", "-C", str(folder)], stdin=subprocess.PIPE,
-                                         stdout=subprocess.DEVNULL, stderr=stderr)
-        except FileNotFoundError:
-            raise RestoreFailed(f"{label}: extractor '{tool.extractor}' not found",
-                                hint="install mariadb-backup (mbstream) or percona-xtrabackup (xbstream)") from None
-        processes.append(extractor)
-        assert extractor.stdin is not None
-        sink = extractor.stdin
+    what = f"{label}: backup {step.id}:"
+    with ExitStack() as stack:
+        extractor = stack.enter_context(ToolProcess(
+            what, tool.extractor, [tool.extractor, "-x", "-C", str(folder)], error=RestoreFailed,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            missing_hint="install mariadb-backup (mbstream) or percona-xtrabackup (xbstream)")).start()
+        tools, sink = [extractor], extractor.stdin
         if external:
-            decoder = subprocess.Popen([zstd, "-dc", "-q"], stdin=subprocess.PIPE, stdout=extractor.stdin,
-                                       stderr=stderr)
-            processes.insert(0, decoder)
-            extractor.stdin.close()  # the decoder holds the extractor's input now
-            assert decoder.stdin is not None
-            sink = decoder.stdin
+            decoder = stack.enter_context(ToolProcess(what, zstd, [zstd, "-dc", "-q"], error=CorruptPart,
+                                                      stdin=subprocess.PIPE, stdout=extractor.stdin)).start()
+            extractor.close_stdin()  # the decoder holds the extractor's input now
+            tools, sink = [decoder, extractor], decoder.stdin
         enlarge_pipe(sink.fileno())
         progress = Progress(f"{label}: extracting {step.kind} {step.id}", step.raw_bytes)
         try:
@@ -222,48 +220,26 @@ def _extract(tool: PhysicalTool, step: Manifest, fetcher: PartFetcher, folder: P
                 except PartDecodeError as exc:
                     raise CorruptPart(f"part {part.key} of backup {step.id}: {exc}") from None
         except BrokenPipeError:
-            pass  # the statuses below say why
+            pass  # the exit statuses below say why
         finally:
             progress.finish()
         try:
             sink.close()
         except BrokenPipeError:
             pass
-        codes = [process.wait() for process in processes]
-        if any(codes):
-            stderr.seek(0)
-            text = stderr.read().decode("utf-8", "replace").strip()
-            names = [zstd] * external + [tool.extractor]
-            failed = next(name for name, code in zip(names, codes) if code)
-            error = CorruptPart if failed == zstd else RestoreFailed
-            raise error(f"{label}: {failed} failed on backup {step.id} (exit statuses "
-                        f"{', '.join(map(str, codes))}): {text.splitlines()[-1] if text else 'no message'}",
-                        detail=text[-4000:])
+        for each in tools:  # the first one that failed says why (zstd before the extractor)
+            each.check()
     log.info("%s: %s %s extracted (%s)", label, step.kind, step.id, format_size(step.raw_bytes))
 
 
-def _prepare(tool: PhysicalTool, config: Config, folders: list[Path], *, label: str) -> None:
+def _prepare(tool: PhysicalTool, settings: Settings, folders: list[Path], *, label: str) -> None:
     base = [tool.binary, "--no-defaults", "--prepare", f"--target-dir={folders[0]}",
-            f"--use-memory={config.settings.prepare_memory}"]
-    _run_tool(base, f"{label}: {tool.name} --prepare")
+            f"--use-memory={settings.prepare_memory}"]
+    run_tool(label, f"{tool.name} --prepare", base, error=RestoreFailed, completed=COMPLETED)
     for incremental in folders[1:]:
-        _run_tool(base + [f"--incremental-dir={incremental}"],
-                  f"{label}: {tool.name} --prepare --incremental-dir")
+        run_tool(label, f"{tool.name} --prepare --incremental-dir", base + [f"--incremental-dir={incremental}"],
+                 error=RestoreFailed, completed=COMPLETED)
     log.info("%s: prepared", label)
-
-
-def _run_tool(args: list[str], what: str) -> None:
-    with tempfile.TemporaryFile() as output:
-        try:
-            code = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                  check=False).returncode
-        except FileNotFoundError:
-            raise RestoreFailed(f"{what}: '{args[0]}' not found") from None
-        output.seek(0)
-        text = output.read().decode("utf-8", "replace").strip()
-    if code != 0 or "completed OK!" not in text:
-        last = text.splitlines()[-1] if text else "no message"
-        raise RestoreFailed(f"{what} failed (exit status {code}): {last}", detail=text[-4000:])
 
 
 def _empty(folder: Path) -> None:

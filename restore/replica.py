@@ -14,15 +14,17 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pymysql
 
 from backupd.config import Config, EndpointConfig
 from backupd.errors import ReplicationFailed, ServerError, UsageError
-from backupd.model import Manifest
-from backupd.mysql import connect, query, server_info
+from backupd.mysql.connection import connect, query, server_info
+from backupd.repo.model import Manifest
+from backupd.repo.repository import Target
 from backupd.secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ def resolve_source(config: Config, shard_id: str, spec: str) -> ReplicationSourc
     """``--replica-of``: a configured shard id (its primary) or ``host:port``. Credentials come
     from that shard's ``replication_user`` / ``replication_password_env`` (for ``host:port``:
     those of the restored shard ``shard_id``)."""
+    match = None
     if spec in config.shards:
         owner, shard = spec, config.shards[spec]
     else:
@@ -98,20 +101,19 @@ def resolve_source(config: Config, shard_id: str, spec: str) -> ReplicationSourc
                 conn.close()
         return ReplicationSource(f"shard {spec} ({host}:{port})", host, port, shard.replication_user,
                                  password, shard)
-    host, port = match.group(1), int(match.group(2))  # type: ignore[union-attr]
+    assert match is not None  # not a configured shard, so a host:port (checked above)
+    host, port = match.group(1), int(match.group(2))
     endpoint = EndpointConfig(host=host, port=port, user=shard.replication_user)
     endpoint._password = password
     return ReplicationSource(f"{host}:{port}", host, port, shard.replication_user, password, endpoint)
 
 
-def attach_replica(config: Config, target_name: str, source: ReplicationSource,
-                   manifest: Manifest, *, timeout: float,
+def attach_replica(target: Target, source: ReplicationSource, manifest: Manifest, *, timeout: float,
                    clock: Callable[[], float] = time.monotonic) -> CatchUp:
     """Make the target a replica of ``source`` from ``manifest``'s coordinates, start it, and
     wait until it has caught up (progress is logged every few seconds)."""
-    target = config.target(target_name)
-    label = f"target {target_name}"
-    conn = connect(target, label=label)
+    label = target.label
+    conn = connect(target.config, label=label)
     try:
         vendor = server_info(conn, label=label).vendor
         mode, start = _configure(conn, vendor, source, manifest, label=label)

@@ -16,18 +16,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backupd.catalog import Catalog
-from backupd.codec import PartDecodeError, decode_part
-from backupd.config import Config, TargetConfig
+from backupd.config import Settings
 from backupd.errors import CorruptPart, DataMismatch, RestoreFailed
-from backupd.model import Manifest
+from backupd.policy.planner import plan_restore
 from backupd.progress import Progress
-from backupd.stores import open_stores
+from backupd.repo.catalog import Catalog
+from backupd.repo.codec import PartDecodeError, decode_part
+from backupd.repo.fetch import PartFetcher
+from backupd.repo.model import Manifest
+from backupd.repo.repository import Target
 from restore.apply import MysqlClientApplier
-from backupd.fetch import PartFetcher
 from restore.markers import LoadMarkers, parse_marker
 from restore.physical import restore_physical
-from restore.planner import plan_restore
 from restore.target import prepare_target, reconcile_for_incremental
 from restore.verify import TableVerifier, VerificationReport
 
@@ -55,74 +55,73 @@ class RestoreReport:
         return self.applied_bytes / self.apply_seconds if self.apply_seconds > 0 else 0.0
 
 
-def run_restore(config: Config, shard_id: str, target_name: str, *, backup_id: str | None = None,
+def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None = None,
                 at: datetime | None = None, force: bool = False) -> RestoreReport:
-    target = config.target(target_name)
-    label = f"target {target_name}"
-    stores = open_stores(config, list(target.read_from))
+    """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract)."""
+    stores = target.stores
     plan = plan_restore(Catalog(stores).backups(shard_id), shard_id, at=at, backup_id=backup_id)
     for note in plan.notes:
         log.warning("shard %s: %s", shard_id, note)
     manifest = plan.final
     log.info("shard %s: restoring %s (snapshot %s) into target %s", shard_id,
              " + ".join(f"{m.kind} {m.id}" for m in plan.steps), manifest.snapshot_at.isoformat(),
-             target_name)
+             target.name)
     fetchers = [PartFetcher(stores, step) for step in plan.steps]
     for fetcher in fetchers:
         fetcher.preflight()
     if plan.full.is_physical:
-        return _restore_physical(config, target, target_name, plan.steps, fetchers, force=force)
+        return _restore_physical(settings, target, plan.steps, fetchers, force=force)
     databases = sorted({d for step in plan.steps for d in step.databases})
-    prepare_target(target, target_name, databases, force=force, label=label)
+    prepare_target(target, databases, force=force)
 
-    verifier = TableVerifier(target, manifest.reference, label=label, databases=manifest.databases)
+    verifier = TableVerifier(target.config, manifest.reference, label=target.label, databases=manifest.databases)
     started = time.monotonic()
     try:
-        for step, fetcher in zip(plan.steps, fetchers):
+        for step, fetcher in zip(plan.steps, fetchers, strict=True):
             if step.kind == "incremental":
-                reconcile_for_incremental(target, plan.full, step, label=label)
+                reconcile_for_incremental(target, plan.full, step)
             final = step is manifest
-            _apply(config, target, target_name, label, step, fetcher, verifier if final else None)
+            _apply(settings, target, step, fetcher, verifier if final else None)
         apply_seconds = time.monotonic() - started
         started = time.monotonic()
         verification = verifier.finish()
     finally:
         verifier.close()
-    report = RestoreReport(manifest, target_name, apply_seconds, time.monotonic() - started,
+    report = RestoreReport(manifest, target.name, apply_seconds, time.monotonic() - started,
                            verification, [step.id for step in plan.steps],
                            sum(step.raw_bytes for step in plan.steps))
-    _raise_on_mismatch(report, target_name)
+    _raise_on_mismatch(report)
     return report
 
 
-def _restore_physical(config: Config, target: TargetConfig, target_name: str, steps: list[Manifest],
+def _restore_physical(settings: Settings, target: Target, steps: list[Manifest],
                       fetchers: list[PartFetcher], *, force: bool) -> RestoreReport:
     """Restore a physical chain, then verify the started server against the reference."""
     manifest = steps[-1]
-    times = restore_physical(config, target_name, steps, fetchers, force=force)
+    times = restore_physical(settings, target, steps, fetchers, force=force)
     started = time.monotonic()
-    verifier = TableVerifier(target, manifest.reference, label=f"target {target_name}",
+    verifier = TableVerifier(target.config, manifest.reference, label=target.label,
                              databases=manifest.databases)
     verification = verifier.finish()
-    report = RestoreReport(manifest, target_name, sum(times.phases.values()), time.monotonic() - started,
+    report = RestoreReport(manifest, target.name, sum(times.phases.values()), time.monotonic() - started,
                            verification, [step.id for step in steps],
                            sum(step.raw_bytes for step in steps), dict(times.phases))
-    _raise_on_mismatch(report, target_name)
+    _raise_on_mismatch(report)
     return report
 
 
-def _raise_on_mismatch(report: RestoreReport, target_name: str) -> None:
+def _raise_on_mismatch(report: RestoreReport) -> None:
     verification = report.verification
     if not verification.ok:
-        error = DataMismatch(f"target {target_name}: restored data differs from backup {report.manifest.id} "
+        error = DataMismatch(f"target {report.target}: restored data differs from backup {report.manifest.id} "
                              f"in {len(verification.failures)} place(s): {verification.failures[0]}",
                              detail="\n".join(verification.failures))
-        error.report = report  # type: ignore[attr-defined]
+        error.report = report
         raise error
 
 
-def _apply(config: Config, target: TargetConfig, target_name: str, label: str, manifest: Manifest,
-           fetcher: PartFetcher, verifier: TableVerifier | None) -> None:
+def _apply(settings: Settings, target: Target, manifest: Manifest, fetcher: PartFetcher,
+           verifier: TableVerifier | None) -> None:
     """Stream one backup's verified parts into the target. With a ``verifier``, each table is
     handed to it as soon as the mysql client has loaded it (see ``restore.markers``)."""
     markers = LoadMarkers()
@@ -133,9 +132,9 @@ def _apply(config: Config, target: TargetConfig, target_name: str, label: str, m
             verifier.table_loaded(*markers.tables[number])
 
     applied = 0
-    with Progress(f"{label}: applying {manifest.kind} {manifest.id}", manifest.raw_bytes) as progress, \
-            MysqlClientApplier(target, label=label, mysql=config.settings.mysql,
-                               work_dir=config.settings.work_dir, on_output=on_output) as applier:
+    with Progress(f"{target.label}: applying {manifest.kind} {manifest.id}", manifest.raw_bytes) as progress, \
+            MysqlClientApplier(target, mysql=settings.mysql, work_dir=settings.work_dir,
+                               on_output=on_output) as applier:
         try:
             for part, data in fetcher.verified_parts():
                 try:
@@ -154,7 +153,7 @@ def _apply(config: Config, target: TargetConfig, target_name: str, label: str, m
             progress.finish()
             applier.abort()
             if isinstance(exc, (CorruptPart, RestoreFailed)):
-                exc.hint = (f"target {target_name} is partially restored ({applied} of "
+                exc.hint = (f"{target.label} is partially restored ({applied} of "
                             f"{len(manifest.parts)} parts of {manifest.kind} {manifest.id} applied); "
                             "fix the cause and rerun with --force")
             raise

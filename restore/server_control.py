@@ -9,12 +9,12 @@ answers, for at most ``start_timeout``.
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 
-from backupd.config import TargetConfig
 from backupd.errors import RestoreFailed, ServerError, UsageError
-from backupd.mysql import connect
+from backupd.mysql.connection import connect
+from backupd.mysql.tools import run_tool
+from backupd.repo.repository import Target
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,14 @@ POLL_INTERVAL = 0.2
 
 
 class ServerControl:
-    def __init__(self, target: TargetConfig, name: str):
-        if not (target.systemd_unit or (target.start_command and target.stop_command)):
-            raise UsageError(f"target {name}: a physical restore stops and starts the server; set "
-                             f"targets.{name}.start_command and stop_command, or systemd_unit")
-        self.target = target
-        self.name = name
+    def __init__(self, target: Target):
+        config = target.config
+        if not (config.systemd_unit or (config.start_command and config.stop_command)):
+            raise UsageError(f"{target.label}: a physical restore stops and starts the server; set "
+                             f"targets.{target.name}.start_command and stop_command, or systemd_unit")
+        self.target = config
+        self.name = target.name
+        self.label = target.label
 
     def _command(self, action: str) -> list[str]:
         if self.target.systemd_unit:
@@ -39,25 +41,13 @@ class ServerControl:
 
     def _run(self, action: str) -> None:
         command = self._command(action)
-        log.info("target %s: %s: %s", self.name, action, " ".join(command))
-        try:
-            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=COMMAND_TIMEOUT, check=False)
-        except FileNotFoundError:
-            raise RestoreFailed(f"target {self.name}: {action} command not found: {command[0]}") from None
-        except subprocess.TimeoutExpired:
-            raise RestoreFailed(f"target {self.name}: {action} command did not return within "
-                                f"{COMMAND_TIMEOUT:.0f}s: {' '.join(command)}") from None
-        if done.returncode != 0:
-            text = (done.stderr or done.stdout).decode("utf-8", "replace").strip()
-            raise RestoreFailed(f"target {self.name}: {action} command failed with exit status "
-                                f"{done.returncode}: {text.splitlines()[-1] if text else 'no message'}",
-                                detail=text[-4000:])
+        log.info("%s: %s: %s", self.label, action, " ".join(command))
+        run_tool(self.label, f"{action} command", command, error=RestoreFailed, timeout=COMMAND_TIMEOUT)
 
     def answers(self) -> bool:
         """True if a connection to the target succeeds right now."""
         try:
-            connect(self.target, label=f"target {self.name}").close()
+            connect(self.target, label=self.label).close()
             return True
         except ServerError:
             return False
@@ -68,7 +58,7 @@ class ServerControl:
         deadline = time.monotonic() + 60
         while self.answers():
             if time.monotonic() > deadline:
-                raise RestoreFailed(f"target {self.name}: still answering at {self.target.describe()} "
+                raise RestoreFailed(f"{self.label}: still answering at {self.target.describe()} "
                                     "after its stop command returned")
             time.sleep(POLL_INTERVAL)
 
@@ -79,7 +69,7 @@ class ServerControl:
         deadline = started + self.target.start_timeout
         while not self.answers():
             if time.monotonic() > deadline:
-                raise RestoreFailed(f"target {self.name}: not answering at {self.target.describe()} "
+                raise RestoreFailed(f"{self.label}: not answering at {self.target.describe()} "
                                     f"{self.target.start_timeout:.0f}s after its start command",
                                     hint="look at the server's error log")
             time.sleep(POLL_INTERVAL)

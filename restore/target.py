@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from backupd.config import TargetConfig
 from backupd.errors import TargetNotEmpty
-from backupd.model import Manifest
-from backupd.mysql import connect, query, quote_identifier
+from backupd.mysql.connection import connect, query, quote_identifier
+from backupd.repo.model import Manifest
+from backupd.repo.repository import Target
 
 log = logging.getLogger(__name__)
 
 
-def occupied_databases(target: TargetConfig, databases: list[str], *, label: str) -> dict[str, int]:
+def occupied_databases(target: Target, databases: list[str]) -> dict[str, int]:
     """Which of ``databases`` exist on the target with any table, view or routine in them,
     mapped to how many such objects they hold."""
-    conn = connect(target, label=label)
+    label = target.label
+    conn = connect(target.config, label=label)
     try:
         found: dict[str, int] = {}
         for database in databases:
@@ -31,29 +32,28 @@ def occupied_databases(target: TargetConfig, databases: list[str], *, label: str
         conn.close()
 
 
-def prepare_target(target: TargetConfig, name: str, databases: list[str], *, force: bool,
-                   label: str) -> None:
+def prepare_target(target: Target, databases: list[str], *, force: bool) -> None:
     """Refuse a target holding any of ``databases`` (unless ``force``, which drops them)."""
-    occupied = occupied_databases(target, databases, label=label)
+    occupied = occupied_databases(target, databases)
     if not occupied:
         return
+    label = target.label
     if not force:
         database, count = next(iter(occupied.items()))
-        raise TargetNotEmpty(f"target {name} already holds database '{database}' ({count} objects); "
+        raise TargetNotEmpty(f"{label} already holds database '{database}' ({count} objects); "
                              "refusing to overwrite it", hint="restore elsewhere, or pass --force to replace it")
-    conn = connect(target, label=label)
+    conn = connect(target.config, label=label)
     try:
-        if not target.write_binlog:
+        if not target.config.write_binlog:
             query(conn, "SET SESSION sql_log_bin = 0", label=label)
         for database in occupied:
-            log.warning("target %s: --force: dropping database %s before the restore", name, database)
+            log.warning("%s: --force: dropping database %s before the restore", label, database)
             query(conn, f"DROP DATABASE {quote_identifier(database)}", label=label)
     finally:
         conn.close()
 
 
-def reconcile_for_incremental(target: TargetConfig, full: Manifest, incremental: Manifest, *,
-                              label: str) -> None:
+def reconcile_for_incremental(target: Target, full: Manifest, incremental: Manifest) -> None:
     """Make a target restored from ``full`` ready for ``incremental``'s stream.
 
     The stream re-creates every view, trigger, routine and event of its snapshot, so all of them
@@ -62,9 +62,10 @@ def reconcile_for_incremental(target: TargetConfig, full: Manifest, incremental:
     """
     databases = sorted(set(full.databases) | set(incremental.databases))
     keep_tables = {(t.database, t.table) for t in incremental.reference.tables}
-    conn = connect(target, label=label)
+    label = target.label
+    conn = connect(target.config, label=label)
     try:
-        if not target.write_binlog:
+        if not target.config.write_binlog:
             query(conn, "SET SESSION sql_log_bin = 0", label=label)
         for database in sorted(set(full.databases) - set(incremental.databases)):
             log.info("%s: dropping database %s (gone at the incremental's snapshot)", label, database)
@@ -87,7 +88,8 @@ def reconcile_for_incremental(target: TargetConfig, full: Manifest, incremental:
 # Every schema object of the databases, as (schema, name, kind for DROP <kind>).
 _SCHEMA_OBJECTS = (
     "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'TRIGGER' FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN ({marks})",
-    "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})",
+    "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES "
+    "WHERE ROUTINE_SCHEMA IN ({marks})",
     "SELECT EVENT_SCHEMA, EVENT_NAME, 'EVENT' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({marks})",
     "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA IN ({marks})",
 )

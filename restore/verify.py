@@ -1,6 +1,6 @@
 """Verification of a restored target against the backup's per-table reference.
 
-Tables are measured with the same SQL the source was (``backupd.reference``). A table can be
+Tables are measured with the same SQL the source was (``backupd.mysql.reference``). A table can be
 verified as soon as it is loaded (``TableVerifier.table_loaded``, driven by the load markers),
 so most verification overlaps the rest of the load; ``finish()`` measures whatever was not
 verified yet. Every table in the reference must exist with the same row count and, in digest
@@ -18,9 +18,9 @@ import pymysql
 
 from backupd.config import TargetConfig
 from backupd.errors import UnsupportedFormat
-from backupd.model import Reference, TableReference
-from backupd.mysql import connect
-from backupd.reference import DIGEST_ALGORITHMS, MD5_SUM64, list_objects, list_tables, table_reference
+from backupd.mysql.connection import connect
+from backupd.mysql.reference import DIGEST_ALGORITHMS, MD5_SUM64, list_objects, list_tables, table_reference
+from backupd.repo.model import Reference, TableReference
 
 
 @dataclass(frozen=True)

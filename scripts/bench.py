@@ -17,14 +17,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backupd.sources.mysqldump import client_version, mysqldump_args  # noqa: E402
+from backupd.mysql.dump import client_version, mysqldump_args  # noqa: E402
 from tests.servers.moto import MotoServer  # noqa: E402
 from tests.testbed import MariaDBServer, find_free_port, seed_bulk  # noqa: E402
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.servers.fixtures"]
-
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import MariaDBServer, seed_edge_cases, seed_shard, template_datadir
+
+pytest_plugins = ["tests.servers.fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDED_SHARD_BYTES = 2 * 1024 * 1024
@@ -61,7 +61,7 @@ def mariadb_factory(tmp_path: Path, mariadb_cache: Path) -> Iterator[MariaDBFact
     def destroy(server: MariaDBServer) -> BaseException | None:
         try:
             server.destroy()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             return exc
         return None
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ContextManager, Iterator, Protocol
+from typing import Protocol
 
-from backupd.model import Coordinates, Incremental, Physical, Reference, ServerInfo
+from backupd.repo.model import Coordinates, Incremental, Physical, Reference, ServerInfo
 
 
 @dataclass(frozen=True)
@@ -38,4 +40,4 @@ class Source(Protocol):
 
     method: str
 
-    def open(self) -> ContextManager[SourceStream]: ...
+    def open(self) -> AbstractContextManager[SourceStream]: ...

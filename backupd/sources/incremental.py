@@ -35,13 +35,15 @@ from datetime import datetime, timedelta
 import pymysql
 import pymysql.cursors
 
-from backupd.config import ShardConfig
+from backupd.config import Settings
 from backupd.errors import SourceError
-from backupd.model import Incremental, Manifest, TableChange, Window
-from backupd.mysql import query, quote_identifier
-from backupd.reference import TableInfo, list_tables
+from backupd.mysql.connection import query, quote_identifier
+from backupd.mysql.dump import DumpProcess
+from backupd.mysql.reference import TableInfo, list_tables
+from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
+from backupd.repo.model import Incremental, Manifest, TableChange, Window
+from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
-from backupd.sources.mysqldump import DumpProcess, ReferenceScanner, SnapshotInfo, SnapshotSession
 
 log = logging.getLogger(__name__)
 
@@ -105,20 +107,18 @@ class IncrementalSource:
 
     method = "mysqldump"
 
-    def __init__(self, shard_id: str, shard: ShardConfig, *, base: Manifest, window: float,
-                 columns: Mapping[str, str], mysqldump: str = "mysqldump", work_dir: str | None = None):
-        self.shard_id = shard_id
+    def __init__(self, shard: Shard, settings: Settings, *, base: Manifest, window: float,
+                 columns: Mapping[str, str]):
         self.shard = shard
+        self.settings = settings
         self.base = base
         self.window = timedelta(seconds=window)
         self.columns = columns
-        self.binary = mysqldump
-        self.work_dir = work_dir
 
     @contextmanager
-    def open(self) -> Iterator["IncrementalStream"]:
-        with SnapshotSession(self.shard_id, self.shard, mysqldump=self.binary,
-                             work_dir=self.work_dir, snapshot_connections=3) as session:
+    def open(self) -> Iterator[IncrementalStream]:
+        with SnapshotSession(self.shard, mysqldump=self.settings.mysqldump,
+                             work_dir=self.settings.work_dir, snapshot_connections=3) as session:
             label = session.label
             databases = session.databases()
             tables = list_tables(session.control, databases, label=label)
@@ -223,7 +223,7 @@ class IncrementalStream:
 
     def chunks(self) -> Iterator[bytes]:
         window = self.incremental.window
-        yield (f"-- backupd incremental of shard {self.session.shard_id}: rows changed since "
+        yield (f"-- backupd incremental of shard {self.session.shard.id}: rows changed since "
                f"{window.since.isoformat()} up to the snapshot at {window.until.isoformat()}\n"
                "SET NAMES utf8mb4;\nSET SESSION FOREIGN_KEY_CHECKS=0;\nSET SESSION UNIQUE_CHECKS=0;\n"
                "SET SESSION time_zone='+00:00';\nSET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO';\n").encode()

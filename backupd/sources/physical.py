@@ -22,32 +22,29 @@ point the physical copy represents:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
-import shutil
 import signal
-import subprocess
 import tempfile
-import threading
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
 
-from backupd.config import Settings, ShardConfig
+from backupd.config import Settings
 from backupd.errors import SourceError
-from backupd.model import Coordinates, Manifest, Physical, ServerInfo, utc_now
-from backupd.mysql import option_file, query
-from backupd.processes import enlarge_pipe, file_tail
+from backupd.mysql.connection import query
+from backupd.mysql.options import option_file
+from backupd.mysql.physical_tools import COMPLETED, PhysicalTool, physical_tool, tool_version
+from backupd.mysql.snapshot import SnapshotSession, open_reference_snapshot
+from backupd.mysql.tools import ToolProcess
+from backupd.repo.model import Coordinates, Manifest, Physical, utc_now
+from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
-from backupd.sources.mysqldump import SnapshotSession
-from backupd.sources.snapshot import open_reference_snapshot
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1024 * 1024
 SNAPSHOT_CONNECTIONS = 2
 
 # A line the tool prints once it holds the block on commits at the end of its copy.
@@ -55,45 +52,7 @@ _COMMITS_BLOCKED = re.compile(
     r"Acquired locks for BACKUP STAGE BLOCK_COMMIT"           # mariabackup 10.4+
     r"|Executing FLUSH TABLES WITH READ LOCK\.\.\.\s*done"     # xtrabackup 2.4 / mariabackup < 10.4
     r"|Executing LOCK BINLOG FOR BACKUP\.\.\.\s*done")         # xtrabackup 8.0 with backup locks
-_COMPLETED = re.compile(r"completed OK!")
 _BINLOG_POS = re.compile(r"filename '([^']*)', position '(\d+)'(?:, GTID of the last change '([^']*)')?")
-
-
-@dataclass(frozen=True)
-class PhysicalTool:
-    """The backup tool of a vendor and the extractor of its streams."""
-
-    name: str            # "mariabackup" | "xtrabackup"
-    binary: str
-    extractor: str       # mbstream | xbstream binary
-
-
-def physical_tool(method: str, server: ServerInfo, settings: Settings) -> PhysicalTool:
-    """The tool for ``method`` ("physical" picks it from the server's vendor)."""
-    name = method if method != "physical" else ("mariabackup" if server.vendor == "mariadb" else "xtrabackup")
-    if name == "mariabackup":
-        return PhysicalTool("mariabackup", settings.mariabackup, settings.mbstream)
-    return PhysicalTool("xtrabackup", settings.xtrabackup, settings.xbstream)
-
-
-def tool_for_manifest(manifest: Manifest, settings: Settings) -> PhysicalTool:
-    """The tool that prepares (and the extractor that unpacks) ``manifest``'s stream."""
-    assert manifest.physical is not None
-    return physical_tool(manifest.physical.tool, manifest.server, settings)
-
-
-@functools.lru_cache(maxsize=8)
-def tool_version(binary: str) -> str:
-    """``mariabackup --version`` as a short string, e.g. ``10.11.19-MariaDB``."""
-    try:
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except FileNotFoundError:
-        raise SourceError(f"physical backup tool '{binary}' not found",
-                          hint="install mariadb-backup (or percona-xtrabackup), or set [backupd] "
-                               "mariabackup / xtrabackup") from None
-    text = done.stdout + done.stderr
-    match = re.search(r"server (\S+)", text) or re.search(r"[Vv]ersion (\S+)", text)
-    return match.group(1) if match else text.strip().splitlines()[0] if text.strip() else "unknown"
 
 
 @dataclass(frozen=True)
@@ -138,12 +97,12 @@ def _key_values(text: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-def check_datadir(shard_id: str, shard: ShardConfig, server_datadir: str | None) -> Path:
+def check_datadir(shard: Shard, server_datadir: str | None) -> Path:
     """The shard's datadir, checked to be reachable and readable from this host."""
-    assert shard.datadir is not None
-    path = Path(shard.datadir)
-    where = f"shard {shard_id}: datadir {path} (shards.{shard_id}.datadir)"
-    hint = (f"physical backups (method = {shard.method!r}) copy the server's files, so they run "
+    assert shard.config.datadir is not None
+    path = Path(shard.config.datadir)
+    where = f"{shard.label}: datadir {path} (shards.{shard.id}.datadir)"
+    hint = (f"physical backups (method = {shard.config.method!r}) copy the server's files, so they run "
             "on the database host; run backupd there, or use method = \"mysqldump\"")
     if not path.is_dir():
         raise SourceError(f"{where} is not reachable from this host (no such folder)", hint=hint)
@@ -162,30 +121,27 @@ def check_datadir(shard_id: str, shard: ShardConfig, server_datadir: str | None)
 class PhysicalSource:
     """A physical full or incremental of one shard (see the module docstring)."""
 
-    def __init__(self, shard_id: str, shard: ShardConfig, *, settings: Settings,
-                 base: Manifest | None = None):
+    def __init__(self, shard: Shard, settings: Settings, *, base: Manifest | None = None):
         if base is not None and base.physical is None:
-            raise SourceError(f"shard {shard_id}: base {base.id} of a physical incremental is not physical")
-        self.shard_id = shard_id
+            raise SourceError(f"{shard.label}: base {base.id} of a physical incremental is not physical")
         self.shard = shard
         self.settings = settings
         self.base = base
-        self.method = shard.method  # resolved to the tool's name in the result
+        self.method: str = shard.config.method  # resolved to the tool's name in the result
 
     @contextmanager
-    def open(self) -> Iterator["PhysicalStream"]:
-        label = f"shard {self.shard_id}"
-        with SnapshotSession(self.shard_id, self.shard, mysqldump=self.settings.mysqldump,
-                             work_dir=self.settings.work_dir,
+    def open(self) -> Iterator[PhysicalStream]:
+        label = self.shard.label
+        with SnapshotSession(self.shard, mysqldump=self.settings.mysqldump, work_dir=self.settings.work_dir,
                              snapshot_connections=SNAPSHOT_CONNECTIONS) as session, ExitStack() as stack:
             server_datadir = query(session.control, "SELECT @@datadir", label=label)[0][0]
-            datadir = check_datadir(self.shard_id, self.shard, server_datadir)
+            datadir = check_datadir(self.shard, server_datadir)
             databases = session.databases()
             tool = physical_tool(self.method, session.server, self.settings)
             version = tool_version(tool.binary)
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=f"backupd-{os.getpid()}-physical-", dir=self.settings.work_dir)))
-            options = stack.enter_context(option_file(self.shard, self.settings.work_dir))
+            options = stack.enter_context(option_file(self.shard.config, self.settings.work_dir))
             args = [tool.binary, f"--defaults-file={options}", "--backup", "--stream=xbstream",
                     f"--datadir={datadir}", f"--target-dir={scratch / 'target'}",
                     f"--extra-lsndir={scratch / 'lsn'}"]
@@ -193,11 +149,12 @@ class PhysicalSource:
                 assert self.base.physical is not None
                 args.append(f"--incremental-lsn={self.base.physical.to_lsn}")
             pin = SnapshotPin(session, label)
-            process = ToolProcess(label, tool.name, args, on_line=pin.on_line,
-                                  stderr_file=stack.enter_context(tempfile.TemporaryFile(dir=self.settings.work_dir)))
-            stack.callback(process.reap)
+            process = stack.enter_context(ToolProcess(
+                label, tool.name, args, error=SourceError, work_dir=self.settings.work_dir,
+                on_stderr_line=pin.on_line, die_with_parent=True,
+                missing_hint="install mariadb-backup (or percona-xtrabackup)"))
             pin.process = process
-            process.start_reading_log()
+            process.start()
             log.info("%s: %s %s started (%s)", label, tool.name,
                      f"incremental from LSN {self.base.physical.to_lsn}" if self.base and self.base.physical
                      else "full", datadir)
@@ -239,80 +196,6 @@ class SnapshotPin:
         log.debug("%s: reference snapshots opened while commits were blocked", self.label)
 
 
-class ToolProcess:
-    """The running backup tool: stdout as chunks, stderr read line by line (and kept)."""
-
-    def __init__(self, label: str, name: str, args: list[str], *, on_line: Callable[[str], None],
-                 stderr_file: IO[bytes]):
-        self.label = label
-        self.name = name
-        self.stderr_file = stderr_file
-        self.completed = False
-        if shutil.which(args[0]) is None:
-            raise SourceError(f"{label}: {name} binary '{args[0]}' not found",
-                              hint="install mariadb-backup (or percona-xtrabackup)")
-        setpriv = shutil.which("setpriv")
-        if setpriv:  # killed with us: a tool we paused must never outlive us holding commits blocked
-            args = [setpriv, "--pdeathsig", "KILL", "--", *args]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
-        self.pid = self.process.pid
-        self._fd = self.process.stdout.fileno()  # type: ignore[union-attr]
-        enlarge_pipe(self._fd)
-        self._on_line = on_line
-        self._reader = threading.Thread(target=self._read_log, name=f"{name}-log", daemon=True)
-
-    def start_reading_log(self) -> None:
-        """Start reading the tool's log (and calling ``on_line``); until then it waits in its pipe."""
-        self._reader.start()
-
-    def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        for raw in self.process.stderr:
-            self.stderr_file.write(raw)
-            line = raw.decode("utf-8", "replace")
-            if _COMPLETED.search(line):
-                self.completed = True
-            try:
-                self._on_line(line)
-            except Exception:  # never let a watcher stop the log from draining
-                log.exception("%s: watching %s's log failed", self.label, self.name)
-
-    def chunks(self) -> Iterator[bytes]:
-        while True:
-            chunk = os.read(self._fd, READ_CHUNK)
-            if not chunk:
-                break
-            yield chunk
-        code = self.process.wait()
-        if self._reader.ident is not None:
-            self._reader.join()
-        if code != 0 or not self.completed:
-            tail = self.stderr_tail()
-            last = tail.splitlines()[-1] if tail else "no message"
-            raise SourceError(f"{self.label}: {self.name} failed with exit status {code}: {last}"
-                              if code else f"{self.label}: {self.name} exited 0 without 'completed OK!'",
-                              detail=tail)
-
-    def stderr_tail(self) -> str:
-        return file_tail(self.stderr_file)
-
-    def reap(self) -> None:
-        """Make sure the tool (and its process group) is gone."""
-        if self.process.returncode is None:
-            for sig in (signal.SIGCONT, signal.SIGKILL):  # a paused tool must not stay stopped
-                try:
-                    os.killpg(self.process.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        self.process.wait()
-        if self._reader.is_alive():
-            self._reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream:
-                stream.close()
-
-
 class PhysicalStream:
     """A physical backup's xbstream, then the facts of its copy."""
 
@@ -329,7 +212,9 @@ class PhysicalStream:
         self._drained = False
 
     def chunks(self) -> Iterator[bytes]:
-        yield from self.process.chunks()
+        while chunk := self.process.read_chunk():
+            yield chunk
+        self.process.check(completed=COMPLETED)
         self._drained = True
 
     def result(self) -> SourceResult:
@@ -363,4 +248,4 @@ class PhysicalStream:
             method=self.tool.name, databases=self.databases, snapshot_at=self.pin.snapshot_at,
             coordinates=coordinates, server=self.session.server, reference=reference,
             tool_versions={self.tool.name: info.tool_version or self.version},
-            physical=Physical(tool=self.tool.name, from_lsn=info.from_lsn, to_lsn=info.to_lsn))  # type: ignore[arg-type]
+            physical=Physical(tool=self.tool.name, from_lsn=info.from_lsn, to_lsn=info.to_lsn))

@@ -1,4 +1,5 @@
-"""Stores: where parts and manifests live. ``open_store`` builds one from its config.
+"""Stores: where parts and manifests live. ``open_store`` builds one from its config
+(``backupd.repo.repository.Repository`` opens each configured store once per process).
 
 SDKs are imported lazily (barman's habit), so boto3 or libcloud load only when a store of that
 type is configured.
@@ -6,17 +7,13 @@ type is configured.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from backupd.config import StoreConfig
 from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
 
-if TYPE_CHECKING:
-    from backupd.config import Config, StoreConfig
-
-__all__ = ["ObjectInfo", "Payload", "Store", "StoreProperties", "open_store", "open_stores"]
+__all__ = ["ObjectInfo", "Payload", "Store", "StoreProperties", "open_store"]
 
 
-def open_store(name: str, config: "StoreConfig", *, retry: bool = True) -> Store:
+def open_store(name: str, config: StoreConfig, *, retry: bool = True) -> Store:
     """Build the store named ``name`` from its validated config section, wrapped so that
     transient errors are retried within the store's ``retry_budget``."""
     store: Store
@@ -36,7 +33,3 @@ def open_store(name: str, config: "StoreConfig", *, retry: bool = True) -> Store
         store = RetryingStore(store, budget=config.retry_budget)
     return store
 
-
-def open_stores(config: "Config", names: list[str]) -> list[Store]:
-    """Build the named stores, in the order given."""
-    return [open_store(name, config.stores[name]) for name in names]

@@ -14,7 +14,7 @@ Contract, for every implementation:
 - ``put_if_absent`` creates the object only if no object has the key, atomically against
   concurrent creators (exactly one of several racing callers gets True); False means the key
   exists. A retried attempt whose first try did succeed may report False: callers that must
-  know read the object back (``backupd.lease`` does).
+  know read the object back (``backupd.backup.lease`` does).
 - ``delete`` removes the object; deleting a missing key is not an error.
 - Failures raise ``TransientStoreError`` (worth retrying) or ``PermanentStoreError``.
 """
@@ -25,10 +25,15 @@ import bisect
 import hashlib
 import io
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO, Protocol, Self
 
 from backupd.errors import TransientStoreError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,17 @@ class Payload:
         self.size = sum(len(c) for c in self.chunks)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Payload":
+    def from_bytes(cls, data: bytes) -> Payload:
         return cls([data])
 
     def reader(self) -> BinaryIO:
         """A fresh file-like reader positioned at the start."""
-        return io.BufferedReader(_ChunkReader(self.chunks), buffer_size=1024 * 1024)  # type: ignore[arg-type]
+        return io.BufferedReader(_ChunkReader(self.chunks), buffer_size=1024 * 1024)
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.chunks)
 
-    def md5(self) -> "hashlib._Hash":
+    def md5(self) -> hashlib._Hash:
         """MD5 of the bytes (what S3's Content-MD5 and Swift's ETag check)."""
         digest = hashlib.md5(usedforsecurity=False)
         for chunk in self:
@@ -113,19 +118,33 @@ class _ChunkReader(io.RawIOBase):
         self._chunks, self._starts, self._size = [], [], 0
         super().close()
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self._pos >= self._size:
             return 0
         index = bisect.bisect_right(self._starts, self._pos) - 1
         chunk = self._chunks[index]
         offset = self._pos - self._starts[index]
-        n = min(len(buffer), len(chunk) - offset)
-        buffer[:n] = chunk[offset:offset + n]
+        target = memoryview(buffer).cast("B")
+        n = min(len(target), len(chunk) - offset)
+        target[:n] = chunk[offset:offset + n]
         self._pos += n
         return n
 
 
 READ_CHUNK = 1024 * 1024
+
+
+class ObjectStream(Protocol):
+    """What ``Store.open`` returns: an object's bytes as a stream, closed by ``with``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None, /) -> None: ...
 
 
 class Store(ABC):
@@ -141,7 +160,7 @@ class Store(ABC):
     def put_if_absent(self, key: str, payload: Payload) -> bool: ...
 
     @abstractmethod
-    def open(self, key: str) -> BinaryIO: ...
+    def open(self, key: str) -> ObjectStream: ...
 
     def get(self, key: str) -> bytes:
         with self.open(key) as stream:
@@ -160,7 +179,7 @@ class Store(ABC):
         """A short human description (type and location) for messages."""
         return self.name
 
-    def _read_whole(self, stream: BinaryIO, length: int, key: str) -> bytes:
+    def _read_whole(self, stream: ObjectStream, length: int, key: str) -> bytes:
         """Read exactly ``length`` bytes of ``key`` into one preallocated buffer (no
         list-and-join copy); a body that ends early or runs long is a transient error."""
         buffer = bytearray(length)
@@ -175,4 +194,6 @@ class Store(ABC):
         if done < length or stream.read(1):
             raise TransientStoreError(f"store {self.name}: object {key} is not the {length} bytes "
                                       f"its headers announced ({done} read)", store=self.name, key=key)
+        # A bytearray where bytes are promised: every reader takes any bytes-like object, and
+        # bytes(buffer) would copy a part of up to part_size once more.
         return buffer  # type: ignore[return-value]

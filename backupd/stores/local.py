@@ -10,11 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store, StoreProperties
 
 _TMP_MARK = ".tmp-"
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT}
@@ -90,7 +90,7 @@ class LocalStore(Store):
         except OSError as exc:
             raise self._error(exc, "write", key) from None
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> ObjectStream:
         try:
             return open(self._path(key), "rb")
         except OSError as exc:

@@ -12,11 +12,12 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, TypeVar
+from typing import TypeVar
 
 from backupd.errors import ObjectNotFound, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store
+from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,7 +89,7 @@ class RetryingStore(Store):
     def put_if_absent(self, key: str, payload: Payload) -> bool:
         return self._call(f"create {key}", lambda: self.inner.put_if_absent(key, payload))
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> ObjectStream:
         return self._call(f"open {key}", lambda: self.inner.open(key))
 
     def get(self, key: str) -> bytes:

@@ -11,7 +11,8 @@ bytes it received.
 from __future__ import annotations
 
 import base64
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import botocore.config
@@ -19,7 +20,7 @@ import botocore.exceptions
 
 from backupd.config import S3StoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store, StoreProperties
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
@@ -118,10 +119,10 @@ class S3Store(Store):
         finally:
             body.close()
 
-    def open(self, key: str) -> BinaryIO:
-        return self._open(key)  # type: ignore[return-value]
+    def open(self, key: str) -> ObjectStream:
+        return self._open(key)
 
-    def _open(self, key: str) -> "_Body":
+    def _open(self, key: str) -> _Body:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except StoreError:
@@ -132,7 +133,7 @@ class S3Store(Store):
 
     def get(self, key: str) -> bytes:
         with self._open(key) as stream:
-            return self._read_whole(stream, stream.length, key)  # type: ignore[arg-type]
+            return self._read_whole(stream, stream.length, key)
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -150,7 +151,8 @@ class S3Store(Store):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]), str(item.get("ETag", "")).strip('"') or None)
+                    etag = str(item.get("ETag", "")).strip('"') or None
+                    yield ObjectInfo(item["Key"][strip:], int(item["Size"]), etag)
         except Exception as exc:
             raise self._error(exc, "list", prefix) from None
 
@@ -172,16 +174,17 @@ class _Body:
         self._store, self._key, self._body = store, key, body
         self.length = length
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1, /) -> bytes:
         try:
-            return self._body.read(None if size is None or size < 0 else size)
+            data: bytes = self._body.read(None if size is None or size < 0 else size)
+            return data
         except Exception as exc:
             raise self._store._error(exc, "read", self._key) from None
 
     def close(self) -> None:
         self._body.close()
 
-    def __enter__(self) -> "_Body":
+    def __enter__(self) -> _Body:
         return self
 
     def __exit__(self, *_: object) -> None:

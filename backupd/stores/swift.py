@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import requests
 from libcloud.common.base import Connection
@@ -34,14 +35,17 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError
 from libcloud.http import LibcloudConnection
 from libcloud.storage.base import Container
-from libcloud.storage.drivers.cloudfiles import (CloudFilesConnection, CloudFilesStorageDriver,
-                                                 OpenStackSwiftConnection,
-                                                 OpenStackSwiftStorageDriver)
+from libcloud.storage.drivers.cloudfiles import (
+    CloudFilesConnection,
+    CloudFilesStorageDriver,
+    OpenStackSwiftConnection,
+    OpenStackSwiftStorageDriver,
+)
 from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExistError
 
 from backupd.config import CloudFilesStoreConfig, SwiftStoreConfig
 from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
-from backupd.stores.base import ObjectInfo, Payload, Store, StoreProperties
+from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store, StoreProperties
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
@@ -56,10 +60,11 @@ class _TimeoutHTTP(LibcloudConnection):
     def prepared_request(self, method: str, url: str, body: Any = None, headers: Any = None,
                          raw: bool = False, stream: bool = False) -> None:
         headers = self._normalize_headers(headers=headers)
-        prepared = self.session.prepare_request(requests.Request(method, "".join([self.host, url]),
-                                                                 data=body, headers=headers))
-        self.response = self.session.send(prepared, stream=stream, timeout=self.session.timeout,
-                                          verify=self.ca_cert if self.ca_cert is not None else self.verify)
+        session, host = self.session, self.host
+        assert session is not None and host is not None  # set up by the connection's constructor
+        prepared = session.prepare_request(requests.Request(method, host + url, data=body, headers=headers))
+        self.response = session.send(prepared, stream=stream, timeout=getattr(session, "timeout", None),
+                                     verify=self.ca_cert if self.ca_cert is not None else self.verify)
 
 
 class _SwiftConnection(OpenStackSwiftConnection):
@@ -82,7 +87,7 @@ class _SizedBody:
     """A request body of known length (requests sends Content-Length, not chunked)."""
 
     def __init__(self, payload: Payload):
-        self.payload = payload
+        self.payload: Payload | None = payload
 
     def __len__(self) -> int:
         return self.payload.size if self.payload is not None else 0
@@ -96,7 +101,7 @@ class _SizedBody:
 
     def release(self) -> None:
         """Drop the part's bytes (libcloud keeps the last request, and so this body, alive)."""
-        self.payload = None  # type: ignore[assignment]
+        self.payload = None
 
 
 class SwiftStore(Store):
@@ -157,7 +162,8 @@ class SwiftStore(Store):
                 assert isinstance(self.config, SwiftStoreConfig)
                 probe = _SwiftDriver(self.config.user, self.config.key.reveal(),
                                      ex_force_base_url=self.config.storage_url or "http://unused", **options)
-                auth = probe.connection.get_auth_class()
+                connection: Any = probe.connection  # an OpenStack connection (typed as libcloud's base)
+                auth = connection.get_auth_class()
                 try:
                     auth.authenticate()
                 except Exception as exc:
@@ -179,8 +185,7 @@ class SwiftStore(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _path(self, driver: Any, key: str) -> str:
-        return "/%s/%s" % (driver._encode_container_name(self.container),
-                           driver._encode_object_name(self._key(key)))
+        return f"/{driver._encode_container_name(self.container)}/{driver._encode_object_name(self._key(key))}"
 
     def _where(self, key: str | None) -> str:
         return f"{self.container}/{self._key(key) if key else self.prefix}"
@@ -268,7 +273,10 @@ class SwiftStore(Store):
 
         return self._run("write", key, operation)
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> ObjectStream:
+        return self._open(key)
+
+    def _open(self, key: str) -> _Body:
         def operation(driver: Any) -> _Body:
             Connection.request(driver.connection, self._path(driver, key), method="GET", raw=True, stream=True)
             response: requests.Response = driver.connection.connection.response
@@ -278,11 +286,11 @@ class SwiftStore(Store):
             length = int(response.headers.get("Content-Length", -1))
             return _Body(self, key, response, length)
 
-        return self._run("read", key, operation)  # type: ignore[return-value]
+        return self._run("read", key, operation)
 
     def get(self, key: str) -> bytes:
-        with self.open(key) as stream:
-            length = stream._length  # type: ignore[attr-defined]
+        with self._open(key) as stream:
+            length = stream.length
             if length < 0:
                 return stream.read()
             return self._read_whole(stream, length, key)
@@ -321,7 +329,7 @@ class _Body:
     """A streamed object body: chunked reads, errors translated, length checked at the end."""
 
     def __init__(self, store: SwiftStore, key: str, response: requests.Response, length: int):
-        self._store, self._key, self._response, self._length = store, key, response, length
+        self._store, self._key, self._response, self.length = store, key, response, length
         self._raw = response.raw
         self._seen = 0
 
@@ -337,15 +345,15 @@ class _Body:
         except Exception as exc:
             raise self._store._error(exc, "read", self._key) from None
         self._seen += len(data)
-        if (not data or size is None or size < 0) and 0 <= self._length != self._seen:
+        if (not data or size is None or size < 0) and 0 <= self.length != self._seen:
             raise TransientStoreError(f"store {self._store.name}: object {self._key} ended after "
-                                      f"{self._seen} of {self._length} bytes", store=self._store.name, key=self._key)
+                                      f"{self._seen} of {self.length} bytes", store=self._store.name, key=self._key)
         return data
 
     def close(self) -> None:
         self._response.close()
 
-    def __enter__(self) -> "_Body":
+    def __enter__(self) -> _Body:
         return self
 
     def __exit__(self, *_: object) -> None:

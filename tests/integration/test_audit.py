@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from backupd.audit import in_sample, run_audit
 from backupd.config import load_config
-from backupd.model import utc_now
+from backupd.ops.audit import in_sample, run_audit
+from backupd.repo.model import utc_now
+from backupd.repo.repository import Repository
 from tests.integration.support import BIN, run, write_config
 from tests.integration.test_daemon import slow_mysqldump
 from tests.testbed import seed_shard
@@ -104,8 +105,8 @@ def test_every_fault_is_found_and_named(fleet):
 def test_old_backups_and_orphans_with_a_fake_clock(fleet):
     config, tmp_path, source = fleet
     loaded = load_config(config)
-    assert run_audit(loaded).ok
-    later = run_audit(loaded, clock=lambda: utc_now() + timedelta(days=2))
+    assert run_audit(Repository(loaded)).ok
+    later = run_audit(Repository(loaded), clock=lambda: utc_now() + timedelta(days=2))
     assert sorted(f.check for f in later.findings) == ["rpo-backup", "rpo-full"]
     assert all(f.shard == "1" and f.backup for f in later.findings)
 
@@ -122,8 +123,8 @@ def test_old_backups_and_orphans_with_a_fake_clock(fleet):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(backup_dirs(tmp_path / "a")) == 3
-    assert run_audit(loaded).ok  # younger than orphan_age: a backup may still be running
-    orphaned = run_audit(loaded, clock=lambda: utc_now() + timedelta(days=2))
+    assert run_audit(Repository(loaded)).ok  # younger than orphan_age: a backup may still be running
+    orphaned = run_audit(Repository(loaded), clock=lambda: utc_now() + timedelta(days=2))
     orphan = [f for f in orphaned.findings if f.check == "orphan"]
     assert len(orphan) == 1 and orphan[0].store == "a" and "uncommitted backup" in orphan[0].message
 
@@ -175,7 +176,7 @@ def test_drills_restore_verify_and_annotate(fleet, mariadb_factory):
     assert run("backupd", "--config", str(config), "audit", "--level", "deep").code == 0
     status = json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)
     assert status[0]["last_deep_audit"]["ok"] is True and status[0]["last_deep_audit"]["level"] == "deep"
-    assert run_audit(load_config(config)).ok  # annotations are not orphans or findings
+    assert run_audit(Repository(load_config(config))).ok  # annotations are not orphans or findings
 
     for store in ("a", "b"):  # every copy of a part corrupted: the drill must fail
         part = sorted((tmp_path / store / "1" / full_dir.name).glob("part-*.zst"))[0]

@@ -70,7 +70,10 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     # an independent oracle agrees: every row of every table is identical
     assert fingerprints(target) == fingerprints(source)
     assert target.query("SELECT COUNT(*) FROM edge.v_oddities") == source.query("SELECT COUNT(*) FROM edge.v_oddities")
-    names = lambda s: sorted(r[0] for r in s.query("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA='edge'"))
+    def names(server):
+        return sorted(r[0] for r in server.query("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+                                                 "WHERE TRIGGER_SCHEMA='edge'"))
+
     assert names(target) == names(source) != []
     # the restore wrote nothing to the target's binlog (sql_log_bin=0)
     assert target.query("SELECT @@gtid_binlog_pos")[0][0] in ("", None)

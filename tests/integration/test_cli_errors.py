@@ -11,14 +11,14 @@ pytestmark = pytest.mark.integration
 
 def error_line(stderr: str) -> str:
     """The single ``error:`` line among progress log lines."""
-    lines = [l for l in stderr.splitlines() if ": error: " in l]
+    lines = [line for line in stderr.splitlines() if ": error: " in line]
     assert len(lines) == 1, stderr
     return lines[0]
 
 
 def one_error_line(stderr: str) -> str:
     """stderr must hold exactly one line, the error."""
-    lines = [l for l in stderr.splitlines() if l.strip()]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     return lines[0]
 

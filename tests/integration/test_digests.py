@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backupd.config import EndpointConfig
-from backupd.mysql import connect
-from backupd.reference import CRC_SUM64, MD5_SUM64, compute_reference
+from backupd.mysql.connection import connect
+from backupd.mysql.reference import CRC_SUM64, MD5_SUM64, compute_reference
 from restore.verify import TableVerifier
 
 

@@ -323,7 +323,7 @@ class SingleProcessServer:
             except PortTaken:
                 self.kill()
                 if fixed_port:
-                    raise RuntimeError(f"{self.name}: port {self.port} is taken:\n{tail(self.log_path)}")
+                    raise RuntimeError(f"{self.name}: port {self.port} is taken:\n{tail(self.log_path)}") from None
             except BaseException:
                 self.kill()
                 raise

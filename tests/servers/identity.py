@@ -121,7 +121,7 @@ class RackspaceIdentity:
     # ------------------------------------------------------------------ the answer
     def access_document(self, token: str, storage_url: str, expires_in: int) -> dict[str, Any]:
         """The ``access`` reply for a Swift token (shape of Rackspace's identity v2.0)."""
-        expires = (datetime.datetime.now(datetime.timezone.utc)
+        expires = (datetime.datetime.now(datetime.UTC)
                    + datetime.timedelta(seconds=expires_in))
         tenant = self.swift.account
         endpoint = {"region": self.region, "tenantId": tenant,
@@ -172,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "backupd-test-identity/1.0"
     protocol_version = "HTTP/1.1"
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         if self.path.split("?", 1)[0].rstrip("/") != "/v2.0/tokens":
@@ -181,7 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
         identity: RackspaceIdentity = self.server.identity  # type: ignore[attr-defined]
         self._reply(*identity._authenticate(body))
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._reply(404, {"itemNotFound": {"code": 404, "message": "Resource not found"}})
 
     def _reply(self, status: int, document: dict[str, Any]) -> None:
@@ -192,5 +192,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+    def log_message(self, format: str, *args: Any) -> None:
         pass

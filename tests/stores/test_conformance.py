@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -157,7 +156,7 @@ def test_put_if_absent_creates_once(store):
 def test_put_if_absent_has_exactly_one_winner_among_racers(store):
     if not store.properties.atomic_create:
         # Swift checks If-None-Match before it writes: racing creators may all win, which is
-        # why the store says so (backupd.lease warns when such a store holds locks). One late
+        # why the store says so (backupd.backup.lease warns when such a store holds locks). One late
         # creator still loses:
         assert store.put_if_absent("lock/race", Payload.from_bytes(b"early")) is True
         assert store.put_if_absent("lock/race", Payload.from_bytes(b"late")) is False

@@ -124,7 +124,7 @@ def test_tempauth_logs_in_once_and_again_after_a_401(swift_server, swift_contain
     store = swift_store(swift_server, swift_container)
     store.put("t/1", Payload.from_bytes(b"1"))
     token = store._token
-    for i in range(5):
+    for _ in range(5):
         store.stat("t/1")
     assert store._token == token  # no new login per request
     store._token = ("AUTH_tk_not_a_valid_token", token[1])

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from backupd import layout
-from backupd.model import (Codec, Coordinates, Incremental, Manifest, PartRecord, Reference,
-                           ServerInfo, StoreStatus, TableChange, TableReference, Window)
+from backupd.repo import layout
+from backupd.repo.model import (
+    Codec,
+    Coordinates,
+    Incremental,
+    Manifest,
+    PartRecord,
+    Reference,
+    ServerInfo,
+    StoreStatus,
+    TableChange,
+    TableReference,
+    Window,
+)
 
-NOW = datetime(2026, 11, 26, 8, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 8, 0, 0, tzinfo=UTC)
 TABLES = [("app", "bucket_0007", "s1"), ("app", "bucket_0015", "s1")]
 
 

@@ -5,7 +5,7 @@ import random
 import pytest
 import zstandard
 
-from backupd.codec import PartCompressor, PartDecodeError, decode_part
+from backupd.repo.codec import PartCompressor, PartDecodeError, decode_part
 
 
 def compress_all(data: bytes, part_size: int, chunk: int = 50_000, threads: int = 0):

@@ -1,7 +1,6 @@
 """Configuration validation: every bad input is one line naming the file, the key and the problem."""
 
 import os
-import stat
 from pathlib import Path
 
 import pytest

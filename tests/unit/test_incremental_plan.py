@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from backupd.reference import Column, TableInfo
+from backupd.mysql.reference import Column, TableInfo
 from backupd.sources.incremental import LONG_TRANSACTION_MARGIN, change_column_for, plan_tables, window_start
 from tests.unit.manifests import NOW, full
 

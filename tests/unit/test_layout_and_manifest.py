@@ -3,9 +3,9 @@ from datetime import timedelta
 
 import pytest
 
-from backupd import layout
 from backupd.errors import CatalogError, UnsupportedFormat
-from backupd.model import Manifest
+from backupd.repo import layout
+from backupd.repo.model import Manifest
 from tests.unit.manifests import NOW, full, incremental, make_manifest
 
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
+from backupd.backup.lease import Owner, ShardLease, process_alive
 from backupd.errors import LockHeld, LockLost
-from backupd.layout import lock_prefix
-from backupd.lease import Owner, ShardLease, process_alive
+from backupd.repo.layout import lock_prefix
 from backupd.stores.base import Payload
 from backupd.stores.local import LocalStore
 from tests.unit.manifests import NOW
@@ -140,7 +140,7 @@ class Down(LocalStore):
 
 
 def test_shard_lock_falls_back_when_the_first_store_is_down(tmp_path):
-    from backupd.lease import ShardLock
+    from backupd.backup.lease import ShardLock
 
     clock = Clock()
     first, second = Down("s3", tmp_path / "s3"), LocalStore("swift", tmp_path / "swift")
@@ -162,8 +162,8 @@ def test_shard_lock_falls_back_when_the_first_store_is_down(tmp_path):
 
 
 def test_shard_lock_with_every_store_down_fails_naming_them(tmp_path):
+    from backupd.backup.lease import ShardLock
     from backupd.errors import BackupFailed
-    from backupd.lease import ShardLock
 
     lock = ShardLock([ShardLease(Down(n, tmp_path / n), "7", ttl=600, owner=Owner("a", 1, "", "x"),
                                  clock=Clock(), host="a") for n in ("s3", "swift")])

@@ -85,7 +85,8 @@ def test_a_down_graphite_is_retried_and_nothing_blocks(caplog):
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1
     server = LineServer(port)  # graphite comes back: the kept lines arrive
-    sender._wake.acquire(); sender._wake.notify(); sender._wake.release()
+    with sender._wake:
+        sender._wake.notify()
     wait_until(lambda: len(server.lines()) == 100, timeout=20)
     assert server.lines()[0] == "a.b 0 1700000000"
     sender.close()

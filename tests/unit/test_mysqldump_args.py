@@ -1,6 +1,13 @@
-from backupd.errors import (BackupFailed, ConfigError, CorruptPart, DataMismatch, TargetNotEmpty,
-                            UsageError, exit_code_for)
-from backupd.sources.mysqldump import _HEADER_COORDS, mysqldump_args
+from backupd.errors import (
+    BackupFailed,
+    ConfigError,
+    CorruptPart,
+    DataMismatch,
+    TargetNotEmpty,
+    UsageError,
+    exit_code_for,
+)
+from backupd.mysql.dump import _HEADER_COORDS, mysqldump_args
 
 
 def test_mariadb_flags():

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
-from backupd.chain import applies_to, why_not_applicable
 from backupd.config import load_config
 from backupd.errors import CatalogError, SourceError, UsageError
-from backupd.model import Manifest, Physical
+from backupd.policy.chain import applies_to, why_not_applicable
+from backupd.policy.planner import plan_restore
+from backupd.repo.model import Manifest, Physical
 from backupd.sources.physical import read_backup_info
 from restore.physical import space_problem, user_databases_in
-from restore.planner import plan_restore
 from restore.replica import gtid_reached, parse_gtid_list, resolve_source
 from tests.unit.manifests import NOW, full, incremental, make_manifest
 

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from backupd.errors import NoBackupFound
-from restore.planner import plan_restore
+from backupd.policy.planner import plan_restore
 from tests.unit.manifests import NOW, full, incremental, make_manifest
 
 

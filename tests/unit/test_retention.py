@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from backupd.retention import RetentionPolicy, apply_retention
+from backupd.policy.retention import RetentionPolicy, apply_retention
 from tests.unit.manifests import NOW, full, incremental
 
 H = timedelta(hours=1)

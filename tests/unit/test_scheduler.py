@@ -1,7 +1,7 @@
 """The planner with a fake clock: three simulated days, a 10-hour outage, a restart, two daemons.
 
-The simulation runs the real planner (``backupd.scheduler``) and the real shard lock
-(``backupd.lease`` on a local store in a temporary folder) the way the daemon and its backup
+The simulation runs the real planner (``backupd.policy.scheduler``) and the real shard lock
+(``backupd.backup.lease`` on a local store in a temporary folder) the way the daemon and its backup
 jobs use them: plan from the catalog, take the lock, plan again (double check), back up (a fake
 backup that takes some simulated minutes and commits a manifest), release.
 """
@@ -14,10 +14,10 @@ from itertools import count
 
 import pytest
 
+from backupd.backup.lease import Owner, ShardLease
 from backupd.errors import LockHeld
-from backupd.lease import Owner, ShardLease
-from backupd.model import Manifest
-from backupd.scheduler import Cadence, History, due_jobs, jitter_offset, next_job
+from backupd.policy.scheduler import Cadence, History, due_jobs, jitter_offset, next_job
+from backupd.repo.model import Manifest
 from backupd.stores.local import LocalStore
 from tests.unit.manifests import NOW, full, incremental
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from backupd.codec import CompressedPart
+from backupd.backup.uploader import Uploader
 from backupd.errors import BackupFailed, PermanentStoreError
+from backupd.repo.codec import CompressedPart
 from backupd.stores.base import ObjectInfo, Payload, Store
-from backupd.uploader import Uploader
 
 
 class SlowStore(Store):

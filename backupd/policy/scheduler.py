@@ -16,12 +16,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from backupd.model import Manifest
+from backupd.config import Config
+from backupd.repo.model import BackupKind, Manifest
 from backupd.units import format_duration
 
-NEVER = datetime(1970, 1, 1, tzinfo=timezone.utc)
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,16 @@ class Cadence:
     offset: timedelta = timedelta(0)
 
     @classmethod
-    def of(cls, shard_id: str, full_every: float, incremental_every: float, jitter: float) -> "Cadence":
+    def of(cls, shard_id: str, full_every: float, incremental_every: float, jitter: float) -> Cadence:
         return cls(timedelta(seconds=full_every),
                    timedelta(seconds=incremental_every) if incremental_every > 0 else None,
                    jitter_offset(shard_id, jitter))
+
+
+def cadence_of(config: Config, shard_id: str) -> Cadence:
+    """Shard ``shard_id``'s cadence, its ``[schedule.shards.ID]`` overrides applied."""
+    schedule = config.schedule.for_shard(shard_id)
+    return Cadence.of(shard_id, schedule.full_every, schedule.incremental_every, config.schedule.jitter)
 
 
 def jitter_offset(shard_id: str, jitter: float) -> timedelta:
@@ -53,7 +60,7 @@ class History:
     newest_any: datetime | None = None
 
     @classmethod
-    def of(cls, manifests: Iterable[Manifest]) -> "History":
+    def of(cls, manifests: Iterable[Manifest]) -> History:
         manifests = list(manifests)
         fulls = [m.snapshot_at for m in manifests if m.kind == "full"]
         every = [m.snapshot_at for m in manifests]
@@ -65,7 +72,7 @@ class Job:
     """A backup a shard needs, and from when (``due_at`` may be in the future)."""
 
     shard: str
-    kind: str  # "full" | "incremental"
+    kind: BackupKind
     due_at: datetime
     reason: str
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from backupd.errors import CorruptPart, ObjectNotFound, RestoreFailed, StoreError
-from backupd.model import Manifest, PartRecord
+from backupd.repo.model import Manifest, PartRecord
 from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class PartFetcher:
                 self._failed(store, exc)
                 problems.append(f"{store.name}: {exc}")
                 continue
-            problem = _check(data, part)
+            problem = check_part(data, part)
             if problem is None:
                 if problems:
                     log.warning("part %s: read from store %s after: %s", part.key, store.name,
@@ -110,10 +111,12 @@ def prefetched(items: Sequence[T], fetch: Callable[[T], R]) -> Iterator[tuple[T,
             del result
 
 
-def _check(data: bytes, part: PartRecord) -> str | None:
+def check_part(data: bytes, part: PartRecord) -> str | None:
+    """None if ``data`` is exactly the part the manifest recorded (size and sha256), else what
+    differs. Every read of a part goes through here before its bytes are used."""
     if len(data) != part.size:
-        return f"size {len(data)}, expected {part.size}"
+        return f"size {len(data)}, the manifest says {part.size}"
     digest = hashlib.sha256(data).hexdigest()
     if digest != part.sha256:
-        return f"sha256 {digest[:12]}..., expected {part.sha256[:12]}..."
+        return f"sha256 {digest[:12]}..., the manifest says {part.sha256[:12]}..."
     return None

@@ -5,9 +5,10 @@ Every store uses the same layout (a store may add its own prefix, which it handl
     <shard>/<backup_id>/part-000001.zst
     <shard>/<backup_id>/manifest.json          written last
     <shard>/<backup_id>/annotations/<name>.json
-    <shard>/locks/<generation>.json            the shard's backup lock (see backupd.lease)
+    <shard>/locks/<generation>.json            the shard's backup lock (see backupd.backup.lease)
 
-``backup_id`` sorts by time: ``20261126T080000Z-full-3f9a1c``.
+``backup_id`` sorts by time: ``20261126T080000Z-full-3f9a1c``. The same UTC stamp
+(``format_id_time`` / ``parse_id_time``) ends the names of annotations, so they sort by time too.
 """
 
 from __future__ import annotations
@@ -15,18 +16,31 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
+ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)-([0-9a-f]{6})$")
 _PART_NAME = re.compile(r"^part-(\d{6})\.zst$")
 _LOCK_NAME = re.compile(r"^(\d{12})\.json$")
 
 
+def format_id_time(moment: datetime) -> str:
+    """``moment`` as the UTC stamp that starts backup ids and ends annotation names."""
+    return moment.astimezone(UTC).strftime(ID_TIME_FORMAT)
+
+
+def parse_id_time(text: str) -> datetime | None:
+    """The UTC time a stamp (or a backup id, which starts with one) names; None if it names none."""
+    try:
+        return datetime.strptime(text[:16], ID_TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def new_backup_id(kind: str, moment: datetime) -> str:
     """A fresh id that sorts by ``moment`` (UTC, to the second) and is unique by 24 random bits."""
-    stamp = moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{kind}-{secrets.token_hex(3)}"
+    return f"{format_id_time(moment)}-{kind}-{secrets.token_hex(3)}"
 
 
 def is_backup_id(text: str) -> bool:

@@ -8,7 +8,7 @@ so a reader never acts on a record it cannot fully understand.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +22,7 @@ SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, FORMAT_VERSION})
 
 BackupKind = Literal["full", "incremental"]
 StoreState = Literal["complete", "failed"]
+ToolName = Literal["mariabackup", "xtrabackup"]  # the physical backup tools
 
 
 class _Record(BaseModel):
@@ -126,7 +127,7 @@ class Physical(_Record):
     which is the ``to_lsn`` of its base full (``parent_id``), and applies only to that full.
     """
 
-    tool: Literal["mariabackup", "xtrabackup"]
+    tool: ToolName
     stream: Literal["xbstream"] = "xbstream"
     from_lsn: int = Field(ge=0)
     to_lsn: int = Field(ge=0)
@@ -168,7 +169,7 @@ class Manifest(_Record):
     physical: Physical | None = None  # physical backups (full or incremental): their LSNs
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "Manifest":
+    def _kind_fields(self) -> Manifest:
         if self.physical is not None:
             if self.incremental is not None:
                 raise ValueError("a physical backup has no logical 'incremental' record")
@@ -202,7 +203,7 @@ class Manifest(_Record):
         return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
     @classmethod
-    def from_json(cls, data: bytes, *, origin: str) -> "Manifest":
+    def from_json(cls, data: bytes, *, origin: str) -> Manifest:
         """Parse a stored manifest; ``origin`` (store and key) is named in every error."""
         try:
             document = json.loads(data)
@@ -258,8 +259,8 @@ class Manifest(_Record):
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,7 +1,7 @@
 """Which backups restore shard S to time T (pure: no I/O, tested on lists of manifests).
 
 A plan is a full backup, optionally followed by one incremental that applies to it (see
-``backupd.chain``): a restore needs at most two backups.
+``backupd.policy.chain``): a restore needs at most two backups.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backupd.chain import base_for, why_not_applicable
 from backupd.errors import NoBackupFound
-from backupd.model import Manifest
+from backupd.policy.chain import base_for, why_not_applicable
+from backupd.repo.model import Manifest
 
 
 @dataclass(frozen=True)

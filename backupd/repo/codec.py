@@ -9,9 +9,9 @@ few MiB at most for multi-threaded compression).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import zstandard
 

@@ -29,22 +29,24 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
-from backupd.catalog import Catalog
-from backupd.codec import PartDecodeError, decode_part
 from backupd.config import Config
-from backupd.errors import CatalogError, NoBackupFound, StoreError, UsageError
-from backupd.fetch import prefetched
-from backupd.layout import parse_key, shard_prefix
-from backupd.model import Manifest, utc_now
+from backupd.errors import NoBackupFound, StoreError, UsageError
+from backupd.policy.planner import plan_restore
 from backupd.progress import Progress
-from backupd.stores import open_stores
+from backupd.repo.annotations import AUDIT_ANNOTATION, annotate
+from backupd.repo.catalog import Catalog
+from backupd.repo.codec import PartDecodeError, decode_part
+from backupd.repo.fetch import check_part, prefetched
+from backupd.repo.layout import format_id_time, parse_id_time, parse_key
+from backupd.repo.model import Manifest, PartRecord, utc_now
+from backupd.repo.repository import Repository
 from backupd.stores.base import ObjectInfo, Store
 from backupd.units import format_duration
-from restore.planner import plan_restore
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ class AuditReport:
         """Bytes read per second (deep audits)."""
         return self.bytes_read / self.seconds if self.seconds > 0 else 0.0
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
+        """What ``backupd audit --json`` prints (and the daemon reads back with ``from_json``)."""
         return {
             "level": self.level, "ok": self.ok,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
@@ -103,23 +106,31 @@ class AuditReport:
             "backups": self.backups, "parts_checked": self.parts_checked,
             "bytes_read": self.bytes_read, "throughput": round(self.throughput),
             "sample_percent": self.sample_percent,
-            "findings": [{k: v for k, v in asdict(f).items()} for f in self.findings],
+            "findings": [asdict(f) for f in self.findings],
         }
 
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> AuditReport:
+        """The report ``to_json`` printed; raises ``ValueError`` if ``document`` is not one."""
+        try:
+            return cls(level=str(document["level"]),
+                       started_at=datetime.fromisoformat(str(document["started_at"]).replace("Z", "+00:00")),
+                       shards=[str(s) for s in document["shards"]], stores=[str(s) for s in document["stores"]],
+                       backups=int(document["backups"]), parts_checked=int(document["parts_checked"]),
+                       bytes_read=int(document["bytes_read"]), seconds=float(document["seconds"]),
+                       sample_percent=float(document["sample_percent"]),
+                       findings=[Finding(**f) for f in document["findings"]])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an audit report: {exc!r}") from None
 
-AUDIT_ANNOTATION = "audit-"
-DEEP_AUDIT_ANNOTATION = f"{AUDIT_ANNOTATION}deep-"
 
-
-def record_audit(config: Config, report: AuditReport) -> None:
+def record_audit(repo: Repository, report: AuditReport) -> None:
     """Annotate each audited shard's newest backup with the audit's outcome for that shard
     (``audit-<level>-<time>``), so ``status`` and the daemon know when it last ran."""
-    from backupd.annotations import annotate
-
-    stamp = report.started_at.strftime("%Y%m%dT%H%M%SZ")
+    stamp = format_id_time(report.started_at)
     for shard, (backup_id, found_in) in report.newest.items():
         findings = [f for f in report.findings if f.shard == shard]
-        annotate(open_stores(config, [s for s in found_in if s in report.stores]), shard, backup_id,
+        annotate(repo.stores(s for s in found_in if s in report.stores), shard, backup_id,
                  f"{AUDIT_ANNOTATION}{report.level}-{stamp}",
                  {"kind": "audit", "level": report.level, "at": stamp, "ok": not findings,
                   "findings": len(findings), "checks": sorted({f.check for f in findings}),
@@ -136,17 +147,11 @@ def in_sample(key: str, percent: float, day: int) -> bool:
     return (position - start) % 100 < percent
 
 
-def backup_started(backup_id: str) -> datetime | None:
-    """The start time encoded in a backup id (``20261126T080000Z-...``)."""
-    try:
-        return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def run_audit(config: Config, *, shard: str | None = None, store: str | None = None,
+def run_audit(repo: Repository, *, shard: str | None = None, store: str | None = None,
               level: str = "quick", sample: float = 100.0,
               clock: Callable[[], datetime] = utc_now) -> AuditReport:
+    """Audit ``shard`` (or every shard) in ``store`` (or every store) at ``level``."""
+    config = repo.config
     if level not in LEVELS:
         raise UsageError(f"--level: unknown audit level '{level}' (expected {', '.join(LEVELS)})")
     if not 0 < sample <= 100:
@@ -158,7 +163,7 @@ def run_audit(config: Config, *, shard: str | None = None, store: str | None = N
         raise UsageError(f"--store: unknown store '{store}' (configured stores: {known})")
     shards = [shard] if shard else sorted(config.shards)
     names = [store] if store else list(config.stores)
-    stores = open_stores(config, names)
+    stores = repo.stores(names)
     now = clock()
     report = AuditReport(level, now, shards, names, sample_percent=sample if level == "deep" else 100.0)
     started = time.monotonic()
@@ -176,17 +181,13 @@ class _ShardAudit:
         self.stores = stores
         self.report = report
         self.now = now
+        self.catalog = Catalog(stores, every_copy=True)  # a damaged copy in one store is a finding
         self.listings: dict[str, dict[str, ObjectInfo]] = {}
 
     def find(self, check: str, message: str, **where: str | None) -> None:
         self.report.findings.append(Finding(check, message, shard=self.shard, **where))
 
     def run(self, *, deep: bool, sample: float) -> None:
-        for store in self.stores:
-            try:
-                self.listings[store.name] = {i.key: i for i in store.list(shard_prefix(self.shard))}
-            except StoreError as exc:
-                self.find("store-unreachable", f"store {store.name} cannot be listed: {exc}", store=store.name)
         manifests, found_in = self.read_manifests()
         self.report.backups += len(manifests)
         if manifests:
@@ -201,21 +202,19 @@ class _ShardAudit:
             self.read_parts(list(manifests.values()), sample)
 
     def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
-        manifests: dict[str, Manifest] = {}
-        found_in: dict[str, set[str]] = {}
-        catalog = Catalog(self.stores)
-        for store in self.stores:
-            for key in sorted(self.listings.get(store.name, {})):
-                parsed = parse_key(key)
-                if parsed is None or parsed.kind != "manifest":
-                    continue
-                try:
-                    manifest = catalog.read(store, parsed.shard, parsed.backup_id)
-                except (CatalogError, StoreError) as exc:
-                    self.find("manifest-unreadable", str(exc), backup=parsed.backup_id, store=store.name)
-                    continue
-                manifests.setdefault(manifest.id, manifest)
-                found_in.setdefault(manifest.id, set()).add(store.name)
+        """Every store's listing and copy of every manifest, through the catalog."""
+        entries = self.catalog.entries(self.shard)
+        self.listings = self.catalog.listings
+        for bad in self.catalog.unreadable:
+            if bad.listing:
+                self.find("store-unreachable", f"store {bad.store} cannot be listed: {bad.error}", store=bad.store)
+        for bad in self.catalog.unreadable:
+            if not bad.listing:
+                parsed = parse_key(bad.key)
+                self.find("manifest-unreadable", bad.error, backup=parsed.backup_id if parsed else None,
+                          store=bad.store)
+        manifests = {e.manifest.id: e.manifest for e in entries}
+        found_in = {e.manifest.id: set(e.found_in) for e in entries}
         return manifests, found_in
 
     def check_parts(self, manifest: Manifest, found_in: set[str]) -> None:
@@ -246,9 +245,9 @@ class _ShardAudit:
         """S3 and Swift list each object's MD5 as its ETag (backupd uploads every part in one
         request): copies of a part whose ETags differ cannot both be the committed bytes."""
         for part in manifest.parts:
-            etags = {name: listing[part.key].etag for name, listing in self.listings.items()
+            etags = {name: etag for name, listing in self.listings.items()
                      if part.key in listing and listing[part.key].size == part.size
-                     and _MD5.match(listing[part.key].etag or "")}
+                     and (etag := listing[part.key].etag) is not None and _MD5.match(etag)}
             if len(set(etags.values())) > 1:
                 shown = ", ".join(f"{name} {etag[:12]}..." for name, etag in sorted(etags.items()))
                 self.find("part-etag", f"copies of part {part.key} of backup {manifest.id} differ between "
@@ -264,7 +263,7 @@ class _ShardAudit:
                 if parsed is not None and parsed.kind == "part" and parsed.backup_id not in committed:
                     stray[parsed.backup_id] = stray.get(parsed.backup_id, 0) + 1
             for backup_id, count in sorted(stray.items()):
-                started = backup_started(backup_id)
+                started = parse_id_time(backup_id)
                 if started is not None and self.now - started > max_age:
                     self.find("orphan", f"{count} part(s) of uncommitted backup {backup_id} in store "
                               f"{store_name}, started {format_duration((self.now - started).total_seconds())} ago",
@@ -304,21 +303,22 @@ class _ShardAudit:
         with Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100),
                       estimate=sample < 100) as progress:
             for (manifest, store, part), data in prefetched(todo, lambda job: _download(job[1], job[2].key)):
-                problem = self.check_part(data, part.sha256)
+                problem = self.check_part(data, part)
                 del data
                 progress.advance(part.size)
                 if problem:
                     self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
                               f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
 
-    def check_part(self, data: bytes | StoreError, sha256: str) -> str | None:
-        """What is wrong with a downloaded copy (or why it could not be read), or None."""
+    def check_part(self, data: bytes | StoreError, part: PartRecord) -> str | None:
+        """What is wrong with a downloaded copy (or why it could not be read), or None: the
+        verified-read check every restore makes (size, sha256), then its zstd frame decoded."""
         if isinstance(data, StoreError):
             return f"cannot be read: {data}"
         self.report.bytes_read += len(data)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256:
-            return f"sha256 {digest[:12]}..., the manifest says {sha256[:12]}..."
+        problem = check_part(data, part)
+        if problem is not None:
+            return problem
         try:
             for _ in decode_part(data):
                 pass

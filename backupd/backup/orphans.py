@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from backupd.catalog import Catalog, CatalogEntry
 from backupd.errors import StoreError
-from backupd.layout import parse_key, shard_prefix
+from backupd.repo.catalog import Catalog, CatalogEntry
+from backupd.repo.layout import parse_key, shard_prefix
 from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def find_orphans(stores: list[Store], shard: str, committed: set[str] | None) ->
 
 def committed_ids(catalog: Catalog, entries: list[CatalogEntry], shard: str) -> set[str] | None:
     """The ids of ``entries`` (just read from ``catalog``), or None if a store could not be listed."""
-    if any(bad.key == shard_prefix(shard) for bad in catalog.unreadable):
+    if any(bad.listing for bad in catalog.unreadable):
         return None
     return {e.manifest.id for e in entries}
 

@@ -35,15 +35,15 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterator
 
 from backupd.errors import BackupFailed, LockHeld, LockLost, ObjectNotFound, StoreError
-from backupd.layout import lock_generation, lock_key, lock_prefix
-from backupd.model import utc_now
 from backupd.processes import pid_alive, process_start
+from backupd.repo.layout import lock_generation, lock_key, lock_prefix
+from backupd.repo.model import utc_now
 from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Owner:
     purpose: str
 
     @classmethod
-    def this_process(cls, purpose: str) -> "Owner":
+    def this_process(cls, purpose: str) -> Owner:
         return cls(socket.gethostname(), os.getpid(), process_start(os.getpid()), purpose)
 
     def describe(self) -> str:
@@ -81,7 +81,7 @@ class LeaseRecord:
         return Payload.from_bytes(json.dumps(document, indent=1).encode() + b"\n")
 
     @classmethod
-    def parse(cls, data: bytes) -> "LeaseRecord":
+    def parse(cls, data: bytes) -> LeaseRecord:
         document = json.loads(data)
         return cls(token=document["token"], owner=Owner(**document["owner"]),
                    acquired_at=datetime.fromisoformat(document["acquired_at"]),
@@ -236,7 +236,7 @@ class ShardLease:
                             exc, self.ttl)
 
     @contextmanager
-    def renewing(self) -> Iterator["ShardLease"]:
+    def renewing(self) -> Iterator[ShardLease]:
         """Renew the (acquired) lease every ``ttl / 4`` in a background thread while the block runs."""
         stop = threading.Event()
         interval = max(1.0, self.ttl.total_seconds() / 4)
@@ -309,7 +309,7 @@ class ShardLock:
         assert self.held is not None
         self.held.check()
 
-    def renewing(self) -> "contextlib.AbstractContextManager[ShardLease]":
+    def renewing(self) -> contextlib.AbstractContextManager[ShardLease]:
         assert self.held is not None
         return self.held.renewing()
 

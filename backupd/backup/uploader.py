@@ -13,10 +13,10 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from backupd.codec import CompressedPart
 from backupd.errors import BackupFailed, StoreError
-from backupd.layout import part_key
-from backupd.model import PartRecord
+from backupd.repo.codec import CompressedPart
+from backupd.repo.layout import part_key
+from backupd.repo.model import PartRecord
 from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,9 @@ Retention (what to keep) and the restore planner (what to apply) both use these 
 
 from __future__ import annotations
 
-from backupd.model import Manifest
+from datetime import datetime
+
+from backupd.repo.model import Manifest
 
 
 def why_not_applicable(incremental: Manifest, full: Manifest) -> str | None:
@@ -71,5 +73,5 @@ def base_for(incremental: Manifest, fulls: list[Manifest]) -> Manifest | None:
     return max(usable, key=lambda f: (f.snapshot_at, f.id)) if usable else None
 
 
-def _iso(moment: object) -> str:
-    return moment.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -27,14 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import pymysql
 
-from backupd.model import Reference, SchemaObject, TableReference
-from backupd.mysql import major_minor, query, quote_identifier, server_info
+from backupd.mysql.connection import major_minor, query, quote_identifier, server_info
+from backupd.repo.model import Reference, SchemaObject, TableReference
 
 MD5_SUM64 = "md5-sum64"
 CRC_SUM64 = "crc32-crc32c-sum64"
@@ -130,15 +131,13 @@ def list_objects(conn: pymysql.connections.Connection, databases: Iterable[str],
         return []
     marks = ", ".join(["%s"] * len(names))
     found: list[SchemaObject] = []
-    for sql, kind in (
-        (f"SELECT TABLE_SCHEMA, TABLE_NAME, 'view' FROM information_schema.VIEWS "
-         f"WHERE TABLE_SCHEMA IN ({marks})", None),
-        (f"SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'trigger' FROM information_schema.TRIGGERS "
-         f"WHERE TRIGGER_SCHEMA IN ({marks})", None),
-        (f"SELECT ROUTINE_SCHEMA, ROUTINE_NAME, LOWER(ROUTINE_TYPE) FROM "
-         f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})", None),
-        (f"SELECT EVENT_SCHEMA, EVENT_NAME, 'event' FROM information_schema.EVENTS "
-         f"WHERE EVENT_SCHEMA IN ({marks})", None),
+    for sql in (
+        f"SELECT TABLE_SCHEMA, TABLE_NAME, 'view' FROM information_schema.VIEWS WHERE TABLE_SCHEMA IN ({marks})",
+        f"SELECT TRIGGER_SCHEMA, TRIGGER_NAME, 'trigger' FROM information_schema.TRIGGERS "
+        f"WHERE TRIGGER_SCHEMA IN ({marks})",
+        f"SELECT ROUTINE_SCHEMA, ROUTINE_NAME, LOWER(ROUTINE_TYPE) FROM "
+        f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({marks})",
+        f"SELECT EVENT_SCHEMA, EVENT_NAME, 'event' FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({marks})",
     ):
         found += [SchemaObject(database=d, kind=k, name=n) for d, n, k in query(conn, sql, names, label=label)]
     return sorted(found, key=lambda o: (o.database, o.kind, o.name))

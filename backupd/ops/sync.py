@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from backupd.catalog import Catalog
-from backupd.config import Config
 from backupd.errors import StoreError, VerificationError
-from backupd.fetch import PartFetcher
-from backupd.layout import backup_prefix, manifest_key
 from backupd.progress import Progress
-from backupd.stores import open_stores
+from backupd.repo.fetch import PartFetcher
+from backupd.repo.layout import backup_prefix, manifest_key
+from backupd.repo.model import Manifest
+from backupd.repo.repository import Repository
 from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
@@ -33,21 +32,22 @@ class SyncReport:
     corrupt: bool = False
 
 
-def sync_stores(config: Config, shard: str | None = None) -> SyncReport:
-    stores = {s.name: s for s in open_stores(config, list(config.stores))}
-    catalog = Catalog(list(stores.values()))
+def sync_stores(repo: Repository, shard: str | None = None) -> SyncReport:
+    """Copy to every store what it lacks of the committed backups (of ``shard``, or all)."""
+    config = repo.config
+    catalog = repo.catalog()
     report = SyncReport()
     for bad in catalog.unreadable:
         report.problems.append(f"unreadable manifest {bad.store}:{bad.key}: {bad.error}")
     for entry in catalog.entries(shard):
         manifest = entry.manifest
         report.backups += 1
-        wanted = config.shard_stores(manifest.shard) if manifest.shard in config.shards else list(stores)
-        sources = [stores[name] for name in entry.found_in]
+        wanted = config.shard_stores(manifest.shard) if manifest.shard in config.shards else list(config.stores)
+        sources = repo.stores(entry.found_in)
         fetcher = PartFetcher(sources, manifest)
         for name in wanted:
             try:
-                _sync_one(stores[name], manifest, name in entry.found_in, fetcher, sources, report)
+                _sync_one(repo.store(name), manifest, name in entry.found_in, fetcher, sources, report)
             except VerificationError as exc:
                 report.corrupt = True
                 report.problems.append(str(exc))
@@ -56,7 +56,7 @@ def sync_stores(config: Config, shard: str | None = None) -> SyncReport:
     return report
 
 
-def _sync_one(target: Store, manifest, has_manifest: bool, fetcher: PartFetcher,
+def _sync_one(target: Store, manifest: Manifest, has_manifest: bool, fetcher: PartFetcher,
               sources: list[Store], report: SyncReport) -> None:
     present = {info.key: info.size for info in target.list(backup_prefix(manifest.shard, manifest.id))}
     missing = [part for part in manifest.parts if present.get(part.key) != part.size]

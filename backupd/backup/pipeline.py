@@ -9,24 +9,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from backupd import __version__
-from backupd.catalog import Catalog, commit_manifest
-from backupd.codec import PartCompressor
+from backupd.backup.uploader import Uploader
 from backupd.config import Config
 from backupd.errors import BackupFailed, UsageError
-from backupd.layout import new_backup_id
-from backupd.model import Codec, Manifest, StoreStatus, utc_now
 from backupd.progress import Progress
+from backupd.repo.catalog import Catalog, commit_manifest
+from backupd.repo.codec import PartCompressor
+from backupd.repo.layout import new_backup_id
+from backupd.repo.model import BackupKind, Codec, Manifest, StoreStatus, utc_now
+from backupd.repo.repository import Shard
 from backupd.sources.base import Source
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.mysqldump import MysqldumpSource
 from backupd.sources.physical import PhysicalSource
-from backupd.stores import open_stores
-from backupd.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 class BackupReport:
     manifest: Manifest
     seconds: float
-    degraded: dict[str, str]
-    store_stats: dict[str, dict[str, int]] = field(default_factory=dict)  # per store: retries, errors
+    degraded: dict[str, str]  # store: why it does not hold the backup
 
     @property
     def throughput(self) -> float:
@@ -55,39 +54,36 @@ def newest_full(backups: list[Manifest], shard_id: str, *, physical: bool = Fals
     return max(fulls, key=lambda m: (m.snapshot_at, m.id))
 
 
-def make_source(config: Config, shard_id: str, kind: str,
+def make_source(config: Config, shard: Shard, kind: BackupKind,
                 backups: Callable[[], list[Manifest]]) -> tuple[Source, str | None]:
     """The source for a backup of ``kind``, and the id of its base full (incrementals)."""
-    shard = config.shard(shard_id)
     settings = config.settings
-    if shard.is_physical and kind in ("full", "incremental"):
-        base = newest_full(backups(), shard_id, physical=True) if kind == "incremental" else None
-        return PhysicalSource(shard_id, shard, settings=settings, base=base), base.id if base else None
+    if shard.config.is_physical and kind in ("full", "incremental"):
+        base = newest_full(backups(), shard.id, physical=True) if kind == "incremental" else None
+        return PhysicalSource(shard, settings, base=base), base.id if base else None
     if kind == "full":
-        return MysqldumpSource(shard_id, shard, mysqldump=settings.mysqldump,
-                               work_dir=settings.work_dir), None
+        return MysqldumpSource(shard, settings), None
     if kind == "incremental":
-        base = newest_full(backups(), shard_id)
-        window = config.schedule.for_shard(shard_id).incremental_window
-        return IncrementalSource(shard_id, shard, base=base, window=window,
-                                 columns=config.incremental_columns(shard_id),
-                                 mysqldump=settings.mysqldump, work_dir=settings.work_dir), base.id
-    raise UsageError(f"shard {shard_id}: unknown backup kind '{kind}' (full or incremental)")
+        base = newest_full(backups(), shard.id)
+        window = config.schedule.for_shard(shard.id).incremental_window
+        return IncrementalSource(shard, settings, base=base, window=window,
+                                 columns=config.incremental_columns(shard.id)), base.id
+    raise UsageError(f"{shard.label}: unknown backup kind '{kind}' (full or incremental)")
 
 
-def run_backup(config: Config, shard_id: str, kind: str = "full", *,
+def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
                clock: Callable[[], datetime] = utc_now,
                before_commit: Callable[[], None] | None = None,
                backups: list[Manifest] | None = None) -> BackupReport:
-    """Take one backup of ``shard_id`` and commit it (see the module contract).
+    """Take one backup of ``shard`` and commit it to its stores (see the module contract).
 
     ``before_commit`` runs after every part is stored and before the manifest is written; if
     it raises (the shard lock was lost, say), the backup is aborted like any other failure.
     ``backups`` (the shard's committed backups; default: read from its stores) is where an
     incremental finds its base full.
     """
-    stores = open_stores(config, config.shard_stores(shard_id))
-    source, parent_id = make_source(config, shard_id, kind,
+    shard_id, stores = shard.id, shard.stores
+    source, parent_id = make_source(config, shard, kind,
                                     lambda: backups if backups is not None else Catalog(stores).backups(shard_id))
     settings = config.settings
     started_at, started = clock(), time.monotonic()
@@ -140,9 +136,7 @@ def run_backup(config: Config, shard_id: str, kind: str = "full", *,
     for name, reason in degraded.items():
         log.warning("DEGRADED: shard %s backup %s is missing from store %s: %s",
                     shard_id, backup_id, name, reason)
-    report = BackupReport(manifest, time.monotonic() - started, degraded,
-                          {s.name: {"retries": s.stats.retries, "errors": s.stats.errors}
-                           for s in stores if hasattr(s, "stats")})
+    report = BackupReport(manifest, time.monotonic() - started, degraded)
     log.info("shard %s: backup %s committed: %d parts, %d raw bytes -> %d stored (%.2fx) in %.1fs",
              shard_id, backup_id, len(manifest.parts), manifest.raw_bytes, manifest.stored_bytes,
              manifest.compression_ratio, report.seconds)

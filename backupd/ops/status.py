@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-from backupd.catalog import Catalog
 from backupd.config import Config
-from backupd.annotations import last_annotations
-from backupd.audit import DEEP_AUDIT_ANNOTATION
-from backupd.drill import ANNOTATION_PREFIX as DRILL_ANNOTATION
-from backupd.model import Manifest, utc_now
-from backupd.scheduler import NEVER, Cadence, History, next_job
+from backupd.policy.scheduler import NEVER, History, cadence_of, next_job
+from backupd.repo.annotations import DEEP_AUDIT_ANNOTATION, DRILL_ANNOTATION, last_annotations
+from backupd.repo.catalog import Catalog
+from backupd.repo.model import Manifest, utc_now
 from backupd.units import format_duration
 
 
@@ -43,8 +42,7 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
     annotations = last_annotations([s for s in catalog.stores if s.name in wanted], shard,
                                    [DRILL_ANNOTATION, DEEP_AUDIT_ANNOTATION])
     if schedule.enabled:
-        job = next_job(shard, Cadence.of(shard, schedule.full_every, schedule.incremental_every,
-                                         config.schedule.jitter), History.of(manifests), now)
+        job = next_job(shard, cadence_of(config, shard), History.of(manifests), now)
         if job.due_at <= now or job.due_at == NEVER:
             next_due = f"{job.kind} now ({job.reason})"
         else:

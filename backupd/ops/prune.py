@@ -10,17 +10,16 @@ is reported and the next prune retries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
-from backupd.catalog import Catalog
 from backupd.config import Config
 from backupd.errors import StoreError
-from backupd.layout import backup_prefix, manifest_key
-from backupd.model import utc_now
-from backupd.retention import RetentionPolicy, Verdict, apply_retention
-from backupd.stores import open_stores
+from backupd.policy.retention import RetentionPolicy, Verdict, apply_retention
+from backupd.repo.layout import backup_prefix, manifest_key
+from backupd.repo.model import utc_now
+from backupd.repo.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +42,15 @@ def policy_of(config: Config) -> RetentionPolicy:
     return RetentionPolicy(full_days=r.full_days, keep_daily=r.keep_daily, keep_weekly=r.keep_weekly)
 
 
-def prune(config: Config, shard: str | None = None, *, dry_run: bool = False,
+def prune(repo: Repository, shard: str | None = None, *, dry_run: bool = False,
           clock: Callable[[], datetime] = utc_now) -> PruneReport:
     """Apply the retention policy to ``shard`` (or every shard); ``dry_run`` only reports."""
-    stores = {s.name: s for s in open_stores(config, list(config.stores))}
-    catalog = Catalog(list(stores.values()))
+    catalog = repo.catalog()
     entries = catalog.entries(shard)
     report = PruneReport()
     for bad in catalog.unreadable:
         report.problems.append(f"unreadable manifest {bad.store}:{bad.key}: {bad.error}")
-    report.verdicts = apply_retention([e.manifest for e in entries], clock(), policy_of(config))
+    report.verdicts = apply_retention([e.manifest for e in entries], clock(), policy_of(repo.config))
     if dry_run:
         return report
     found_in = {e.manifest.id: e.found_in for e in entries}
@@ -62,12 +60,12 @@ def prune(config: Config, shard: str | None = None, *, dry_run: bool = False,
         emptied = []
         for name in found_in[manifest.id]:
             try:
-                stores[name].delete(key)
+                repo.store(name).delete(key)
                 emptied.append(name)
             except StoreError as exc:
                 report.problems.append(f"backup {manifest.id}: manifest not deleted from store {name}: {exc}")
         for name in emptied:
-            store = stores[name]
+            store = repo.store(name)
             try:
                 for info in list(store.list(backup_prefix(manifest.shard, manifest.id))):
                     store.delete(info.key)

@@ -11,18 +11,22 @@ import logging
 from dataclasses import dataclass, field
 
 from backupd.errors import BackupFailed, CatalogError, StoreError
-from backupd.layout import manifest_key, parse_key, shard_prefix
-from backupd.model import Manifest
-from backupd.stores.base import Payload, Store
+from backupd.repo.layout import manifest_key, parse_key, shard_prefix
+from backupd.repo.model import Manifest
+from backupd.stores.base import ObjectInfo, Payload, Store
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Unreadable:
+    """A store that could not be listed (``listing``; ``key`` is the prefix) or a manifest
+    that could not be read or does not validate."""
+
     store: str
     key: str
     error: str
+    listing: bool = False
 
 
 @dataclass
@@ -34,39 +38,52 @@ class CatalogEntry:
 
 
 class Catalog:
-    """The committed backups in ``stores``. Manifests are immutable, so one Catalog reads each
-    manifest once: calling ``entries`` again re-lists the stores but only reads new manifests."""
+    """The committed backups in ``stores``.
 
-    def __init__(self, stores: list[Store]):
+    Manifests are immutable, so one Catalog reads each manifest once: calling ``entries`` again
+    re-lists the stores but only reads new manifests. With ``every_copy`` (audits) each store's
+    copy of each manifest is read and validated, so a damaged copy is reported even when
+    another store holds a good one, and ``found_in`` names only the stores whose copy is good.
+    After ``entries``, ``listings`` holds what each store listed (key: object) and ``unreadable``
+    what could not be listed or read.
+    """
+
+    def __init__(self, stores: list[Store], *, every_copy: bool = False):
         self.stores = stores
+        self.every_copy = every_copy
         self.unreadable: list[Unreadable] = []
+        self.listings: dict[str, dict[str, ObjectInfo]] = {}
         self._manifests: dict[tuple[str, str], Manifest] = {}
 
     def entries(self, shard: str | None = None) -> list[CatalogEntry]:
         """Every committed backup (of ``shard``, or all), oldest first, merged across stores."""
         merged: dict[tuple[str, str], CatalogEntry] = {}
         self.unreadable = []
+        self.listings = {}
+        prefix = shard_prefix(shard) if shard else ""
         for store in self.stores:
             try:
-                listing = list(store.list(shard_prefix(shard) if shard else ""))
+                listing = self.listings[store.name] = {info.key: info for info in store.list(prefix)}
             except StoreError as exc:
-                self.unreadable.append(Unreadable(store.name, shard_prefix(shard) if shard else "", str(exc)))
+                self.unreadable.append(Unreadable(store.name, prefix, str(exc), listing=True))
                 continue
-            for info in listing:
-                parsed = parse_key(info.key)
+            for key in sorted(listing):
+                parsed = parse_key(key)
                 if parsed is None or parsed.kind != "manifest":
                     continue
-                entry = merged.get((parsed.shard, parsed.backup_id))
-                if entry is None:
-                    manifest = self._manifests.get((parsed.shard, parsed.backup_id))
+                ident = (parsed.shard, parsed.backup_id)
+                entry = merged.get(ident)
+                if entry is None or self.every_copy:
+                    manifest = None if self.every_copy else self._manifests.get(ident)
                     if manifest is None:
                         try:
                             manifest = self.read(store, parsed.shard, parsed.backup_id)
                         except (CatalogError, StoreError) as exc:
-                            self.unreadable.append(Unreadable(store.name, info.key, str(exc)))
+                            self.unreadable.append(Unreadable(store.name, key, str(exc)))
                             continue
-                        self._manifests[(parsed.shard, parsed.backup_id)] = manifest
-                    entry = merged[(parsed.shard, parsed.backup_id)] = CatalogEntry(manifest)
+                        self._manifests.setdefault(ident, manifest)
+                    if entry is None:
+                        entry = merged[ident] = CatalogEntry(manifest)
                 entry.found_in.append(store.name)
         return sorted(merged.values(), key=lambda e: (e.manifest.started_at, e.manifest.id))
 

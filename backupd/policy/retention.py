@@ -8,17 +8,18 @@ Policy (``[retention]``):
   ``--keep-weekly``);
 * the newest full is always kept, so every shard keeps its newest restorable chain whatever the
   policy and however long backups have been failing;
-* an incremental lives as long as a kept full it applies to (``backupd.chain``): it is kept if
+* an incremental lives as long as a kept full it applies to (``backupd.policy.chain``): it is kept if
   it applies to at least one kept full, deleted otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from backupd.chain import applies_to
-from backupd.model import Manifest
+from backupd.policy.chain import applies_to
+from backupd.repo.model import Manifest
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def _shard_verdicts(backups: list[Manifest], now: datetime, policy: RetentionPol
     _keep_newest_per_period(fulls, policy.keep_daily, lambda m: m.snapshot_at.date().isoformat(),
                             "keep_daily", reasons)
     _keep_newest_per_period(fulls, policy.keep_weekly,
-                            lambda m: "%d-W%02d" % m.snapshot_at.isocalendar()[:2], "keep_weekly", reasons)
+                            _iso_week, "keep_weekly", reasons)
     if fulls:
         reasons[fulls[-1].id].append("newest full")
     kept_fulls = [f for f in fulls if reasons[f.id]]
@@ -74,7 +75,12 @@ def _shard_verdicts(backups: list[Manifest], now: datetime, policy: RetentionPol
     return verdicts
 
 
-def _keep_newest_per_period(fulls: list[Manifest], count: int, period, rule: str,
+def _iso_week(manifest: Manifest) -> str:
+    year, week, _ = manifest.snapshot_at.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _keep_newest_per_period(fulls: list[Manifest], count: int, period: Callable[[Manifest], str], rule: str,
                             reasons: dict[str, list[str]]) -> None:
     if count <= 0:
         return
