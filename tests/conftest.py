@@ -19,6 +19,23 @@ SEEDED_SHARD_BYTES = 2 * 1024 * 1024
 MariaDBFactory = Callable[..., MariaDBServer]
 
 
+# Fixtures that start a real server (directly or through another fixture).
+SERVER_FIXTURES = frozenset({"mariadb_factory", "seeded_shard", "swift_server", "rackspace_identity",
+                             "moto_server", "swift_container", "s3_bucket_moto", "s3_bucket_swift",
+                             "carbon_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that starts a server, and every test under tests/integration, carries the
+    ``integration`` marker (``-m "not integration"`` runs pure logic only): a test that forgot
+    it fails the collection, naming itself."""
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("integration") is None and (
+        SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or "tests/integration/" in item.nodeid)]
+    if unmarked:
+        raise pytest.UsageError("tests that start servers must carry the integration marker "
+                                f"(pytestmark = pytest.mark.integration): {', '.join(unmarked)}")
+
+
 @pytest.fixture(scope="session")
 def mariadb_cache() -> Path:
     """Directory holding the shared template datadir (``<repo>/.testbed/cache``), built on

@@ -34,7 +34,10 @@ class RetryStats:
 class RetryingStore(Store):
     def __init__(self, inner: Store, *, budget: float = 120.0, base_delay: float = 0.25,
                  max_delay: float = 15.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap)):
+        """``jitter(cap)`` picks each wait in ``[0, cap]`` (full jitter); ``cap`` doubles from
+        ``base_delay`` with each attempt, up to ``max_delay``."""
         self.inner = inner
         self.name = inner.name
         self.properties = inner.properties
@@ -44,6 +47,7 @@ class RetryingStore(Store):
         self.stats = RetryStats()
         self._sleep = sleep
         self._clock = clock
+        self._jitter = jitter
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -59,7 +63,7 @@ class RetryingStore(Store):
                 raise  # "not found" is an answer, not an error
             except TransientStoreError as exc:
                 attempt += 1
-                delay = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+                delay = self._jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
                 if self._clock() + delay > deadline:
                     with self._lock:
                         self.stats.gave_up += 1

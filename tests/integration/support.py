@@ -8,13 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from backupd.errors import TransientStoreError
+from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store
 from tests.testbed.config import write_config as testbed_write_config
+
+T = TypeVar("T")
 
 BIN = Path(sys.executable).parent
 
@@ -92,3 +96,100 @@ def application_writes(server: Any, *, first_id: int, deletes: bool = False) -> 
     finally:
         stop.set()
         thread.join()
+
+
+def slow_mysqldump(tmp_path: Path, seconds: int) -> Path:
+    """A mysqldump that streams 800 kB, then stalls ``seconds`` before the rest."""
+    wrapper = tmp_path / f"slow-mysqldump-{seconds}"
+    wrapper.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && exec mysqldump --version\n"
+                       f"mysqldump \"$@\" | (head -c 800000; sleep {seconds}; cat)\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None, audit=None,
+                  extra: str = "", targets=None) -> Path:
+    """A daemon config; audits after backups and deep audits are off unless ``audit`` says so
+    (most daemon tests count backups by the second)."""
+    path = write_config(tmp_path / "backupd.toml", shards=shards, targets=targets,
+                        settings={"compression_threads": 0, **(settings or {})})
+    text = path.read_text()
+    body = {"tick": "1s", "jitter": "0s", **(schedule or {})}
+    text += "[schedule]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
+    audit = {"after_backup": False, "deep_every": 0, **(audit or {})}
+    text += "[audit]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in audit.items()) + extra
+    if retention:
+        text += "[retention]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in retention.items())
+    path.write_text(text)
+    return path
+
+
+class FlakyStore(Store):
+    """A real store behind a flaky network: every other call fails with a transient error, half
+    of those after the real store did the work (the answer was lost: a put that landed, a delete
+    that happened, a listing cut short), so a retry repeats work that was already done.
+    ``put_if_absent`` fails only before the work: a lost answer there is documented to read as
+    "exists" (``backupd.stores.base``). ``injected`` counts the faults."""
+
+    def __init__(self, inner: Store):
+        self.inner = inner
+        self.name = inner.name
+        self.properties = inner.properties
+        self.injected = 0
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def _fault(self) -> str | None:
+        """None, "before" or "after": calls 0, 4, 8... fail before, calls 2, 6, 10... after."""
+        with self._lock:
+            n, self._calls = self._calls, self._calls + 1
+            fault = {0: "before", 2: "after"}.get(n % 4)
+            self.injected += fault is not None
+            return fault
+
+    def _lost(self, what: str, key: str) -> TransientStoreError:
+        return TransientStoreError(f"store {self.name}: {what} {key}: connection reset (injected)",
+                                   store=self.name, key=key)
+
+    def _call(self, what: str, key: str, operation: Callable[[], T], *, after_ok: bool = True) -> T:
+        fault = self._fault()
+        if fault == "before" or (fault == "after" and not after_ok):
+            raise self._lost(what, key)
+        result = operation()
+        if fault == "after":
+            raise self._lost(what, key)
+        return result
+
+    def put(self, key: str, payload: Payload) -> None:
+        self._call("put", key, lambda: self.inner.put(key, payload))
+
+    def put_if_absent(self, key: str, payload: Payload) -> bool:
+        return self._call("create", key, lambda: self.inner.put_if_absent(key, payload), after_ok=False)
+
+    def open(self, key: str) -> ObjectStream:
+        fault = self._fault()
+        if fault == "before":
+            raise self._lost("open", key)
+        stream = self.inner.open(key)
+        if fault == "after":
+            stream.close()
+            raise self._lost("open", key)
+        return stream
+
+    def get(self, key: str) -> bytes:
+        return self._call("get", key, lambda: self.inner.get(key))
+
+    def stat(self, key: str) -> ObjectInfo:
+        return self._call("stat", key, lambda: self.inner.stat(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        fault = self._fault()
+        if fault == "before":
+            raise self._lost("list", prefix)
+        for n, info in enumerate(self.inner.list(prefix)):
+            if fault == "after" and n == 1:
+                raise self._lost("list", prefix)  # cut short after one object
+            yield info
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.inner.delete(key))

@@ -12,6 +12,7 @@ from backupd.repo.model import (
     Incremental,
     Manifest,
     PartRecord,
+    Physical,
     Reference,
     ServerInfo,
     StoreStatus,
@@ -72,3 +73,18 @@ def incremental(at: timedelta | datetime, base: Manifest, *, window: timedelta =
 
 def _tag(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:6]
+
+
+def physical_full(at: timedelta, to_lsn: int = 1000) -> Manifest:
+    base = full(at)
+    return base.model_copy(update={"method": "mariabackup",
+                                   "physical": Physical(tool="mariabackup", from_lsn=0, to_lsn=to_lsn)})
+
+
+def physical_incremental(at: timedelta, base: Manifest, from_lsn: int | None = None) -> Manifest:
+    assert base.physical is not None
+    moment = NOW + at
+    return make_manifest(id=f"{moment:%Y%m%dT%H%M%SZ}-incremental-p{int(at.total_seconds())}", kind="incremental",
+                         method="mariabackup", parent_id=base.id, started_at=moment, finished_at=moment,
+                         snapshot_at=moment, physical=Physical(tool="mariabackup", to_lsn=5000,
+                                                               from_lsn=from_lsn or base.physical.to_lsn))

@@ -92,6 +92,13 @@ def test_backoff_grows_and_is_capped():
     assert max(fake.sleeps) <= 2.0
     assert fake.now <= 30.0
     assert store.stats.gave_up == 1
+    # the waits' upper bound doubles from base_delay up to max_delay (jitter picks below it)
+    fake = FakeTime()
+    ceilings = RetryingStore(Flaky(failures=6), budget=60, base_delay=0.25, max_delay=2.0,
+                             sleep=fake.sleep, clock=fake.clock, jitter=lambda cap: cap)
+    ceilings.get("k")
+    assert fake.sleeps == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    assert all(later >= earlier for earlier, later in zip(fake.sleeps, fake.sleeps[1:]))
 
 
 @pytest.mark.parametrize("error", [PermanentStoreError, ObjectNotFound])

@@ -16,9 +16,10 @@ from backupd.config import load_config
 from backupd.ops.audit import in_sample, run_audit
 from backupd.repo.model import utc_now
 from backupd.repo.repository import Repository
-from tests.integration.support import BIN, run, write_config
-from tests.integration.test_daemon import slow_mysqldump
+from tests.integration.support import BIN, run, slow_mysqldump, write_config
 from tests.testbed import seed_shard
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from tests.integration.support import backup, run
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run_testbed(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,28 @@ def test_sync_refuses_to_spread_a_corrupt_part(tmp_path, source, target):
     assert result.code == 3
     assert manifest["parts"][0]["key"] in result.stderr
     assert not (tmp_path / "b" / "1" / backup_id / "manifest.json").exists()
+
+
+def test_store_statistics_cover_every_operation_of_the_backup(tmp_path, source, target):
+    """One store is a cloud that refuses connections: the job's lock check, its catalog listing
+    and its upload each fail there, and the statistics the backup reports count all three
+    (each store is opened once per job; before, only the upload's copy of the store was counted).
+    Takes a few seconds (a 1 s retry budget per failed operation); leaves a DEGRADED backup."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there
+    stores = {"a": {"type": "local", "path": str(tmp_path / "a")},
+              "down": {"type": "s3", "bucket": "b", "endpoint_url": f"http://127.0.0.1:{port}",
+                       "access_key_env": "STATS_KEY", "secret_key_env": "STATS_KEY",
+                       "retry_budget": "1s", "connect_timeout": "1s"}}
+    config = write_config(tmp_path / "c.toml", shards={"1": source}, stores=stores)
+    result = run("backupd", "--config", str(config), "backup", "--shard", "1", "--json",
+                 env={"STATS_KEY": "testing"})
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["result"] == "committed" and list(report["degraded"]) == ["down"]
+    down = report["store_stats"]["down"]
+    assert down["errors"] >= 3, report  # the lock's check of the other store, the catalog, the upload
+    assert down["retries"] > 0, report
+    assert report["store_stats"]["a"] == {"retries": 0, "errors": 0}

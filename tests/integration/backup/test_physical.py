@@ -17,6 +17,8 @@ from tests.testbed import seed_edge_cases, seed_shard
 from tests.testbed.config import endpoint, physical_target
 from tests.testbed.data import table_fingerprint
 
+pytestmark = pytest.mark.integration
+
 REPL_ENV = {"BACKUPD_TEST_REPL_PW": "repl-secret"}
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import BIN, listing, run, store_files, write_config
+from tests.integration.support import BIN, daemon_config, listing, run, slow_mysqldump, store_files, write_config
 from tests.testbed import seed_shard
 
 pytestmark = pytest.mark.integration
@@ -25,32 +25,6 @@ def fleet(mariadb_factory):
         servers[sid] = mariadb_factory(f"shard{sid}")
         seed_shard(servers[sid], int(sid) - 1, 64, target_bytes=1024 * 1024)
     return servers
-
-
-def slow_mysqldump(tmp_path: Path, seconds: int) -> Path:
-    """A mysqldump that streams 800 kB, then stalls ``seconds`` before the rest."""
-    wrapper = tmp_path / f"slow-mysqldump-{seconds}"
-    wrapper.write_text(f"#!/bin/sh\n[ \"$1\" = --version ] && exec mysqldump --version\n"
-                       f"mysqldump \"$@\" | (head -c 800000; sleep {seconds}; cat)\n")
-    wrapper.chmod(0o755)
-    return wrapper
-
-
-def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None, audit=None,
-                  extra: str = "", targets=None) -> Path:
-    """A daemon config; audits after backups and deep audits are off unless ``audit`` says so
-    (most daemon tests count backups by the second)."""
-    path = write_config(tmp_path / "backupd.toml", shards=shards, targets=targets,
-                        settings={"compression_threads": 0, **(settings or {})})
-    text = path.read_text()
-    body = {"tick": "1s", "jitter": "0s", **(schedule or {})}
-    text += "[schedule]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
-    audit = {"after_backup": False, "deep_every": 0, **(audit or {})}
-    text += "[audit]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in audit.items()) + extra
-    if retention:
-        text += "[retention]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in retention.items())
-    path.write_text(text)
-    return path
 
 
 class Daemon:

@@ -6,7 +6,7 @@ import pytest
 from backupd.errors import CatalogError, UnsupportedFormat
 from backupd.repo import layout
 from backupd.repo.model import Manifest
-from tests.unit.manifests import NOW, full, incremental, make_manifest
+from tests.unit.manifests import NOW, full, incremental, make_manifest, physical_full, physical_incremental
 
 
 def test_backup_ids_sort_by_time_and_are_unique():
@@ -100,3 +100,15 @@ def test_lock_keys():
     assert layout.lock_generation(layout.lock_key("7", 3)) == 3
     assert layout.parse_key(layout.lock_key("7", 3)) is None  # never mistaken for a backup
     assert layout.lock_generation("7/20261126T080000Z-full-abc123/manifest.json") is None
+
+
+def test_physical_manifest_is_format_3_and_logical_stays_2():
+    inc = physical_incremental(timedelta(hours=1), physical_full(timedelta(0)))
+    document = json.loads(inc.to_json())
+    assert document["format_version"] == 3 and document["physical"]["from_lsn"] == 1000
+    assert Manifest.from_json(inc.to_json(), origin="o") == inc
+    logical = json.loads(full(timedelta(0)).to_json())
+    assert logical["format_version"] == 2 and "physical" not in logical
+    document["physical"]["from_lsn"] = 0  # an incremental that copied everything is not one
+    with pytest.raises(CatalogError, match="from_lsn"):
+        Manifest.from_json(json.dumps(document).encode(), origin="o")

@@ -9,6 +9,8 @@ from backupd.mysql.connection import connect
 from backupd.mysql.reference import CRC_SUM64, MD5_SUM64, compute_reference
 from restore.verify import TableVerifier
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def server(seeded_shard):

@@ -1,7 +1,9 @@
 """One conformance suite, run against every store implementation (restic's backend suite).
 
 The ``store`` fixture is parametrized over store kinds; later stores add themselves to
-``STORE_FACTORIES`` and must pass the same tests.
+``BACKENDS`` and must pass the same tests, alone, inside the retry wrapper backupd puts around
+every store, and (``+flaky``) behind a network that loses every other answer, where a retried
+operation must return what a first try would have.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from backupd.errors import ObjectNotFound, PermanentStoreError
 from backupd.secrets import Secret
 from backupd.stores.base import Payload, Store
 from backupd.stores.local import LocalStore
+from backupd.stores.retry import RetryingStore
 from backupd.stores.s3 import S3Store
 from backupd.stores.swift import SwiftStore
+from tests.integration.support import FlakyStore
+
+pytestmark = pytest.mark.integration
 
 
 def make_local(request: pytest.FixtureRequest) -> Store:
@@ -58,9 +64,37 @@ def make_cloudfiles(request: pytest.FixtureRequest) -> Store:
     return SwiftStore("cloudfiles", config)
 
 
-STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
     "local": make_local, "s3-moto": make_s3_moto, "s3-swift-s3api": make_s3_swift,
     "swift": make_swift, "cloudfiles": make_cloudfiles,
+}
+
+
+def retrying(backend: Callable[[pytest.FixtureRequest], Store]) -> Callable[[pytest.FixtureRequest], Store]:
+    """The backend as backupd opens it: inside the retry wrapper (``backupd.stores.open_store``)."""
+    return lambda request: RetryingStore(backend(request), budget=30)
+
+
+def flaky(backend: Callable[[pytest.FixtureRequest], Store]) -> Callable[[pytest.FixtureRequest], Store]:
+    """The backend behind a network that fails every other call (``FlakyStore``), inside the
+    retry wrapper: every test of the suite must still see the same results. Fails the test if no
+    fault was injected (then the case would prove nothing)."""
+    def make(request: pytest.FixtureRequest) -> Store:
+        faulty = FlakyStore(backend(request))
+        request.addfinalizer(lambda: _faults_were_injected(faulty))
+        return RetryingStore(faulty, budget=30, sleep=lambda _: None)
+    return make
+
+
+def _faults_were_injected(store: FlakyStore) -> None:
+    assert store.injected > 0, "the flaky store injected no fault"
+
+
+# Every backend alone, inside the retry wrapper, and (three of them) behind a flaky network.
+STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Store]] = {
+    **BACKENDS,
+    **{f"{name}+retry": retrying(make) for name, make in BACKENDS.items()},
+    **{f"{name}+flaky+retry": flaky(BACKENDS[name]) for name in ("local", "s3-moto", "swift")},
 }
 
 

@@ -6,9 +6,12 @@ import json
 import socket
 from pathlib import Path
 
-from tests.integration.support import listing, run, write_config
-from tests.integration.test_daemon import daemon_config
+import pytest
+
+from tests.integration.support import daemon_config, listing, run, write_config
 from tests.testbed import seed_shard
+
+pytestmark = pytest.mark.integration
 
 
 def _with_metrics(config: Path, body: str) -> Path:

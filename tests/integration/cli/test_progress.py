@@ -6,9 +6,12 @@ import os
 import pty
 import subprocess
 
-from tests.integration.support import BIN, write_config
-from tests.integration.test_daemon import slow_mysqldump
+import pytest
+
+from tests.integration.support import BIN, slow_mysqldump, write_config
 from tests.testbed import seed_shard
+
+pytestmark = pytest.mark.integration
 
 
 def test_backup_draws_a_bar_on_a_terminal_and_erases_it(mariadb_factory, tmp_path):
