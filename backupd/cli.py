@@ -339,7 +339,7 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``backupd`` console script; returns the exit code."""
-    from backupd.daemon import exit_with_parent
+    from backupd.children import exit_with_parent
 
     exit_with_parent()
     return run_cli("backupd", cli, argv)

@@ -1,8 +1,9 @@
 """``backupd run``: the long-running scheduler (foreground, logs to stderr, systemd-friendly).
 
 Every ``tick`` (the ``schedule`` library drives it) the daemon asks the planner
-(``backupd.policy.scheduler``) what is due, from the catalog, and starts up to ``concurrency`` backups,
-each as a child process ``backupd backup --shard ID --if-due --json``. Running each backup in
+(``backupd.policy.scheduler``) what is due, from the catalog, and starts up to ``concurrency``
+backups, each as a child process ``backupd backup --shard ID --if-due --json`` (``backupd.children``)
+whose printed result it decodes with ``backupd.protocol``. Running each backup in
 its own process keeps them isolated (a crash or a leak ends with its job), lets two backups use
 two cores, and reuses exactly the path a one-shot backup takes: the child takes the shard's
 lock, cleans orphans, re-checks that the job is still due and commits or cleans up after
@@ -29,18 +30,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 import schedule
 
+from backupd.children import Child
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
 from backupd.metrics import Metrics, age_samples
@@ -48,7 +46,6 @@ from backupd.ops.audit import AuditReport
 from backupd.policy.scheduler import Cadence, History, Job, cadence_of, due_jobs, next_job
 from backupd.protocol import (
     MAINTENANCE,
-    UNDER_DAEMON_ENV,
     BackupOutcome,
     ChildOutputError,
     DrillOutcome,
@@ -63,25 +60,9 @@ from backupd.repo.repository import Repository
 from backupd.units import format_duration
 
 log = logging.getLogger(__name__)
-PARENT_ENV = "BACKUPD_PARENT_PID"
 FIRST_RETRY = 30.0
 ABORT_WAIT = 120.0
 POLL = 0.2
-
-
-@dataclass
-class Child:
-    """A running child job and where its stdout (its result) goes."""
-
-    shard: str
-    kind: JobKind
-    process: subprocess.Popen[bytes]
-    stdout: IO[bytes]
-    started: float = field(default_factory=time.monotonic)
-
-    def output(self) -> str:
-        self.stdout.seek(0)
-        return self.stdout.read().decode("utf-8", "replace")
 
 
 class Daemon:
@@ -173,7 +154,7 @@ class Daemon:
         for shard in self.enabled_shards():
             if shard in self.backups or not self.histories.get(shard, History()).newest_any:
                 continue
-            stores = self.repo.stores(self.config.shard_stores(shard))
+            stores = self.repo.shard(shard).stores
             try:
                 last = last_annotations(stores, shard, [kind.annotation for kind in kinds])
             except Exception as exc:  # a store down: try at the next round
@@ -241,12 +222,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ children
     def _spawn(self, shard: str, kind: JobKind) -> Child:
-        stdout = tempfile.TemporaryFile()
-        process = subprocess.Popen(
-            [*self.command, "--config", str(self.config_path), *kind.command(shard, self.config)],
-            stdin=subprocess.DEVNULL, stdout=stdout,
-            env={**os.environ, PARENT_ENV: str(os.getpid()), UNDER_DAEMON_ENV: "1"}, start_new_session=True)
-        return Child(shard, kind, process, stdout)
+        return Child.spawn(shard, kind, [*self.command, "--config", str(self.config_path),
+                                         *kind.command(shard, self.config)])
 
     def start_backup(self, job: Job) -> None:
         log.info("shard %s: starting %s backup (%s)", job.shard, job.kind, job.reason)
@@ -402,7 +379,7 @@ class Daemon:
         if self.backups:
             log.warning("stopping: aborting %d running backups (they delete their parts)", len(self.backups))
             for child in self.backups.values():
-                _signal(child.process, signal.SIGTERM)
+                child.signal(signal.SIGTERM)
             deadline = time.monotonic() + ABORT_WAIT
             while self.backups and time.monotonic() < deadline:
                 self.reap()
@@ -410,35 +387,13 @@ class Daemon:
             for child in self.backups.values():
                 log.error("shard %s: backup did not stop; killing it (its parts are cleaned by the "
                           "next backup of the shard)", child.shard)
-                _signal(child.process, signal.SIGKILL)
+                child.signal(signal.SIGKILL)
                 child.process.wait()
             self.reap()
         for child in self.chores:
             if child.kind is not JobKind.PRUNE and child.process.poll() is None:
                 log.warning("shard %s: stopping: aborting its %s", child.shard, child.kind.description)
-                _signal(child.process, signal.SIGTERM)  # a drill may restore for a long time
+                child.signal(signal.SIGTERM)  # a drill may restore for a long time
             child.process.wait()
         log.info("daemon stopped")
         return 0
-
-
-def _signal(process: subprocess.Popen[bytes], signum: int) -> None:
-    try:
-        process.send_signal(signum)
-    except ProcessLookupError:
-        pass
-
-
-def exit_with_parent() -> None:
-    """In a child started by the daemon: get SIGTERM when the daemon dies (Linux), so no
-    backup outlives it; if the daemon is already gone, stop now."""
-    parent = os.environ.pop(PARENT_ENV, None)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != int(parent):
-        os.kill(os.getpid(), signal.SIGTERM)

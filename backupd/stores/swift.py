@@ -1,7 +1,7 @@
 """A store on OpenStack Swift or Rackspace Cloud Files, through apache-libcloud.
 
 libcloud's drivers carry defects that this module works around, so the rest of backupd sees a
-clean Store (each has a test in ``tests/stores/test_swift_quirks.py``):
+clean Store (each has a test in ``tests/integration/stores/test_swift_quirks.py``):
 
 * ``upload_object_via_stream`` hashes the stream *after* sending it and raises
   ``ObjectHashMismatchError`` for objects it stored fine (LIBCLOUD-935). We PUT through the

@@ -1,0 +1,268 @@
+"""Reading the TOML configuration and validating it, section by section, with exact key paths."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from backupd.config.sections import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    NAME_PATTERN,
+    STORE_TYPES,
+    AuditConfig,
+    CloudFilesStoreConfig,
+    Config,
+    DrillConfig,
+    EndpointConfig,
+    LocalStoreConfig,
+    MetricsConfig,
+    RetentionConfig,
+    S3StoreConfig,
+    ScheduleConfig,
+    SectionT,
+    Settings,
+    ShardConfig,
+    StoreConfig,
+    SwiftStoreConfig,
+    TargetConfig,
+)
+from backupd.errors import ConfigError
+from backupd.secrets import Secret
+
+
+def resolve_config_path(cli_value: str | os.PathLike[str] | None) -> Path:
+    """``--config`` if given, else ``$BACKUPD_CONFIG``, else ``config/backupd.toml``."""
+    if cli_value:
+        return Path(cli_value)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return DEFAULT_CONFIG
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and resolve the configuration at ``path`` (see the module contract)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: configuration file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Loader(path).load(raw)
+
+
+class _Loader:
+    """Validates one parsed TOML document section by section, with exact key paths."""
+
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill")
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.base = path.resolve().parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def load(self, raw: dict[str, Any]) -> Config:
+        for key in raw:
+            if key not in self._SECTIONS:
+                raise self.fail(key, f"unknown section (expected one of {', '.join(self._SECTIONS)})")
+        settings = self.model(Settings, raw.get("backupd", {}), "backupd")
+        stores = {name: self.store(name, body) for name, body in self.table(raw, "stores").items()}
+        if not stores:
+            raise self.fail("stores", "at least one store must be configured")
+        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", body)
+                  for sid, body in self.table(raw, "shards").items()}
+        targets = {name: self.endpoint(TargetConfig, f"targets.{name}", body)
+                   for name, body in self.table(raw, "targets").items()}
+        for sid, shard in shards.items():
+            self.check_store_refs(f"shards.{sid}.stores", shard.stores or [], stores)
+            shards[sid] = self.shard_extras(f"shards.{sid}", shard)
+        for name, target in targets.items():
+            self.check_store_refs(f"targets.{name}.read_from", target.read_from, stores)
+            targets[name] = self.target_extras(f"targets.{name}", target)
+        if settings.work_dir:
+            settings = settings.model_copy(update={"work_dir": self.absolute(settings.work_dir)})
+        schedule = self.model(ScheduleConfig, raw.get("schedule", {}), "schedule")
+        for sid in schedule.shards:
+            if sid not in shards:
+                raise self.fail(f"schedule.shards.{sid}",
+                                f"no shard named '{sid}' (configured shards: {', '.join(sorted(shards)) or 'none'})")
+        if schedule.lock_store is not None:
+            self.check_store_refs("schedule.lock_store", [schedule.lock_store], stores)
+        retention = self.model(RetentionConfig, raw.get("retention", {}), "retention")
+        audit = self.model(AuditConfig, raw.get("audit", {}), "audit")
+        metrics = self.model(MetricsConfig, raw.get("metrics", {}), "metrics")
+        if metrics.prometheus_textfile:
+            metrics = metrics.model_copy(update={"prometheus_textfile": self.absolute(metrics.prometheus_textfile)})
+        drill = self.model(DrillConfig, raw.get("drill", {}), "drill")
+        if drill.target is not None and drill.target not in targets:
+            raise self.fail("drill.target", f"no target named '{drill.target}' (configured targets: "
+                                            f"{', '.join(sorted(targets)) or 'none'})")
+        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics, drill)
+
+    def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
+        body = raw.get(section, {})
+        if not isinstance(body, dict):
+            raise self.fail(section, "expected a table of named entries")
+        for name in body:
+            if not NAME_PATTERN.match(name):
+                raise self.fail(f"{section}.{name}", "names may use letters, digits, '_', '-', '.'")
+            if not isinstance(body[name], dict):
+                raise self.fail(f"{section}.{name}", "expected a table")
+        return body
+
+    def model(self, cls: type[SectionT], body: Any, key: str) -> SectionT:
+        if not isinstance(body, dict):
+            raise self.fail(key, "expected a table")
+        try:
+            return cls.model_validate(body)
+        except ValidationError as exc:
+            raise self.translate(exc, key) from None
+
+    def translate(self, exc: ValidationError, prefix: str) -> ConfigError:
+        error = exc.errors()[0]
+        key = ".".join([prefix, *(str(p) for p in error["loc"])])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            problem = "unknown key"
+        elif kind == "missing":
+            problem = "missing required key"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problem = f"{message[0].lower()}{message[1:]} (got {error.get('input')!r})"
+        more = len(exc.errors()) - 1
+        return self.fail(key, problem + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
+
+    def store(self, name: str, body: dict[str, Any]) -> StoreConfig:
+        kind = body.get("type")
+        if kind is None:
+            raise self.fail(f"stores.{name}.type", "missing required key")
+        if kind not in STORE_TYPES:
+            raise self.fail(f"stores.{name}.type",
+                            f"unknown store type {kind!r} (expected one of {', '.join(STORE_TYPES)})")
+        key = f"stores.{name}"
+        store = self.model(STORE_TYPES[kind], body, key)
+        if isinstance(store, LocalStoreConfig):
+            store = store.model_copy(update={"path": self.absolute(store.path)})
+        elif isinstance(store, S3StoreConfig):
+            if bool(store.access_key_env) != bool(store.secret_key_env):
+                raise self.fail(f"{key}.secret_key_env" if store.access_key_env else f"{key}.access_key_env",
+                                "give both access_key_env and secret_key_env, or neither (boto3's chain)")
+            if store.access_key_env and store.secret_key_env:
+                store._access_key = self.env_secret(f"{key}.access_key_env", store.access_key_env)
+                store._secret_key = self.env_secret(f"{key}.secret_key_env", store.secret_key_env)
+        elif isinstance(store, CloudFilesStoreConfig):
+            store = self.cloudfiles_credentials(key, store)
+        elif isinstance(store, SwiftStoreConfig):
+            store._key = self.env_secret(f"{key}.key_env", store.key_env)
+        return store
+
+    def env_secret(self, key: str, variable: str) -> Secret:
+        value = os.environ.get(variable)
+        if value is None:
+            raise self.fail(key, f"environment variable {variable} is not set")
+        return Secret(value)
+
+    def cloudfiles_credentials(self, key: str, store: CloudFilesStoreConfig) -> CloudFilesStoreConfig:
+        """Username and API key from the keys, or a pyrax-style ``[rackspace_cloud]`` file."""
+        if store.credentials_file:
+            if store.api_key_env:
+                raise self.fail(f"{key}.api_key_env", "give api_key_env or credentials_file, not both")
+            path = self.absolute(store.credentials_file)
+            store = store.model_copy(update={"credentials_file": path})
+            parser = configparser.ConfigParser()
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    parser.read_file(handle)
+            except (OSError, configparser.Error) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                raise self.fail(f"{key}.credentials_file", f"cannot read {path}: {why}") from None
+            section = parser["rackspace_cloud"] if parser.has_section("rackspace_cloud") else None
+            if section is None or not section.get("api_key") or not (section.get("username") or store.username):
+                raise self.fail(f"{key}.credentials_file",
+                                f"{store.credentials_file} needs a [rackspace_cloud] section with username and api_key")
+            store._username = store.username or section.get("username")
+            store._api_key = Secret(section["api_key"])
+            return store
+        if not store.username:
+            raise self.fail(f"{key}.username", "missing required key (or give credentials_file)")
+        if not store.api_key_env:
+            raise self.fail(f"{key}.api_key_env", "missing required key (or give credentials_file)")
+        store._username = store.username
+        store._api_key = self.env_secret(f"{key}.api_key_env", store.api_key_env)
+        return store
+
+    def shard_extras(self, key: str, shard: ShardConfig) -> ShardConfig:
+        """Physical-backup and replication keys of a shard: checked, paths made absolute."""
+        if shard.is_physical and not shard.datadir:
+            raise self.fail(f"{key}.datadir", f"missing required key (method = {shard.method!r} "
+                            "copies the server's datadir, so backups run on its host)")
+        if shard.datadir:
+            shard = shard.model_copy(update={"datadir": self.absolute(shard.datadir)})
+        if bool(shard.replication_user) != bool(shard.replication_password_env):
+            missing = "replication_password_env" if shard.replication_user else "replication_user"
+            raise self.fail(f"{key}.{missing}", "give replication_user and replication_password_env together")
+        return shard  # the replication password is read when a replica is attached (restore only)
+
+    def target_extras(self, key: str, target: TargetConfig) -> TargetConfig:
+        """Physical-restore keys of a target: checked, paths made absolute."""
+        if target.systemd_unit and (target.start_command or target.stop_command):
+            raise self.fail(f"{key}.systemd_unit", "give systemd_unit or start_command/stop_command, not both")
+        if bool(target.start_command) != bool(target.stop_command):
+            missing = "stop_command" if target.start_command else "start_command"
+            raise self.fail(f"{key}.{missing}", "give start_command and stop_command together")
+        for name in ("start_command", "stop_command"):
+            if getattr(target, name) == []:
+                raise self.fail(f"{key}.{name}",
+                                "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
+        update: dict[str, Any] = {name: self.absolute(getattr(target, name))
+                                  for name in ("datadir", "restore_dir") if getattr(target, name)}
+        for name in ("start_command", "stop_command"):
+            command = getattr(target, name)
+            if command and command[0].startswith(("./", "../")):  # a program next to the config
+                update[name] = [self.absolute(command[0]), *command[1:]]
+        return target.model_copy(update=update) if update else target
+
+    def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
+        endpoint = self.model(cls, body, key)
+        if endpoint.password_env and endpoint.password_file:
+            raise self.fail(f"{key}.password_file", "give password_env or password_file, not both")
+        if endpoint.socket:
+            endpoint = endpoint.model_copy(update={"socket": self.absolute(endpoint.socket)})
+        endpoint._password = self.password(key, endpoint)
+        return endpoint
+
+    def password(self, key: str, endpoint: EndpointConfig) -> Secret | None:
+        if endpoint.password_env:
+            return self.env_secret(f"{key}.password_env", endpoint.password_env)
+        if endpoint.password_file:
+            file = Path(self.absolute(endpoint.password_file))
+            try:
+                text = file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise self.fail(f"{key}.password_file",
+                                f"cannot read {file}: {exc.strerror or exc}") from None
+            return Secret(text[:-1] if text.endswith("\n") else text)
+        return None
+
+    def check_store_refs(self, key: str, names: list[str], stores: Mapping[str, Any]) -> None:
+        for name in names:
+            if name not in stores:
+                known = ", ".join(sorted(stores))
+                raise self.fail(key, f"no store named '{name}' (configured stores: {known})")
+
+    def absolute(self, value: str) -> str:
+        path = Path(value).expanduser()
+        return os.path.normpath(path if path.is_absolute() else self.base / path)
