@@ -24,25 +24,28 @@ Ports are picked at the first :meth:`SwiftServer.start` and kept for the object'
 proxy comes back on the same port after :meth:`SwiftServer.kill_proxy`); if a port turns out to
 be taken at start, all ports are picked again (up to 3 attempts). Every child process is also
 tied to the test process by a lifeline pipe: if the test process dies, they exit on their own.
+
+Config files are written by :mod:`tests.servers._swift_config`; the API helpers (``auth``,
+``request``, containers) come from :class:`~tests.servers._swift_api.SwiftAPI`.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import os
-import pwd
 import shutil
 import signal
 import socket
 import time
-import urllib.parse
-from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers._process import BIND_ERROR_MARKERS, START_ATTEMPTS, PortTaken, ServerProcess, stop_all, tail
+from tests.servers._swift_api import HTTPResult, SwiftAPI, _healthy, _http
+from tests.servers._swift_config import BACKENDS as BACKENDS
+from tests.servers._swift_config import PROXY_PIPELINE as PROXY_PIPELINE
+from tests.servers._swift_config import SERVERS, write_config
+from tests.servers._swift_config import _write as _write
 
 __all__ = ["HTTPResult", "SwiftServer", "SWIFT_PYTHON"]
 
@@ -50,27 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SWIFT_PYTHON = REPO_ROOT / ".testbed" / "swift-venv" / "bin" / "python"
 LAUNCHER = Path(__file__).resolve().with_name("_swift_launcher.py")
 
-PROXY_PIPELINE = (
-    "catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl "
-    "s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server"
-)
-BACKENDS = ("account", "container", "object")
-SERVERS = (*BACKENDS, "proxy")
 
-
-@dataclass(frozen=True)
-class HTTPResult:
-    """A finished HTTP exchange: status, headers (lower-case names) and the whole body."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-class SwiftServer:
+class SwiftServer(SwiftAPI):
     """One Swift cluster of one node, fully contained in ``root``.
 
     ``start()`` / ``stop()`` run the whole thing; ``kill_proxy()`` / ``start_proxy()`` take
@@ -226,84 +210,6 @@ class SwiftServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ auth and HTTP
-    def auth(self) -> tuple[str, str, int]:
-        """A fresh tempauth token: ``(token, storage_url, seconds_until_expiry)``."""
-        result = _http("GET", self.proxy_url, "/auth/v1.0",
-                       {"X-Auth-User": self.user, "X-Auth-Key": self.key})
-        token = result.headers.get("x-auth-token")
-        if result.status // 100 != 2 or not token:
-            raise RuntimeError(f"tempauth failed: {result.status} {result.body[:200]!r}")
-        expires = int(result.headers.get("x-auth-token-expires", "86400"))
-        return token, result.headers.get("x-storage-url", self.storage_url), expires
-
-    def token(self, *, refresh: bool = False) -> str:
-        """A tempauth token, cached until ``refresh`` (tokens live 24 h in memcached)."""
-        if refresh or self._token is None:
-            self._token = self.auth()[0]
-        return self._token
-
-    def request(self, method: str, path: str = "", *, params: Mapping[str, str] | None = None,
-                headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                timeout: float = 30.0) -> HTTPResult:
-        """One authenticated Swift API request; ``path`` is relative to the account
-        (``""``, ``"container"``, ``"container/object"``) and gets percent-quoted."""
-        url_path = f"/v1/{self.account}"
-        if path:
-            url_path += "/" + urllib.parse.quote(path)
-        if params:
-            url_path += "?" + urllib.parse.urlencode(params)
-        for attempt in (0, 1):
-            all_headers = {"X-Auth-Token": self.token(refresh=attempt == 1), **(headers or {})}
-            result = _http(method, self.proxy_url, url_path, all_headers, body, timeout)
-            if result.status != 401:
-                break
-        return result
-
-    def create_container(self, name: str) -> None:
-        result = self.request("PUT", name)
-        if result.status not in (201, 202):
-            raise RuntimeError(f"PUT container {name}: {result.status} {result.body[:200]!r}")
-
-    def list_containers(self, prefix: str = "") -> list[str]:
-        return [c["name"] for c in self._listing("", prefix)]
-
-    def list_objects(self, container: str, prefix: str = "") -> list[str]:
-        return [o["name"] for o in self._listing(container, prefix)]
-
-    def delete_container(self, name: str) -> None:
-        """Delete container ``name`` with every object in it (bulk delete); no error if it
-        does not exist."""
-        while True:
-            names = self.list_objects(name)
-            if not names:
-                break
-            listing = "\n".join(urllib.parse.quote(f"/{name}/{obj}") for obj in names)
-            result = self.request("POST", params={"bulk-delete": "1"}, body=listing.encode(),
-                                  headers={"Content-Type": "text/plain",
-                                           "Accept": "application/json"})
-            report = result.json() if result.status == 200 else {}
-            if result.status != 200 or report.get("Errors"):  # type: ignore[union-attr]
-                raise RuntimeError(f"bulk delete in {name}: {result.status} {result.body!r}")
-        result = self.request("DELETE", name)
-        if result.status not in (204, 404):
-            raise RuntimeError(f"DELETE container {name}: {result.status} {result.body[:200]!r}")
-
-    def _listing(self, path: str, prefix: str) -> Iterator[dict[str, object]]:
-        marker = ""
-        while True:
-            params = {"format": "json", "prefix": prefix, "marker": marker}
-            result = self.request("GET", path, params=params)
-            if result.status == 404:
-                return
-            if result.status not in (200, 204):
-                raise RuntimeError(f"GET {path!r}: {result.status} {result.body[:200]!r}")
-            page = json.loads(result.body or b"[]")
-            if not page:
-                return
-            yield from page
-            marker = page[-1]["name"]
-
     # ------------------------------------------------------------------ internals
     def _memcached_process(self, binary: str) -> ServerProcess:
         argv = [binary, "-l", "127.0.0.1", "-p", str(self.ports["memcached"]), "-U", "0",
@@ -360,29 +266,7 @@ class SwiftServer:
         return result.status // 100 == 2
 
     def _write_config(self) -> None:
-        etc = self.etc_dir
-        _write(etc / "swift.conf", _SWIFT_CONF)
-        _write(etc / "rings.json", json.dumps({
-            "part_power": 6, "replicas": 1, "min_part_hours": 1, "ip": "127.0.0.1",
-            "device": "d1", "ports": {name: self.ports[name] for name in BACKENDS},
-        }, sort_keys=True) + "\n")
-        user = pwd.getpwuid(os.geteuid()).pw_name
-        for name in SERVERS:
-            common = _DEFAULT_SECTION.format(
-                port=self.ports[name], user=user, swift_dir=etc, devices=self.devices_dir,
-                name=name)
-            if name == "proxy":
-                body = _PROXY_CONF.format(pipeline=PROXY_PIPELINE,
-                                          memcached=self.ports["memcached"])
-            else:
-                body = _BACKEND_CONF.format(name=name)
-            _write(etc / f"{name}-server.conf", common + body)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        write_config(self.etc_dir, self.devices_dir, self.ports)
 
 
 def _free_ports(names: list[str]) -> dict[str, int]:
@@ -394,123 +278,3 @@ def _free_ports(names: list[str]) -> dict[str, int]:
             sock.bind(("127.0.0.1", 0))
             ports[name] = int(sock.getsockname()[1])
         return ports
-
-
-def _http(method: str, base_url: str, path: str, headers: Mapping[str, str] | None = None,
-          body: bytes | None = None, timeout: float = 30.0) -> HTTPResult:
-    parsed = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=dict(headers or {}))
-        response = conn.getresponse()
-        data = response.read()
-        return HTTPResult(response.status,
-                          {k.lower(): v for k, v in response.getheaders()}, data)
-    finally:
-        conn.close()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return _http("GET", f"http://127.0.0.1:{port}", "/healthcheck", timeout=1).status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-
-
-_SWIFT_CONF = """\
-[swift-hash]
-swift_hash_path_prefix = backupd-testbed-prefix
-swift_hash_path_suffix = backupd-testbed-suffix
-
-[storage-policy:0]
-name = Policy-0
-default = yes
-"""
-
-_DEFAULT_SECTION = """\
-[DEFAULT]
-bind_ip = 127.0.0.1
-bind_port = {port}
-bind_timeout = 3
-workers = 0
-user = {user}
-swift_dir = {swift_dir}
-devices = {devices}
-mount_check = false
-disable_fallocate = true
-fallocate_reserve = 0
-log_name = {name}
-log_level = INFO
-
-"""
-
-_BACKEND_CONF = """\
-[pipeline:main]
-pipeline = healthcheck {name}-server
-
-[app:{name}-server]
-use = egg:swift#{name}
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-"""
-
-_PROXY_CONF = """\
-[pipeline:main]
-pipeline = {pipeline}
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:healthcheck]
-use = egg:swift#healthcheck
-
-[filter:proxy-logging]
-use = egg:swift#proxy_logging
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = 127.0.0.1:{memcached}
-
-[filter:listing_formats]
-use = egg:swift#listing_formats
-
-[filter:bulk]
-use = egg:swift#bulk
-
-[filter:tempurl]
-use = egg:swift#tempurl
-
-[filter:s3api]
-use = egg:swift#s3api
-location = us-east-1
-
-[filter:tempauth]
-use = egg:swift#tempauth
-user_test_tester = testing .admin
-
-[filter:copy]
-use = egg:swift#copy
-
-[filter:slo]
-use = egg:swift#slo
-allow_async_delete = false
-
-[filter:dlo]
-use = egg:swift#dlo
-
-[filter:versioned_writes]
-use = egg:swift#versioned_writes
-allow_versioned_writes = true
-allow_object_versioning = true
-
-[filter:symlink]
-use = egg:swift#symlink
-"""

@@ -249,6 +249,8 @@ def test_factory_cleans_up_after_a_failing_test(tmp_path):
     pid_file = tmp_path / "pids.txt"
     test_file = tmp_path / "test_fails.py"
     test_file.write_text(
+        "import pytest\n"
+        "pytestmark = pytest.mark.integration\n"
         "def test_boom(mariadb_factory):\n"
         "    servers = [mariadb_factory('a'), mariadb_factory('b')]\n"
         f"    open({str(pid_file)!r}, 'w').write(' '.join(str(s.pid) for s in servers))\n"

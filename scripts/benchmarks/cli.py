@@ -1,0 +1,39 @@
+"""scripts/bench: backupd against the plain tools it competes with, on one ~1 GiB shard.
+
+Every job runs ``--rounds`` times, interleaved (job A, B, C, A, B, C, ...), so machine noise
+hits all of them alike; the table shows medians and ratios to the baseline of each section.
+Never read the absolute seconds across machines: only the ratios mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .audit import bench_audit
+from .backup_restore import bench_backup_restore
+from .clouds import bench_clouds
+from .incremental import bench_incremental
+from .physical import bench_physical
+from .sync import bench_sync
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("suite", choices=["audit", "backup-restore", "clouds", "incremental", "physical", "sync"])
+    parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gib", type=float, default=1.0, help="size of the generated shard")
+    args = parser.parse_args()
+    if args.suite == "clouds":
+        bench_clouds(args.rounds, args.gib)
+    elif args.suite == "incremental":
+        bench_incremental(args.rounds, args.gib, args.percent)
+    elif args.suite == "physical":
+        bench_physical(args.rounds, args.gib)
+    elif args.suite == "audit":
+        bench_audit(args.rounds, args.gib)
+    elif args.suite == "sync":
+        bench_sync(args.rounds, args.gib)
+    else:
+        bench_backup_restore(args.rounds, args.gib)
+    return 0
