@@ -21,7 +21,7 @@ from backupd.errors import BackupdError, UsageError
 from backupd.metrics import Metrics
 from backupd.policy.chain import base_for
 from backupd.protocol import UNDER_DAEMON_ENV, BackupOutcome, DrillOutcome, Outcome, encode, samples
-from backupd.repo.catalog import CatalogEntry
+from backupd.repo.catalog import Catalog, CatalogEntry
 from backupd.repo.model import BackupKind, Manifest
 from backupd.repo.repository import Repository
 from backupd.units import format_duration, format_size
@@ -148,8 +148,7 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
         config.shard(shard_id)  # raises UsageError naming the shard
     catalog = Repository(config).catalog()
     entries = catalog.entries(shard_id)
-    for bad in catalog.unreadable:
-        click.echo(f"backupd: warning: unreadable manifest {bad.store}:{bad.key}: {bad.error}", err=True)
+    _warn_unreadable(catalog)
     chains = _chains([e.manifest for e in entries])
     if as_json:
         rows = [{**e.manifest.summary(), "found_in": e.found_in,
@@ -310,6 +309,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
         config.shard(shard_id)
     catalog = Repository(config).catalog()
     rows = [shard_status(config, catalog, s) for s in shards]
+    catalog.require_a_listing()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return 0
@@ -326,9 +326,16 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                                                            if row["stores_degraded"] else ""),
                       row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"])))
     _print_table(table)
-    for unreadable in catalog.unreadable:
-        click.echo(f"backupd: warning: {unreadable.store}: {unreadable.key}: {unreadable.error}", err=True)
+    _warn_unreadable(catalog)
     return 0
+
+
+def _warn_unreadable(catalog: Catalog) -> None:
+    """Name every store that could not be listed and every manifest that could not be read (one
+    line each; the command goes on with the rest), or fail if no store could be listed."""
+    catalog.require_a_listing()
+    for bad in catalog.unreadable:
+        click.echo(f"backupd: warning: {bad.describe()}", err=True)
 
 
 def _print_table(rows: Sequence[Sequence[str]]) -> None:

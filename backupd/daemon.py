@@ -123,7 +123,7 @@ class Daemon:
         for bad in self._catalog.unreadable:
             if (bad.store, bad.key) not in self._reported:  # once per daemon, not every refresh
                 self._reported.add((bad.store, bad.key))
-                log.warning("catalog: %s:%s is unreadable: %s", bad.store, bad.key, bad.error)
+                log.warning("catalog: %s", bad.describe())
         by_shard: dict[str, list[Manifest]] = {}
         for entry in entries:
             by_shard.setdefault(entry.manifest.shard, []).append(entry.manifest)

@@ -57,7 +57,14 @@ class ObjectNotFound(StoreError):
 
 
 class TransientStoreError(StoreError):
-    """A failure that may succeed if retried (timeouts, resets, 5xx, throttling)."""
+    """A failure that may succeed if retried: the store answered, badly (5xx, throttling), or a
+    transfer broke off after it had started (a reset mid-transfer)."""
+
+
+class StoreUnreachable(StoreError):
+    """The store did not answer at all: connection refused, DNS failure, a connect timeout, or no
+    answer within the timeout. Not retried: the store is marked down for the process
+    (``backupd.stores.health``), probed in the background, and the work goes on without it."""
 
 
 class PermanentStoreError(StoreError):

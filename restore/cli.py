@@ -62,6 +62,7 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         raise UsageError(f"--catchup-timeout: {exc}") from None
     config = load_config_at(config_path)
     at = parse_time(at_text) if at_text else None
+    config.shard(shard_id)  # an unknown shard is a usage error (exit 2), never "no backup"
     repo = Repository(config)
     target = repo.target(target_name)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring

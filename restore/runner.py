@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backupd.config import Settings
-from backupd.errors import CorruptPart, DataMismatch, RestoreFailed
+from backupd.errors import CorruptPart, DataMismatch, NoBackupFound, RestoreFailed
 from backupd.policy.planner import plan_restore
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog
@@ -59,14 +59,25 @@ def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id:
                 at: datetime | None = None, force: bool = False) -> RestoreReport:
     """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract)."""
     stores = target.stores
-    plan = plan_restore(Catalog(stores).backups(shard_id), shard_id, at=at, backup_id=backup_id)
+    catalog = Catalog(stores)
+    backups = catalog.backups(shard_id)
+    for bad in catalog.unreadable:
+        log.warning("%s: %s; restoring from the other stores", target.label, bad.describe())
+    try:
+        plan = plan_restore(backups, shard_id, at=at, backup_id=backup_id)
+    except NoBackupFound as exc:
+        if not catalog.unlisted:
+            raise
+        unreachable = "; ".join(bad.error for bad in catalog.unlisted)
+        raise NoBackupFound(f"{exc.message} (the stores that answered hold none; could not list: {unreachable})",
+                            hint="restore from another target's stores, or wait for these to answer") from None
     for note in plan.notes:
         log.warning("shard %s: %s", shard_id, note)
     manifest = plan.final
     log.info("shard %s: restoring %s (snapshot %s) into target %s", shard_id,
              " + ".join(f"{m.kind} {m.id}" for m in plan.steps), manifest.snapshot_at.isoformat(),
              target.name)
-    fetchers = [PartFetcher(stores, step) for step in plan.steps]
+    fetchers = [PartFetcher.of(stores, step) for step in plan.steps]
     for fetcher in fetchers:
         fetcher.preflight()
     if plan.full.is_physical:

@@ -131,8 +131,9 @@ class S3StoreConfig(_StoreSection):
     # S3-compatible servers that do not (Swift's s3api), so backupd knows its locks are best-effort.
     atomic_create: bool = True
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
-    connect_timeout: Duration = 10.0
-    read_timeout: Duration = 60.0
+    connect_timeout: Duration = Field(default=3.0, gt=0)    # a dead endpoint is known in seconds
+    answer_timeout: Duration = Field(default=5.0, gt=0)     # small requests: no answer by then = unreachable
+    read_timeout: Duration = Field(default=15.0, gt=0)      # transfers: the longest a part may go without a byte
     _access_key: Secret | None = PrivateAttr(default=None)
     _secret_key: Secret | None = PrivateAttr(default=None)
 
@@ -154,7 +155,9 @@ class CloudFilesStoreConfig(_StoreSection):
     region: Literal["DFW", "ORD", "IAD", "LON", "SYD", "HKG"]
     container: str
     auth_url: str | None = None
-    timeout: Duration = 60.0
+    connect_timeout: Duration = Field(default=3.0, gt=0)
+    answer_timeout: Duration = Field(default=5.0, gt=0)
+    timeout: Duration = Field(default=15.0, gt=0)  # transfers: the longest a part may go without a byte
     _username: str | None = PrivateAttr(default=None)
     _api_key: Secret | None = PrivateAttr(default=None)
 
@@ -177,7 +180,9 @@ class SwiftStoreConfig(_StoreSection):
     region: str | None = None
     tenant_name: str | None = None
     domain_name: str = "Default"
-    timeout: Duration = 60.0
+    connect_timeout: Duration = Field(default=3.0, gt=0)
+    answer_timeout: Duration = Field(default=5.0, gt=0)
+    timeout: Duration = Field(default=15.0, gt=0)  # transfers: the longest a part may go without a byte
     _key: Secret | None = PrivateAttr(default=None)
 
     @property

@@ -204,6 +204,7 @@ class _ShardAudit:
     def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
         """Every store's listing and copy of every manifest, through the catalog."""
         entries = self.catalog.entries(self.shard)
+        self.catalog.require_a_listing()  # no store at all: the audit could not run (exit 1), not a finding
         self.listings = self.catalog.listings
         for bad in self.catalog.unreadable:
             if bad.listing:

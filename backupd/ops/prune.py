@@ -48,8 +48,9 @@ def prune(repo: Repository, shard: str | None = None, *, dry_run: bool = False,
     catalog = repo.catalog()
     entries = catalog.entries(shard)
     report = PruneReport()
+    catalog.require_a_listing()
     for bad in catalog.unreadable:
-        report.problems.append(f"unreadable manifest {bad.store}:{bad.key}: {bad.error}")
+        report.problems.append(bad.describe())
     report.verdicts = apply_retention([e.manifest for e in entries], clock(), policy_of(repo.config))
     if dry_run:
         return report

@@ -37,14 +37,16 @@ def sync_stores(repo: Repository, shard: str | None = None) -> SyncReport:
     config = repo.config
     catalog = repo.catalog()
     report = SyncReport()
-    for bad in catalog.unreadable:
-        report.problems.append(f"unreadable manifest {bad.store}:{bad.key}: {bad.error}")
-    for entry in catalog.entries(shard):
+    entries = catalog.entries(shard)
+    catalog.require_a_listing()
+    for bad in catalog.unreadable:  # a store that cannot be listed cannot be synced either: said
+        report.problems.append(bad.describe())
+    for entry in entries:
         manifest = entry.manifest
         report.backups += 1
         wanted = config.shard_stores(manifest.shard) if manifest.shard in config.shards else list(config.stores)
         sources = repo.stores(entry.found_in)
-        fetcher = PartFetcher(sources, manifest)
+        fetcher = PartFetcher.of(sources, manifest)
         for name in wanted:
             try:
                 _sync_one(repo.store(name), manifest, name in entry.found_in, fetcher, sources, report)

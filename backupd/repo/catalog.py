@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from backupd.errors import BackupFailed, CatalogError, StoreError
+from backupd.errors import BackupFailed, CatalogError, StoreError, StoreUnreachable
 from backupd.repo.layout import manifest_key, parse_key, shard_prefix
 from backupd.repo.model import Manifest
 from backupd.stores.base import ObjectInfo, Payload, Store
@@ -27,6 +27,11 @@ class Unreadable:
     key: str
     error: str
     listing: bool = False
+
+    def describe(self) -> str:
+        """One line for users: the store that could not be listed (its error names it), or the
+        manifest that could not be read."""
+        return self.error if self.listing else f"manifest {self.store}:{self.key} is unreadable: {self.error}"
 
 
 @dataclass
@@ -86,6 +91,18 @@ class Catalog:
                         entry = merged[ident] = CatalogEntry(manifest)
                 entry.found_in.append(store.name)
         return sorted(merged.values(), key=lambda e: (e.manifest.started_at, e.manifest.id))
+
+    @property
+    def unlisted(self) -> list[Unreadable]:
+        """The stores the last ``entries`` could not list (unreachable, refusing access)."""
+        return [bad for bad in self.unreadable if bad.listing]
+
+    def require_a_listing(self) -> None:
+        """Raise ``StoreUnreachable`` naming every store if the last ``entries`` could list none."""
+        failed = self.unlisted
+        if self.stores and len(failed) == len(self.stores):
+            raise StoreUnreachable(f"no store could be listed: {'; '.join(bad.error for bad in failed)}",
+                                   store=",".join(bad.store for bad in failed))
 
     def backups(self, shard: str | None = None) -> list[Manifest]:
         return [e.manifest for e in self.entries(shard)]

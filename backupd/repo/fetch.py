@@ -28,10 +28,17 @@ R = TypeVar("R")
 
 
 class PartFetcher:
-    def __init__(self, stores: list[Store], manifest: Manifest):
+    """Verified parts of one backup (``backup_id``) from ``stores``, in preference order."""
+
+    def __init__(self, stores: list[Store], backup_id: str, parts: list[PartRecord]):
         self.stores = stores
-        self.manifest = manifest
+        self.backup_id = backup_id
+        self.parts = parts
         self._down: set[str] = set()
+
+    @classmethod
+    def of(cls, stores: list[Store], manifest: Manifest) -> PartFetcher:
+        return cls(stores, manifest.id, manifest.parts)
 
     def _ordered(self) -> list[Store]:
         """Stores in preference order, those that failed before moved to the end."""
@@ -45,7 +52,7 @@ class PartFetcher:
 
     def preflight(self) -> None:
         """Check, before anything is applied, that every part exists at its size somewhere."""
-        for part in self.manifest.parts:
+        for part in self.parts:
             problems = []
             for store in self._ordered():
                 try:
@@ -61,7 +68,7 @@ class PartFetcher:
                     break
                 problems.append(f"{store.name}: size {size}, expected {part.size}")
             else:
-                raise CorruptPart(f"part {part.key} of backup {self.manifest.id} is missing or "
+                raise CorruptPart(f"part {part.key} of backup {self.backup_id} is missing or "
                                   f"damaged in every store ({'; '.join(problems)})")
 
     def fetch(self, part: PartRecord) -> bytes:
@@ -89,13 +96,13 @@ class PartFetcher:
             problems.append(f"{store.name}: {problem}")
             log.warning("part %s in store %s is bad (%s); trying the next store", part.key,
                         store.name, problem)
-        message = f"part {part.key} of backup {self.manifest.id}: no good copy ({'; '.join(problems)})"
+        message = f"part {part.key} of backup {self.backup_id}: no good copy ({'; '.join(problems)})"
         raise CorruptPart(message) if corrupt else RestoreFailed(message)
 
     def verified_parts(self, parts: list[PartRecord] | None = None) -> Iterator[tuple[PartRecord, bytes]]:
-        """Yield ``(part, bytes)`` for ``parts`` (default: all of the manifest's) in order, each
+        """Yield ``(part, bytes)`` for ``parts`` (default: all of the backup's) in order, each
         verified, the next one fetched meanwhile."""
-        yield from prefetched(self.manifest.parts if parts is None else parts, self.fetch)
+        yield from prefetched(self.parts if parts is None else parts, self.fetch)
 
 
 def prefetched(items: Sequence[T], fetch: Callable[[T], R]) -> Iterator[tuple[T, R]]:

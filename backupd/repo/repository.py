@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from backupd.config import Config, ShardConfig, TargetConfig
 from backupd.repo.catalog import Catalog
 from backupd.stores import Store, open_store
+from backupd.stores.health import HealthGuardedStore
 from backupd.stores.retry import RetryingStore
 
 
@@ -91,4 +92,11 @@ class Repository:
         with self._lock:
             opened = dict(self._stores)
         return {name: {"retries": store.stats.retries, "errors": store.stats.errors}
-                for name, store in opened.items() if isinstance(store, RetryingStore)}
+                for name, store in opened.items() if isinstance(store, HealthGuardedStore | RetryingStore)}
+
+    def unreachable(self) -> dict[str, str]:
+        """The stores opened so far that are down now, and why (``backupd.stores.health``)."""
+        with self._lock:
+            opened = dict(self._stores)
+        return {name: store.health.reason for name, store in opened.items()
+                if isinstance(store, HealthGuardedStore) and store.health.is_down}

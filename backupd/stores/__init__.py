@@ -14,22 +14,32 @@ __all__ = ["ObjectInfo", "Payload", "Store", "StoreProperties", "open_store"]
 
 
 def open_store(name: str, config: StoreConfig, *, retry: bool = True) -> Store:
-    """Build the store named ``name`` from its validated config section, wrapped so that
-    transient errors are retried within the store's ``retry_budget``."""
-    store: Store
+    """Build the store named ``name`` from its validated config section. Wrapped (``retry``) as
+    backupd uses every store: transient errors retried within the store's ``retry_budget``
+    (``backupd.stores.retry``), and a store that does not answer failed fast and probed in the
+    background (``backupd.stores.health``)."""
+    backend: Store
     if config.type == "local":
         from backupd.stores.local import LocalStore
-        store = LocalStore(name, config.path, config.prefix)
+        backend = LocalStore(name, config.path, config.prefix)
     elif config.type == "s3":
         from backupd.stores.s3 import S3Store
-        store = S3Store(name, config)
+        backend = S3Store(name, config)
     elif config.type in ("swift", "cloudfiles"):
         from backupd.stores.swift import SwiftStore
-        store = SwiftStore(name, config)
+        backend = SwiftStore(name, config)
     else:
         raise ValueError(f"store {name}: unsupported type {config.type!r}")
-    if retry:
-        from backupd.stores.retry import RetryingStore
-        store = RetryingStore(store, budget=config.retry_budget)
-    return store
+    if not retry:
+        return backend
+    from backupd.stores.health import PROBE_KEY, HealthGuardedStore, StoreHealth
+    from backupd.stores.retry import RetryingStore
+    from backupd.stores.stats import RetryStats
+
+    def probe() -> None:  # any answer, "not found" included, means the store is reachable
+        backend.stat(PROBE_KEY)
+
+    stats = RetryStats()
+    return HealthGuardedStore(RetryingStore(backend, budget=config.retry_budget, stats=stats),
+                              StoreHealth(name, probe), stats)
 

@@ -10,32 +10,24 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 from backupd.errors import ObjectNotFound, StoreError, TransientStoreError
 from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store
+from backupd.stores.stats import RetryStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class RetryStats:
-    retries: int = 0
-    recovered: int = 0
-    gave_up: int = 0
-    errors: int = 0  # operations that failed for good (retries exhausted, or a permanent error)
 
 
 class RetryingStore(Store):
     def __init__(self, inner: Store, *, budget: float = 120.0, base_delay: float = 0.25,
                  max_delay: float = 15.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap)):
+                 jitter: Callable[[float], float] = lambda cap: random.uniform(0, cap),
+                 stats: RetryStats | None = None):
         """``jitter(cap)`` picks each wait in ``[0, cap]`` (full jitter); ``cap`` doubles from
         ``base_delay`` with each attempt, up to ``max_delay``."""
         self.inner = inner
@@ -44,11 +36,10 @@ class RetryingStore(Store):
         self.budget = budget
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self.stats = RetryStats()
+        self.stats = stats if stats is not None else RetryStats()
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
-        self._lock = threading.Lock()
 
     def describe(self) -> str:
         return self.inner.describe()
@@ -65,25 +56,20 @@ class RetryingStore(Store):
                 attempt += 1
                 delay = self._jitter(min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
                 if self._clock() + delay > deadline:
-                    with self._lock:
-                        self.stats.gave_up += 1
-                        self.stats.errors += 1
+                    self.stats.count(gave_up=1, errors=1)
                     log.error("store %s: %s failed after %d attempts in %.0fs: %s", self.name, what,
                               attempt, self.budget, exc)
                     raise
-                with self._lock:
-                    self.stats.retries += 1
+                self.stats.count(retries=1)
                 log.warning("store %s: %s failed (%s); retrying in %.2fs (attempt %d)", self.name,
                             what, exc, delay, attempt + 1)
                 self._sleep(delay)
                 continue
             except StoreError:
-                with self._lock:
-                    self.stats.errors += 1
+                self.stats.count(errors=1)
                 raise
             if attempt:
-                with self._lock:
-                    self.stats.recovered += 1
+                self.stats.count(recovered=1)
                 log.info("store %s: %s succeeded after %d retries", self.name, what, attempt)
             return result
 

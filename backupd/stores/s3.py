@@ -1,8 +1,17 @@
 """A store on Amazon S3 or any S3-compatible server, through boto3.
 
 Every part is one ``PutObject`` of at most ``part_size`` (no multipart upload state that could
-leak). boto3's own retries are off: the retry wrapper (``backupd.stores.retry``) retries
-transient errors with a time budget, so every attempt is visible and rewinds the payload.
+leak). boto3's own retries are off (``total_max_attempts = 1``: botocore's ``max_attempts`` counts
+retries after the first attempt, so ``1`` there still sent two requests): the retry wrapper
+(``backupd.stores.retry``) retries transient errors with a time budget, so every attempt is
+visible, counted, and rewinds the payload.
+
+Timeouts: ``connect_timeout`` (short: a dead endpoint is known in seconds); ``answer_timeout`` for
+small requests (list, stat, delete, conditional creates), after which a server that accepted the
+connection but says nothing is unreachable; ``read_timeout`` for transfers (the longest a part's
+upload or download may go without moving a byte). A store that does not answer raises
+``StoreUnreachable`` (the circuit breaker's business, ``backupd.stores.health``); one that
+answers badly or breaks off mid-transfer raises ``TransientStoreError`` (retried).
 ``checksum_mode = "when_required"`` is for S3-compatible servers that reject boto3's newer
 default checksums; a Content-MD5 header is then sent instead so the server still checks the
 bytes it received.
@@ -19,18 +28,23 @@ import botocore.config
 import botocore.exceptions
 
 from backupd.config import S3StoreConfig
-from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
+from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, StoreUnreachable, TransientStoreError
 from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store, StoreProperties
 
+SMALL_OBJECT = 1024 * 1024  # manifests, annotations, leases: written with the answer timeout
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                     "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
                     "RequestLimitExceeded", "TooManyRequests", "429"}
+# No answer at all: refused, DNS, connect timeout, nothing within the timeout.
+_UNREACHABLE_EXCEPTIONS = (
+    botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
+# An answer that broke off, or a connection dropped mid-request: worth a retry.
 _TRANSIENT_EXCEPTIONS = (
-    botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
-    botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError,
-    botocore.exceptions.ResponseStreamingError, botocore.exceptions.IncompleteReadError,
-    botocore.exceptions.ConnectionError,
+    botocore.exceptions.ConnectionClosedError, botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.IncompleteReadError, botocore.exceptions.ConnectionError,
 )
 
 
@@ -42,21 +56,24 @@ class S3Store(Store):
         self.prefix = config.prefix.strip("/")
         self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3,
                                           atomic_create=config.atomic_create)
-        client_config = botocore.config.Config(
-            region_name=config.region, signature_version="s3v4",
-            s3={"addressing_style": config.addressing_style},
-            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-            retries={"max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max(10, config.connections * 2),
-            request_checksum_calculation=config.checksum_mode,
-            response_checksum_validation=config.checksum_mode,
-        )
         keys: dict[str, Any] = {}
         if config.credentials:
             access, secret = config.credentials
             keys = {"aws_access_key_id": access.reveal(), "aws_secret_access_key": secret.reveal()}
-        self.client = boto3.session.Session().client("s3", endpoint_url=config.endpoint_url,
-                                                     config=client_config, **keys)
+        session = boto3.session.Session()
+
+        def client(read_timeout: float) -> Any:
+            return session.client("s3", endpoint_url=config.endpoint_url, config=botocore.config.Config(
+                region_name=config.region, signature_version="s3v4",
+                s3={"addressing_style": config.addressing_style},
+                connect_timeout=config.connect_timeout, read_timeout=read_timeout,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=max(10, config.connections * 2),
+                request_checksum_calculation=config.checksum_mode,
+                response_checksum_validation=config.checksum_mode), **keys)
+
+        self.client = client(config.read_timeout)  # transfers: parts up and down
+        self.small = client(min(config.answer_timeout, config.read_timeout))  # everything else
         self._extra: dict[str, str] = {}
         if config.server_side_encryption:
             self._extra["ServerSideEncryption"] = config.server_side_encryption
@@ -87,6 +104,8 @@ class S3Store(Store):
             error.status = status
             return error
         text = f"store {self.name}: cannot {action} {where}: {exc}"
+        if isinstance(exc, _UNREACHABLE_EXCEPTIONS):
+            return StoreUnreachable(text, store=self.name, key=key)
         if isinstance(exc, _TRANSIENT_EXCEPTIONS):
             return TransientStoreError(text, store=self.name, key=key)
         return PermanentStoreError(text, store=self.name, key=key)
@@ -110,7 +129,8 @@ class S3Store(Store):
             extra["ContentMD5"] = base64.b64encode(payload.md5().digest()).decode()
         body = payload.reader()
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
+            client = self.small if payload.size <= SMALL_OBJECT else self.client
+            client.put_object(Bucket=self.bucket, Key=self._key(key), Body=body,
                                    ContentLength=payload.size, **extra)
         except StoreError:
             raise
@@ -137,7 +157,7 @@ class S3Store(Store):
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.small.head_object(Bucket=self.bucket, Key=self._key(key))
         except StoreError:
             raise
         except Exception as exc:
@@ -148,7 +168,7 @@ class S3Store(Store):
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            pages = self.small.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
                 for item in page.get("Contents", []):
                     etag = str(item.get("ETag", "")).strip('"') or None
@@ -158,7 +178,7 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.small.delete_object(Bucket=self.bucket, Key=self._key(key))
         except StoreError:
             raise
         except Exception as exc:

@@ -10,7 +10,9 @@ clean Store (each has a test in ``tests/integration/stores/test_swift_quirks.py`
 * ``download_object_as_stream`` reads the whole object into memory and does not URL-encode the
   name. We GET through the base connection with ``stream=True`` and read the body in chunks.
 * Raw (upload/download) requests get no timeout: our connection class passes the driver's
-  ``timeout`` to every request.
+  ``timeout`` to every request. Each thread has two drivers: one for transfers (``connect_timeout``,
+  then ``timeout`` between bytes) and one for small requests (``answer_timeout``), so a server that
+  accepts connections and never answers is known in seconds (``StoreUnreachable``).
 * With tempauth (auth 1.0) the driver logs in again before every request and cannot find the
   storage URL in the v1 catalog: we authenticate once, then build drivers with the token and
   the storage URL (re-authenticating on a 401).
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import requests
+import urllib3.exceptions
 from libcloud.common.base import Connection
 from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError, MalformedResponseError
@@ -44,14 +47,20 @@ from libcloud.storage.drivers.cloudfiles import (
 from libcloud.storage.types import ContainerDoesNotExistError, ObjectDoesNotExistError
 
 from backupd.config import CloudFilesStoreConfig, SwiftStoreConfig
-from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, TransientStoreError
+from backupd.errors import ObjectNotFound, PermanentStoreError, StoreError, StoreUnreachable, TransientStoreError
 from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store, StoreProperties
 
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024
+SMALL_OBJECT = 1024 * 1024  # manifests, annotations, leases: written with the answer timeout
 _TRANSIENT_STATUS = {408, 425, 429, 499}
-_TRANSIENT_EXCEPTIONS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                         requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError)
+# No answer at all: refused, DNS, connect timeout, nothing within the timeout (also while a
+# body streams: urllib3's own ReadTimeoutError), a connection closed before any answer.
+_UNREACHABLE_EXCEPTIONS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                           urllib3.exceptions.TimeoutError, ConnectionRefusedError, TimeoutError)
+# An answer that broke off mid-transfer: worth a retry.
+_TRANSIENT_EXCEPTIONS = (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                         ConnectionError)
 
 
 class _TimeoutHTTP(LibcloudConnection):
@@ -123,16 +132,21 @@ class SwiftStore(Store):
         return f"{self.name} ({kind}, container {self.container})"
 
     # ------------------------------------------------------------------ drivers and auth
-    def _driver(self) -> Any:
-        driver = getattr(self._local, "driver", None)
-        if driver is None or getattr(self._local, "generation", -1) != self._generation:
-            driver = self._local.driver = self._new_driver()
+    def _driver(self, transfer: bool = False) -> Any:
+        """This thread's driver for transfers (the read timeout) or for small requests (the answer
+        timeout); drivers are rebuilt after a new login."""
+        if getattr(self._local, "generation", -1) != self._generation:
+            self._local.drivers = {}
             self._local.generation = self._generation
+        driver = self._local.drivers.get(transfer)
+        if driver is None:
+            read = self.config.timeout if transfer else min(self.config.answer_timeout, self.config.timeout)
+            driver = self._local.drivers[transfer] = self._new_driver((self.config.connect_timeout, read))
         return driver
 
-    def _new_driver(self) -> Any:
+    def _new_driver(self, timeout: tuple[float, float]) -> Any:
+        """A driver whose requests time out after (connect, read) seconds."""
         config = self.config
-        timeout = int(config.timeout)
         if isinstance(config, CloudFilesStoreConfig):
             user, key = config.credentials
             extra: dict[str, Any] = {}
@@ -188,7 +202,9 @@ class SwiftStore(Store):
         return f"/{driver._encode_container_name(self.container)}/{driver._encode_object_name(self._key(key))}"
 
     def _where(self, key: str | None) -> str:
-        return f"{self.container}/{self._key(key) if key else self.prefix}"
+        """Where an error happened, for messages: never validates (a listing's prefix such as
+        ``1/`` is not an object key, and must not mask the real error)."""
+        return "/".join(p for p in (self.container, self.prefix, key) if p)
 
     def _status_error(self, status: int, action: str, key: str | None, detail: str = "") -> StoreError:
         text = f"store {self.name}: cannot {action} {self._where(key)}: HTTP {status} {detail}".rstrip()
@@ -211,6 +227,8 @@ class SwiftStore(Store):
         if isinstance(exc, BaseHTTPError):
             return self._status_error(int(exc.code), action, key, str(exc.message))
         text = f"store {self.name}: cannot {action} {self._where(key)}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, _UNREACHABLE_EXCEPTIONS):
+            return StoreUnreachable(text, store=self.name, key=key)
         if isinstance(exc, _TRANSIENT_EXCEPTIONS):
             return TransientStoreError(text, store=self.name, key=key)
         if isinstance(exc, (InvalidCredsError, MalformedResponseError)):
@@ -220,11 +238,11 @@ class SwiftStore(Store):
             return self._status_error(int(status.group(1)), action, key)
         return PermanentStoreError(text, store=self.name, key=key)
 
-    def _run(self, action: str, key: str | None, operation: Callable[[Any], T]) -> T:
+    def _run(self, action: str, key: str | None, operation: Callable[[Any], T], *, transfer: bool = False) -> T:
         """Run ``operation(driver)``; on a 401 log in again once; translate every error."""
         for attempt in (1, 2):
             try:
-                return operation(self._driver())
+                return operation(self._driver(transfer))
             except StoreError as exc:
                 if attempt == 1 and "HTTP 401" in str(exc):
                     self._reauthenticate()
@@ -271,7 +289,7 @@ class SwiftStore(Store):
                 raise self._status_error(status, "write", key)
             return True
 
-        return self._run("write", key, operation)
+        return self._run("write", key, operation, transfer=not conditions and payload.size > SMALL_OBJECT)
 
     def open(self, key: str) -> ObjectStream:
         return self._open(key)
@@ -286,7 +304,7 @@ class SwiftStore(Store):
             length = int(response.headers.get("Content-Length", -1))
             return _Body(self, key, response, length)
 
-        return self._run("read", key, operation)
+        return self._run("read", key, operation, transfer=True)
 
     def get(self, key: str) -> bytes:
         with self._open(key) as stream:
