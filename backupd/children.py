@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO
 
-from backupd.protocol import UNDER_DAEMON_ENV, JobKind
+from backupd.metrics import UNDER_DAEMON_ENV
+from backupd.protocol import JobKind
 
 PARENT_ENV = "BACKUPD_PARENT_PID"
 

@@ -8,7 +8,6 @@ metrics through ``backupd.protocol.samples``, as they do in the daemon.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,9 +17,9 @@ import click
 from backupd.cli_support import EXIT_CODES_HELP, LazyConfig, run_cli, setup_logging
 from backupd.config import Config
 from backupd.errors import BackupdError, UsageError
-from backupd.metrics import Metrics
+from backupd.metrics import one_shot_metrics
 from backupd.policy.chain import base_for
-from backupd.protocol import UNDER_DAEMON_ENV, BackupOutcome, DrillOutcome, Outcome, encode, samples
+from backupd.protocol import BackupOutcome, DrillOutcome, Outcome, encode, samples
 from backupd.repo.catalog import Catalog, CatalogEntry
 from backupd.repo.model import BackupKind, Manifest
 from backupd.repo.repository import Repository
@@ -34,9 +33,9 @@ def _config(ctx: click.Context) -> Config:
 
 def _publish(config: Config, outcomes: list[Outcome]) -> None:
     """Send the results' metrics, unless the daemon runs this command (it sends them itself)."""
-    if os.environ.get(UNDER_DAEMON_ENV):
+    metrics = one_shot_metrics(config.metrics)
+    if metrics is None:
         return
-    metrics = Metrics.from_config(config.metrics)
     try:
         for outcome in outcomes:
             metrics.emit(samples(outcome))
@@ -100,6 +99,7 @@ def run(ctx: click.Context, once: bool) -> int:
     config = _config(ctx)
     if not config.shards:
         raise UsageError(f"{config.path}: no shards configured; nothing to schedule")
+    config.check_secrets()  # the daemon will need them all: a missing one is known now
     return Daemon(config.path, config, once=once).run()
 
 

@@ -100,6 +100,7 @@ class Daemon:
         self.reload_requested = False
         try:
             config = load_config(self.config_path)
+            config.check_secrets()
         except ConfigError as exc:
             log.error("reload: %s; keeping the running configuration", exc.message)
             return

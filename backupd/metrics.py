@@ -30,6 +30,7 @@ from backupd.config import MetricsConfig
 
 log = logging.getLogger(__name__)
 
+UNDER_DAEMON_ENV = "BACKUPD_UNDER_DAEMON"  # set in the daemon's children: they leave metrics to it
 BUFFER_LINES = 100_000
 RETRY_EVERY = 10.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -114,12 +115,39 @@ def audit_samples(level: str, findings_by_shard: dict[str, int], seconds: float,
     return samples
 
 
+def restore_samples(shard: str, target: str, *, seconds: float, raw_bytes: int, verified: bool,
+                    rebuild_seconds: float | None = None) -> list[Sample]:
+    """One restore of a shard (a fleet restore sends one set per shard)."""
+    base, labels = f"shards.{graphite_name(shard)}.restore", (("shard", shard), ("target", target))
+    samples = [
+        Sample(f"{base}.duration_seconds", "backupd_restore_duration_seconds", seconds, labels,
+               help="Wall time of the newest restore (fetch, apply, verify)."),
+        Sample(f"{base}.raw_bytes", "backupd_restore_raw_bytes", raw_bytes, labels,
+               help="Uncompressed bytes the newest restore applied."),
+        Sample(f"{base}.verified", "backupd_restore_verified", 1 if verified else 0, labels,
+               help="1 if the newest restore verified, else 0."),
+        Sample(f"{base}.{'success' if verified else 'failure'}",
+               f"backupd_restore_{'success' if verified else 'failure'}_total", 1, labels, "counter",
+               help="Restores that verified." if verified else "Restores that failed or did not verify."),
+    ]
+    if rebuild_seconds is not None:
+        samples.append(Sample(f"{base}.rebuild_seconds", "backupd_restore_rebuild_seconds", rebuild_seconds, labels,
+                              help="Restore plus replica caught up: the time to rebuild redundancy."))
+    return samples
+
+
 def drill_samples(shard: str, *, seconds: float, verified: bool) -> list[Sample]:
     labels = (("shard", shard),)
     return [Sample(f"shards.{graphite_name(shard)}.drill.restore_seconds", "backupd_drill_restore_seconds", seconds,
                    labels, help="Wall time of the newest restore drill."),
             Sample(f"shards.{graphite_name(shard)}.drill.verified", "backupd_drill_verified", 1 if verified else 0,
                    labels, help="1 if the newest restore drill verified, else 0.")]
+
+
+def one_shot_metrics(config: MetricsConfig) -> Metrics | None:
+    """Where a one-shot command sends its results' metrics (Graphite only: the Prometheus view is
+    the daemon's), or None when the daemon runs the command (it sends them itself)."""
+    return None if os.environ.get(UNDER_DAEMON_ENV) else Metrics.from_config(config)
 
 
 class GraphiteSender:

@@ -15,7 +15,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 from backupd.units import format_duration, format_size
@@ -97,15 +98,23 @@ class Progress:
             text += f", no data for {format_duration(idle)}"
         return text
 
-    def _show(self, now: float) -> None:
-        if not self.tty:
-            log.info("%s", self.line(now))
-            return
+    def bar_line(self, now: float) -> str:
+        """The line drawn on a terminal: a bar (when the total is known) and ``line``."""
         bar = ""
         if self.total:
             filled = int(BAR_WIDTH * min(self.done / self.total, 1.0))
             bar = "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "] "
-        self.stream.write(f"\r\033[K{bar}{self.line(now)}")
+        return bar + self.line(now)
+
+    def _show(self, now: float) -> None:
+        if not self.tty:
+            log.info("%s", self.line(now))
+            return
+        board = _board
+        if board is not None:
+            board.show(self, self.bar_line(now))
+            return
+        self.stream.write(f"\r\033[K{self.bar_line(now)}")
         self.stream.flush()
         self._drawn = True
 
@@ -119,3 +128,53 @@ class Progress:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
                 self._drawn = False
+        board = _board
+        if board is not None:
+            board.remove(self)
+
+
+class ProgressBoard:
+    """Several operations' progress at once (a fleet restore's shards): on a terminal, one line per
+    running operation, redrawn together in place; elsewhere (a log) each operation writes its own
+    periodic lines, as it does alone. Use ``showing_board()``."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self._lines: dict[int, str] = {}
+        self._drawn = 0
+        self._lock = threading.Lock()
+
+    def show(self, progress: Progress, line: str) -> None:
+        with self._lock:
+            self._lines[id(progress)] = line
+            self._redraw()
+
+    def remove(self, progress: Progress) -> None:
+        with self._lock:
+            if self._lines.pop(id(progress), None) is not None:
+                self._redraw()
+
+    def _redraw(self) -> None:
+        up = f"\033[{self._drawn}F" if self._drawn else "\r"
+        lines = list(self._lines.values())
+        text = "".join(f"\033[K{line}\n" for line in lines)
+        extra = self._drawn - len(lines)  # lines of finished operations: cleared
+        text += "\033[K\n" * extra + (f"\033[{extra}F" if extra > 0 else "")
+        self.stream.write(up + text)
+        self.stream.flush()
+        self._drawn = len(lines)
+
+
+_board: ProgressBoard | None = None
+
+
+@contextmanager
+def showing_board(stream: TextIO | None = None) -> Iterator[ProgressBoard]:
+    """Draw every progress line started inside the block on one board (see ``ProgressBoard``)."""
+    global _board
+    board = ProgressBoard(stream if stream is not None else sys.stderr)
+    _board = board
+    try:
+        yield board
+    finally:
+        _board = None

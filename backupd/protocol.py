@@ -17,7 +17,7 @@ drill              ``audit --shard ID --json --level drill``    ``DrillOutcome``
 A long-running job added later (the binlog streamer) adds its kind, its command and its result
 type here. A child that prints no valid result is a ``ChildOutputError`` naming the job, never a
 ``KeyError``. ``samples`` turns a result into metrics; the one-shot CLI and the daemon both emit
-through it (the daemon's children leave metrics to it: ``UNDER_DAEMON_ENV``).
+through it (the daemon's children leave metrics to it: ``backupd.metrics.UNDER_DAEMON_ENV``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from backupd.metrics import Sample, audit_samples, backup_samples, drill_samples
 from backupd.ops.audit import AuditReport
 from backupd.repo.annotations import DEEP_AUDIT_ANNOTATION, DRILL_ANNOTATION, DrillRecord
 from backupd.repo.model import BackupKind
-
-UNDER_DAEMON_ENV = "BACKUPD_UNDER_DAEMON"  # set in the daemon's children: they leave metrics to it
 
 
 class JobKind(Enum):

@@ -1,8 +1,9 @@
-"""``restore``: restore a shard into a target and prove the result equal to the backup."""
+"""``restore``: restore a shard (or a fleet of them) into a target and prove the result equal to the backup."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -11,9 +12,13 @@ from datetime import UTC, datetime
 import click
 
 from backupd.cli_support import EXIT_CODES_HELP, load_config_at, run_cli, setup_logging
+from backupd.config import Config
 from backupd.errors import DataMismatch, UsageError
-from backupd.repo.repository import Repository
+from backupd.metrics import one_shot_metrics, restore_samples
+from backupd.progress import showing_board
+from backupd.repo.repository import Repository, Target
 from backupd.units import format_duration, format_size, parse_duration
+from restore.fleet import restore_fleet
 from restore.replica import attach_replica, resolve_source
 from restore.runner import RestoreReport, run_restore
 
@@ -30,28 +35,40 @@ def parse_time(text: str) -> datetime:
 @click.command(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="FILE",
               help="Configuration file (default: $BACKUPD_CONFIG, else config/backupd.toml).")
-@click.option("--shard", "shard_id", required=True, help="Shard id whose backups to restore.")
+@click.option("--shard", "shard_ids", multiple=True, metavar="ID",
+              help="Shard id whose backups to restore (repeat it for several shards).")
+@click.option("--shards", "shard_list", metavar="LIST", help="Several shards: ids and ranges, e.g. 1,2,5-8.")
+@click.option("--all-shards", is_flag=True, help="Every configured shard.")
 @click.option("--target", "target_name", required=True, help="Target name from the config (e.g. us-west).")
-@click.option("--backup", "backup_id", help="Restore exactly this backup id.")
+@click.option("--target-host", metavar="HOST[:PORT]",
+              help="One shard: restore into this server instead of the target's (credentials and stores "
+                   "stay the target's).")
+@click.option("--backup", "backup_id", help="Restore exactly this backup id (one shard).")
 @click.option("--at", "at_text", metavar="TIME",
               help="Restore the newest restorable point (a full, or a full and an incremental) "
-                   "at or before TIME (default: now).")
+                   "at or before TIME (default: now); the same instant for every shard.")
 @click.option("--force", is_flag=True, help="Replace databases that already exist on the target "
               "(physical: replace a datadir that holds databases).")
 @click.option("--replica-of", "replica_of", metavar="SOURCE",
               help="After the verified restore, make the target a replica of SOURCE (a shard id: its "
-                   "primary; or host:port) from the backup's coordinates, and wait until it has caught up.")
+                   "primary; host:port; or 'primary': each restored shard's own) from the backup's "
+                   "coordinates, and wait until it has caught up.")
 @click.option("--catchup-timeout", default="1h", show_default=True, metavar="DURATION",
               help="With --replica-of: how long the replica may take to catch up.")
+@click.option("--parallel-shards", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Several shards: how many are restored at once (largest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("-v", "--verbose", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)
 @click.version_option(package_name="backupd")
-def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str | None,
-        at_text: str | None, force: bool, replica_of: str | None, catchup_timeout: str,
-        as_json: bool, verbose: bool, quiet: bool) -> int:
-    """Restore shard SHARD into target TARGET, then verify every table against the backup;
-    with --replica-of, then rebuild redundancy: replicate from SOURCE until caught up."""
+def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | None, all_shards: bool,
+        target_name: str, target_host: str | None, backup_id: str | None, at_text: str | None, force: bool,
+        replica_of: str | None, catchup_timeout: str, parallel_shards: int, as_json: bool, verbose: bool,
+        quiet: bool) -> int:
+    """Restore shard SHARD (or several: --shards, --all-shards) into target TARGET, then verify
+    every table against the backup; with --replica-of, then rebuild redundancy: replicate from
+    SOURCE until caught up. Several shards are restored in parallel, each into its own server
+    (the target's [targets.NAME.shards.ID] or its host template), to the same instant."""
     started = time.monotonic()
     setup_logging("restore", verbose, quiet)
     if backup_id and at_text:
@@ -62,15 +79,30 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
         raise UsageError(f"--catchup-timeout: {exc}") from None
     config = load_config_at(config_path)
     at = parse_time(at_text) if at_text else None
-    config.shard(shard_id)  # an unknown shard is a usage error (exit 2), never "no backup"
+    shards = select_shards(config, shard_ids, shard_list, all_shards)  # unknown shards: usage errors (exit 2)
     repo = Repository(config)
-    target = repo.target(target_name)
+    fleet = len(shards) > 1 or shard_list is not None or all_shards
+    if fleet:
+        for option, value in (("--backup", backup_id), ("--target-host", target_host)):
+            if value:
+                raise UsageError(f"{option} names one shard's server or backup: give a single --shard with it")
+        if replica_of not in (None, "primary"):
+            raise UsageError(f"--replica-of {replica_of}: several shards each replicate from their own "
+                             "primary: use --replica-of primary")
+        config.target(target_name)
+        return _restore_fleet(repo, shards, target_name, at=at, force=force, parallel=parallel_shards,
+                              replicas=replica_of is not None, timeout=timeout, as_json=as_json)
+    shard_id = shards[0]
+    host, port = parse_host(target_host) if target_host else (None, None)
+    target = repo.target(target_name, shard_id, host=host, port=port)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
     try:
         report = run_restore(config.settings, shard_id, target, backup_id=backup_id, at=at, force=force)
     except DataMismatch as exc:
-        if as_json and isinstance(exc.report, RestoreReport):
-            click.echo(json.dumps(_report_json(exc.report), indent=2))
+        if isinstance(exc.report, RestoreReport):
+            _publish(config, shard_id, target, exc.report, time.monotonic() - started)
+            if as_json:
+                click.echo(json.dumps(_report_json(exc.report), indent=2))
         raise
     if not as_json:
         _print_report(report)
@@ -81,6 +113,8 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
             click.echo(f"replica of {source.description} (from {catch_up.mode} {catch_up.start}): caught up "
                        f"at {catch_up.reached} after {format_duration(catch_up.seconds)}; redundancy "
                        f"rebuilt in {format_duration(time.monotonic() - started)}")
+    _publish(config, shard_id, target, report, time.monotonic() - started,
+             rebuild=time.monotonic() - started if catch_up is not None else None)
     if as_json:
         document = _report_json(report)
         if source is not None and catch_up is not None:
@@ -90,6 +124,91 @@ def cli(config_path: str | None, shard_id: str, target_name: str, backup_id: str
                                    "rebuild_seconds": round(time.monotonic() - started, 3)}
         click.echo(json.dumps(document, indent=2))
     return 0
+
+
+def select_shards(config: Config, shard_ids: Sequence[str], shard_list: str | None, all_shards: bool) -> list[str]:
+    """The shards a command names (``--shard``, ``--shards 1,2,5-8``, ``--all-shards``), in
+    order, each checked to be configured (an unknown one is a UsageError naming it)."""
+    chosen = list(shard_ids)
+    for item in (shard_list or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        low, dash, high = item.partition("-")
+        if dash and low.isdigit() and high.isdigit():
+            if int(low) > int(high):
+                raise UsageError(f"--shards: {item!r} is an empty range")
+            chosen += [str(n) for n in range(int(low), int(high) + 1)]
+        else:
+            chosen.append(item)
+    if all_shards:
+        chosen += sorted(config.shards, key=lambda s: (len(s), s))
+    if not chosen:
+        raise UsageError("give the shards to restore: --shard ID (repeatable), --shards 1,2,5-8 or --all-shards")
+    for shard_id in chosen:
+        config.shard(shard_id)
+    return list(dict.fromkeys(chosen))
+
+
+def parse_host(text: str) -> tuple[str, int | None]:
+    """``--target-host``: ``host``, ``host:port`` or ``[v6]:port``."""
+    match = re.fullmatch(r"\[([^\]]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", text.strip())
+    if not match:
+        raise UsageError(f"--target-host: {text!r} is not HOST or HOST:PORT")
+    host = match.group(1) or match.group(3)
+    port = match.group(2) or match.group(4)
+    if port is not None and not 0 < int(port) < 65536:
+        raise UsageError(f"--target-host: port {port} is out of range")
+    return host, int(port) if port is not None else None
+
+
+def _restore_fleet(repo: Repository, shards: list[str], target_name: str, *, at: datetime | None, force: bool,
+                   parallel: int, replicas: bool, timeout: float, as_json: bool) -> int:
+    """Restore several shards (``restore.fleet``), print the summary; the worst shard's exit code."""
+    config = repo.config
+    with showing_board():
+        outcomes = restore_fleet(repo, shards, target_name, at=at, force=force, parallel=parallel,
+                                 replicas=replicas, catchup_timeout=timeout)
+    metrics = one_shot_metrics(config.metrics)
+    if metrics is not None:
+        for o in outcomes:
+            metrics.emit(restore_samples(o.shard, target_name, seconds=o.seconds, raw_bytes=o.raw_bytes,
+                                         verified=o.verified, rebuild_seconds=o.rebuild_seconds))
+        metrics.close()
+    worst = max((o.exit_code for o in outcomes), default=0)
+    if as_json:
+        click.echo(json.dumps({"target": target_name, "at": at.isoformat() if at else None, "ok": worst == 0,
+                               "exit_code": worst, "shards": [o.to_json() for o in outcomes]}, indent=2))
+        return worst
+    rows = [("SHARD", "BACKUP", "TARGET", "BYTES", "SECONDS", "VERIFIED", "REPLICA")]
+    for o in outcomes:
+        verdict = "yes" if o.verified else ("DIFFERS" if o.exit_code == 3 else "FAILED")
+        replica = "-" if not replicas else (f"caught up at {o.catch_up.reached}" if o.catch_up else "no")
+        rows.append((o.shard, o.backup or "-", o.server, format_size(o.raw_bytes), f"{o.seconds:.1f}", verdict,
+                     replica))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for o in outcomes:
+        if o.failure:
+            click.echo(f"restore: shard {o.shard}: {o.failure}", err=True)
+    verified = sum(o.verified for o in outcomes)
+    click.echo(f"restore: {verified} of {len(outcomes)} shard(s) restored and verified into target {target_name}",
+               err=True)
+    return worst
+
+
+def _publish(config: Config, shard_id: str, target: Target, report: RestoreReport, seconds: float, *,
+             rebuild: float | None = None) -> None:
+    """Send one restore's metrics (a one-shot command sends them to Graphite)."""
+    metrics = one_shot_metrics(config.metrics)
+    if metrics is None:
+        return
+    try:
+        metrics.emit(restore_samples(shard_id, target.name, seconds=seconds, raw_bytes=report.applied_bytes,
+                                     verified=report.verification.ok, rebuild_seconds=rebuild))
+    finally:
+        metrics.close()
 
 
 def _print_report(report: RestoreReport) -> None:

@@ -52,7 +52,7 @@ def run_drill(repo: Repository, shard_id: str, *, clock: Callable[[], datetime] 
         backup_id, chain = plan.final.id, [m.id for m in plan.steps]
         found_in = next(e.found_in for e in entries if e.manifest.id == backup_id)
         log.info("%s: drill: restoring %s into target %s", shard.label, " + ".join(chain), target)
-        run_restore(repo.config.settings, shard.id, repo.target(target), backup_id=backup_id, force=True)
+        run_restore(repo.config.settings, shard.id, repo.target(target, shard.id), backup_id=backup_id, force=True)
         result = DrillRecord(shard.id, target, stamp, backup_id, chain, True, time.monotonic() - started)
     except BackupdError as exc:
         result = DrillRecord(shard.id, target, stamp, backup_id, chain, False, time.monotonic() - started,

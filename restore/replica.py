@@ -74,7 +74,9 @@ def gtid_reached(replica: str | None, source: str | None) -> bool:
 def resolve_source(config: Config, shard_id: str, spec: str) -> ReplicationSource:
     """``--replica-of``: a configured shard id (its primary) or ``host:port``. Credentials come
     from that shard's ``replication_user`` / ``replication_password_env`` (for ``host:port``:
-    those of the restored shard ``shard_id``)."""
+    those of the restored shard ``shard_id``); ``primary`` is shard ``shard_id``'s own primary."""
+    if spec == "primary":
+        spec = shard_id
     match = None
     if spec in config.shards:
         owner, shard = spec, config.shards[spec]

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from backupd.config import Settings
 from backupd.errors import CorruptPart, DataMismatch, NoBackupFound, RestoreFailed
-from backupd.policy.planner import plan_restore
+from backupd.policy.planner import RestorePlan, plan_restore
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog
 from backupd.repo.codec import PartDecodeError, decode_part
@@ -55,22 +55,32 @@ class RestoreReport:
         return self.applied_bytes / self.apply_seconds if self.apply_seconds > 0 else 0.0
 
 
-def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None = None,
-                at: datetime | None = None, force: bool = False) -> RestoreReport:
-    """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract)."""
-    stores = target.stores
-    catalog = Catalog(stores)
+def plan_for(target: Target, shard_id: str, *, backup_id: str | None = None,
+             at: datetime | None = None) -> RestorePlan:
+    """Which backups restore ``shard_id`` from ``target``'s stores (``backupd.policy.planner``).
+    Stores that cannot be listed are named (one warning each) and skipped; if no chain is left,
+    the error says the stores that answered hold none and names the others."""
+    catalog = Catalog(target.stores)
     backups = catalog.backups(shard_id)
     for bad in catalog.unreadable:
         log.warning("%s: %s; restoring from the other stores", target.label, bad.describe())
     try:
-        plan = plan_restore(backups, shard_id, at=at, backup_id=backup_id)
+        return plan_restore(backups, shard_id, at=at, backup_id=backup_id)
     except NoBackupFound as exc:
         if not catalog.unlisted:
             raise
         unreachable = "; ".join(bad.error for bad in catalog.unlisted)
         raise NoBackupFound(f"{exc.message} (the stores that answered hold none; could not list: {unreachable})",
                             hint="restore from another target's stores, or wait for these to answer") from None
+
+
+def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None = None,
+                at: datetime | None = None, force: bool = False, plan: RestorePlan | None = None) -> RestoreReport:
+    """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract);
+    ``plan`` (from ``plan_for``) if it was made already."""
+    stores = target.stores
+    if plan is None:
+        plan = plan_for(target, shard_id, backup_id=backup_id, at=at)
     for note in plan.notes:
         log.warning("shard %s: %s", shard_id, note)
     manifest = plan.final

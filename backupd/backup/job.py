@@ -56,6 +56,7 @@ def run_backup_job(repo: Repository, shard: Shard, kind: BackupKind = "full", *,
     With ``if_due``, ``kind`` is ignored: the job takes whichever backup the schedule says is due
     now, or is skipped when none is. Every store is opened once, from ``repo``.
     """
+    shard.config.password  # noqa: B018 - read now: a missing one is a config error before anything starts
     lock = shard_lock(repo.config, shard, f"backup {'due' if if_due else kind}", clock)
     try:
         lock.acquire()

@@ -15,7 +15,9 @@ from backupd.config.sections import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
     NAME_PATTERN,
+    SHARD_PLACEHOLDER,
     STORE_TYPES,
+    TARGET_SERVER_KEYS,
     AuditConfig,
     CloudFilesStoreConfig,
     Config,
@@ -32,9 +34,10 @@ from backupd.config.sections import (
     StoreConfig,
     SwiftStoreConfig,
     TargetConfig,
+    TargetShard,
 )
 from backupd.errors import ConfigError
-from backupd.secrets import Secret
+from backupd.secrets import Secret, SecretRef
 
 
 def resolve_config_path(cli_value: str | os.PathLike[str] | None) -> Path:
@@ -91,7 +94,7 @@ class _Loader:
             shards[sid] = self.shard_extras(f"shards.{sid}", shard)
         for name, target in targets.items():
             self.check_store_refs(f"targets.{name}.read_from", target.read_from, stores)
-            targets[name] = self.target_extras(f"targets.{name}", target)
+            targets[name] = self.target_extras(f"targets.{name}", target, set(shards))
         if settings.work_dir:
             settings = settings.model_copy(update={"work_dir": self.absolute(settings.work_dir)})
         schedule = self.model(ScheduleConfig, raw.get("schedule", {}), "schedule")
@@ -169,11 +172,15 @@ class _Loader:
             store._key = self.env_secret(f"{key}.key_env", store.key_env)
         return store
 
-    def env_secret(self, key: str, variable: str) -> Secret:
-        value = os.environ.get(variable)
-        if value is None:
-            raise self.fail(key, f"environment variable {variable} is not set")
-        return Secret(value)
+    def env_secret(self, key: str, variable: str) -> SecretRef:
+        """The secret in ``variable``, read when first needed (ConfigError naming ``key`` if unset)."""
+        def read() -> Secret:
+            value = os.environ.get(variable)
+            if value is None:
+                raise self.fail(key, f"environment variable {variable} is not set")
+            return Secret(value)
+
+        return SecretRef(read)
 
     def cloudfiles_credentials(self, key: str, store: CloudFilesStoreConfig) -> CloudFilesStoreConfig:
         """Username and API key from the keys, or a pyrax-style ``[rackspace_cloud]`` file."""
@@ -182,19 +189,24 @@ class _Loader:
                 raise self.fail(f"{key}.api_key_env", "give api_key_env or credentials_file, not both")
             path = self.absolute(store.credentials_file)
             store = store.model_copy(update={"credentials_file": path})
-            parser = configparser.ConfigParser()
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    parser.read_file(handle)
-            except (OSError, configparser.Error) as exc:
-                why = getattr(exc, "strerror", None) or exc
-                raise self.fail(f"{key}.credentials_file", f"cannot read {path}: {why}") from None
-            section = parser["rackspace_cloud"] if parser.has_section("rackspace_cloud") else None
-            if section is None or not section.get("api_key") or not (section.get("username") or store.username):
-                raise self.fail(f"{key}.credentials_file",
-                                f"{store.credentials_file} needs a [rackspace_cloud] section with username and api_key")
-            store._username = store.username or section.get("username")
-            store._api_key = Secret(section["api_key"])
+            username = store.username
+
+            def read() -> tuple[str, Secret]:
+                parser = configparser.ConfigParser()
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        parser.read_file(handle)
+                except (OSError, configparser.Error) as exc:
+                    why = getattr(exc, "strerror", None) or exc
+                    raise self.fail(f"{key}.credentials_file", f"cannot read {path}: {why}") from None
+                section = parser["rackspace_cloud"] if parser.has_section("rackspace_cloud") else None
+                user = username or (section.get("username") if section is not None else None)
+                if section is None or not section.get("api_key") or not user:
+                    raise self.fail(f"{key}.credentials_file",
+                                    f"{path} needs a [rackspace_cloud] section with username and api_key")
+                return user, Secret(section["api_key"])
+
+            store._from_file = read
             return store
         if not store.username:
             raise self.fail(f"{key}.username", "missing required key (or give credentials_file)")
@@ -216,7 +228,7 @@ class _Loader:
             raise self.fail(f"{key}.{missing}", "give replication_user and replication_password_env together")
         return shard  # the replication password is read when a replica is attached (restore only)
 
-    def target_extras(self, key: str, target: TargetConfig) -> TargetConfig:
+    def target_extras(self, key: str, target: TargetConfig, shard_ids: set[str]) -> TargetConfig:
         """Physical-restore keys of a target: checked, paths made absolute."""
         if target.systemd_unit and (target.start_command or target.stop_command):
             raise self.fail(f"{key}.systemd_unit", "give systemd_unit or start_command/stop_command, not both")
@@ -227,13 +239,33 @@ class _Loader:
             if getattr(target, name) == []:
                 raise self.fail(f"{key}.{name}",
                                 "expected a command line such as [\"systemctl\", \"start\", \"mariadb\"]")
-        update: dict[str, Any] = {name: self.absolute(getattr(target, name))
-                                  for name in ("datadir", "restore_dir") if getattr(target, name)}
+        update = self.server_paths(target)
+        for shard_id, server in target.shards.items():
+            if shard_id not in shard_ids:
+                known = ", ".join(sorted(shard_ids)) or "none"
+                raise self.fail(f"{key}.shards.{shard_id}", f"no shard named '{shard_id}' (configured shards: {known})")
+            paths = self.server_paths(server)
+            if server.socket:
+                paths["socket"] = self.absolute(server.socket)
+            if paths:
+                update.setdefault("shards", dict(target.shards))[shard_id] = server.model_copy(update=paths)
+        for section, body in [(key, target), *((f"{key}.shards.{s}", v) for s, v in target.shards.items())]:
+            for name in TARGET_SERVER_KEYS:
+                value = getattr(body, name)
+                for text in value if isinstance(value, list) else [value]:
+                    if isinstance(text, str) and text.replace(SHARD_PLACEHOLDER, "").count("{"):
+                        raise self.fail(f"{section}.{name}", f"only {SHARD_PLACEHOLDER} may be replaced (got {text!r})")
+        return target.model_copy(update=update) if update else target
+
+    def server_paths(self, server: TargetConfig | TargetShard) -> dict[str, Any]:
+        """A target's (or one of its shard servers') paths made absolute against the config."""
+        update: dict[str, Any] = {name: self.absolute(getattr(server, name))
+                                  for name in ("datadir", "restore_dir") if getattr(server, name)}
         for name in ("start_command", "stop_command"):
-            command = getattr(target, name)
+            command = getattr(server, name)
             if command and command[0].startswith(("./", "../")):  # a program next to the config
                 update[name] = [self.absolute(command[0]), *command[1:]]
-        return target.model_copy(update=update) if update else target
+        return update
 
     def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
         endpoint = self.model(cls, body, key)
@@ -244,17 +276,22 @@ class _Loader:
         endpoint._password = self.password(key, endpoint)
         return endpoint
 
-    def password(self, key: str, endpoint: EndpointConfig) -> Secret | None:
+    def password(self, key: str, endpoint: EndpointConfig) -> SecretRef | None:
+        """Where the endpoint's password comes from; it is read when first needed."""
         if endpoint.password_env:
             return self.env_secret(f"{key}.password_env", endpoint.password_env)
         if endpoint.password_file:
             file = Path(self.absolute(endpoint.password_file))
-            try:
-                text = file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise self.fail(f"{key}.password_file",
-                                f"cannot read {file}: {exc.strerror or exc}") from None
-            return Secret(text[:-1] if text.endswith("\n") else text)
+
+            def read() -> Secret:
+                try:
+                    text = file.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise self.fail(f"{key}.password_file",
+                                    f"cannot read {file}: {exc.strerror or exc}") from None
+                return Secret(text[:-1] if text.endswith("\n") else text)
+
+            return SecretRef(read)
         return None
 
     def check_store_refs(self, key: str, names: list[str], stores: Mapping[str, Any]) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 
 from backupd.errors import UsageError
-from backupd.secrets import Secret
+from backupd.secrets import Secret, SecretRef, reveal
 from backupd.units import parse_duration, parse_size
 
 DEFAULT_CONFIG = Path("config/backupd.toml")
@@ -50,12 +50,13 @@ class EndpointConfig(_Section):
     password_env: str | None = None
     password_file: str | None = None
     connect_timeout: Duration = 10.0
-    _password: Secret | None = PrivateAttr(default=None)
+    _password: Secret | SecretRef | None = PrivateAttr(default=None)
 
     @property
     def password(self) -> Secret | None:
-        """The resolved password (None when the account has none)."""
-        return self._password
+        """The password (None when the account has none), read from its environment variable or
+        file the first time it is needed; raises ConfigError naming the key if it cannot be."""
+        return reveal(self._password)
 
     def describe(self) -> str:
         """Where this endpoint is, for messages: ``socket /x.sock`` or ``127.0.0.1:3306``."""
@@ -83,9 +84,35 @@ class ShardConfig(EndpointConfig):
         return self.method != "mysqldump"
 
 
-class TargetConfig(EndpointConfig):
-    """A server restores may write into, and the stores it reads from, in preference order."""
+SHARD_PLACEHOLDER = "{shard}"
+# The keys of a target that may name a shard's own server: overridden per shard, or templated.
+TARGET_SERVER_KEYS = ("host", "port", "socket", "datadir", "restore_dir", "stop_command", "start_command",
+                      "systemd_unit")
 
+
+class TargetShard(_Section):
+    """One shard's server in a target that holds several (``[targets.NAME.shards.ID]``): these keys
+    replace the target's for that shard; credentials and ``read_from`` stay the target's."""
+
+    host: str | None = None
+    port: Port | None = None
+    socket: str | None = None
+    datadir: str | None = None
+    restore_dir: str | None = None
+    stop_command: list[str] | None = None
+    start_command: list[str] | None = None
+    systemd_unit: str | None = None
+
+
+class TargetConfig(EndpointConfig):
+    """Where restores may write, and the stores they read from, in preference order.
+
+    A target is one server, or one per shard: per-shard sections (``shards``), or ``{shard}`` in
+    ``host``, ``socket``, ``datadir``, ``restore_dir``, ``systemd_unit`` or a command
+    (``host = "db-{shard}.us-west.internal"``); ``for_shard`` gives a shard's own endpoint.
+    """
+
+    shards: dict[str, TargetShard] = Field(default_factory=dict)
     read_from: list[str] = Field(min_length=1)
     write_binlog: bool = False
     # Physical restores replace the server's datadir: where it is, where to extract and
@@ -98,6 +125,26 @@ class TargetConfig(EndpointConfig):
     start_command: list[str] | None = None
     systemd_unit: str | None = None
     start_timeout: Duration = Field(default=600.0, gt=0)
+
+    def for_shard(self, shard_id: str, *, host: str | None = None, port: int | None = None) -> TargetConfig:
+        """The target as it serves ``shard_id``: its ``[targets.NAME.shards.ID]`` keys, ``{shard}``
+        replaced by the id, and ``host``/``port`` (``restore --target-host``) over everything."""
+        override = self.shards.get(shard_id)
+        update: dict[str, Any] = override.model_dump(exclude_none=True) if override else {}
+        for key in TARGET_SERVER_KEYS:
+            value = update.get(key, getattr(self, key))
+            if isinstance(value, str) and SHARD_PLACEHOLDER in value:
+                update[key] = value.replace(SHARD_PLACEHOLDER, shard_id)
+            elif isinstance(value, list) and any(SHARD_PLACEHOLDER in arg for arg in value):
+                update[key] = [arg.replace(SHARD_PLACEHOLDER, shard_id) for arg in value]
+        if host is not None:
+            update.update(host=host, socket=None, **({"port": port} if port is not None else {}))
+        return self.model_copy(update=update) if update else self
+
+    @property
+    def per_shard(self) -> bool:
+        """Whether the target maps shards to servers of their own."""
+        return bool(self.shards) or any(SHARD_PLACEHOLDER in str(getattr(self, key)) for key in TARGET_SERVER_KEYS)
 
 
 class _StoreSection(_Section):
@@ -134,15 +181,16 @@ class S3StoreConfig(_StoreSection):
     connect_timeout: Duration = Field(default=3.0, gt=0)    # a dead endpoint is known in seconds
     answer_timeout: Duration = Field(default=5.0, gt=0)     # small requests: no answer by then = unreachable
     read_timeout: Duration = Field(default=15.0, gt=0)      # transfers: the longest a part may go without a byte
-    _access_key: Secret | None = PrivateAttr(default=None)
-    _secret_key: Secret | None = PrivateAttr(default=None)
+    _access_key: Secret | SecretRef | None = PrivateAttr(default=None)
+    _secret_key: Secret | SecretRef | None = PrivateAttr(default=None)
 
     @property
     def credentials(self) -> tuple[Secret, Secret] | None:
-        """Explicit keys, or None to use boto3's standard credential chain."""
-        if self._access_key is None or self._secret_key is None:
+        """Explicit keys (read when first needed), or None to use boto3's standard chain."""
+        access, secret = reveal(self._access_key), reveal(self._secret_key)
+        if access is None or secret is None:
             return None
-        return self._access_key, self._secret_key
+        return access, secret
 
 
 class CloudFilesStoreConfig(_StoreSection):
@@ -159,12 +207,17 @@ class CloudFilesStoreConfig(_StoreSection):
     answer_timeout: Duration = Field(default=5.0, gt=0)
     timeout: Duration = Field(default=15.0, gt=0)  # transfers: the longest a part may go without a byte
     _username: str | None = PrivateAttr(default=None)
-    _api_key: Secret | None = PrivateAttr(default=None)
+    _api_key: Secret | SecretRef | None = PrivateAttr(default=None)
+    _from_file: Callable[[], tuple[str, Secret]] | None = PrivateAttr(default=None)
 
     @property
     def credentials(self) -> tuple[str, Secret]:
-        assert self._username is not None and self._api_key is not None
-        return self._username, self._api_key
+        """Username and API key, read (from the environment or the credentials file) when first needed."""
+        if self._username is None and self._from_file is not None:
+            self._username, self._api_key = self._from_file()
+        api_key = reveal(self._api_key)
+        assert self._username is not None and api_key is not None
+        return self._username, api_key
 
 
 class SwiftStoreConfig(_StoreSection):
@@ -183,12 +236,14 @@ class SwiftStoreConfig(_StoreSection):
     connect_timeout: Duration = Field(default=3.0, gt=0)
     answer_timeout: Duration = Field(default=5.0, gt=0)
     timeout: Duration = Field(default=15.0, gt=0)  # transfers: the longest a part may go without a byte
-    _key: Secret | None = PrivateAttr(default=None)
+    _key: Secret | SecretRef | None = PrivateAttr(default=None)
 
     @property
     def key(self) -> Secret:
-        assert self._key is not None
-        return self._key
+        """The key, read from its environment variable when first needed."""
+        key = reveal(self._key)
+        assert key is not None
+        return key
 
 
 StoreConfig = LocalStoreConfig | S3StoreConfig | CloudFilesStoreConfig | SwiftStoreConfig
@@ -346,3 +401,15 @@ class Config:
 
     def incremental_columns(self, shard_id: str) -> Mapping[str, str]:
         return self.shard(shard_id).incremental_columns or self.settings.incremental_columns
+
+    def check_secrets(self) -> None:
+        """Read every password and store credential now; raises ConfigError naming the file and
+        key of the first that cannot be read. The daemon does this at start and on reload, so a
+        missing secret is known at once; one-shot commands read only what they touch."""
+        for endpoint in [*self.shards.values(), *self.targets.values()]:
+            endpoint.password  # noqa: B018 - reading is the check
+        for store in self.stores.values():
+            if isinstance(store, SwiftStoreConfig):
+                store.key  # noqa: B018
+            elif isinstance(store, S3StoreConfig | CloudFilesStoreConfig):
+                store.credentials  # noqa: B018

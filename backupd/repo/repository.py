@@ -42,16 +42,20 @@ class Shard:
 
 @dataclass(frozen=True)
 class Target:
-    """A configured restore target, resolved: its name, its config and the stores it reads
-    from, in preference order."""
+    """A configured restore target, resolved: its name, its config (for ``shard``, the server
+    that shard restores into) and the stores it reads from, in preference order."""
 
     name: str
     config: TargetConfig
     stores: list[Store]
+    shard: str | None = None
+    per_shard: bool = False  # the target has a server per shard
 
     @property
     def label(self) -> str:
-        return f"target {self.name}"
+        """How messages name it: ``target dr``, or ``target us-west shard 7`` when the target has
+        a server per shard."""
+        return f"target {self.name} shard {self.shard}" if self.per_shard else f"target {self.name}"
 
 
 class Repository:
@@ -82,9 +86,14 @@ class Repository:
         return Shard(shard_id, self.config.shard(shard_id), self.stores(self.config.shard_stores(shard_id)),
                      self.stores(self.config.lock_stores(shard_id)))
 
-    def target(self, name: str) -> Target:
+    def target(self, name: str, shard: str | None = None, *, host: str | None = None,
+               port: int | None = None) -> Target:
+        """Target ``name``; with ``shard``, its server for that shard (``TargetConfig.for_shard``;
+        ``host``/``port`` override it, as ``restore --target-host`` does)."""
         config = self.config.target(name)
-        return Target(name, config, self.stores(config.read_from))
+        resolved = config.for_shard(shard, host=host, port=port) if shard is not None else config
+        return Target(name, resolved, self.stores(config.read_from), shard,
+                      per_shard=shard is not None and config.per_shard)
 
     def store_stats(self) -> dict[str, dict[str, int]]:
         """Retries and failed operations of every store opened so far (each counted once per

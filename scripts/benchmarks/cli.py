@@ -12,6 +12,7 @@ import argparse
 from .audit import bench_audit
 from .backup_restore import bench_backup_restore
 from .clouds import bench_clouds
+from .disaster import bench_disaster
 from .incremental import bench_incremental
 from .physical import bench_physical
 from .sync import bench_sync
@@ -19,11 +20,15 @@ from .sync import bench_sync
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["audit", "backup-restore", "clouds", "incremental", "physical", "sync"])
+    parser.add_argument("suite", choices=["audit", "backup-restore", "clouds", "disaster", "incremental", "physical",
+                                          "sync"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--gib", type=float, default=1.0, help="size of the generated shard")
+    parser.add_argument("--gib", type=float, default=None,
+                        help="size of the generated shard (default 1.0; disaster: 0.02)")
     args = parser.parse_args()
+    if args.gib is None:
+        args.gib = 0.02 if args.suite == "disaster" else 1.0
     if args.suite == "clouds":
         bench_clouds(args.rounds, args.gib)
     elif args.suite == "incremental":
@@ -34,6 +39,8 @@ def main() -> int:
         bench_audit(args.rounds, args.gib)
     elif args.suite == "sync":
         bench_sync(args.rounds, args.gib)
+    elif args.suite == "disaster":
+        bench_disaster(args.rounds, args.gib)
     else:
         bench_backup_restore(args.rounds, args.gib)
     return 0

@@ -20,8 +20,13 @@ def _toml_value(value: Any) -> str:
 
 
 def _section(name: str, body: dict[str, Any]) -> str:
-    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None]
-    return "\n".join(lines) + "\n"
+    """A TOML table; a value that is a table of tables (``shards = {"1": {...}}``) becomes sub-tables."""
+    tables = {k: v for k, v in body.items() if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values())}
+    lines = [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None and k not in tables]
+    text = "\n".join(lines) + "\n"
+    for key, entries in tables.items():
+        text += "".join(_section(f"{name}.{key}.{entry}", sub) for entry, sub in entries.items())
+    return text
 
 
 def endpoint(server: MariaDBServer, **extra: Any) -> dict[str, Any]:

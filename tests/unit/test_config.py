@@ -59,8 +59,9 @@ def test_good_config_resolves_everything(write, tmp_path):
 
 
 def _error(write, text: str) -> str:
+    """The one-line error of a bad config, secrets included (read as the daemon reads them)."""
     with pytest.raises(ConfigError) as info:
-        load_config(write(text))
+        load_config(write(text)).check_secrets()
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -265,3 +266,20 @@ def test_relative_start_stop_programs_resolve_against_the_config(write, tmp_path
     target = load_config(write(text)).target("us-west")
     assert target.start_command == [str(tmp_path.parent / "bin" / "db"), "start"]
     assert target.stop_command == ["systemctl", "stop", "db"]  # a program on PATH stays as it is
+
+
+def test_secrets_are_read_only_when_needed(write, monkeypatch):
+    """Restoring shard 7 must not need shard 8's password, nor a store's key it does not read."""
+    text = GOOD + '\n[shards.8]\nport = 3308\nuser = "backup"\npassword_env = "SHARD_8_PW_NOT_SET"\n' \
+        '[stores.far]\ntype = "swift"\nauth_url = "http://127.0.0.1:1/auth/v1.0"\nuser = "u"\n' \
+        'key_env = "FAR_KEY_NOT_SET"\ncontainer = "c"\n'
+    config = load_config(write(text))  # loads: nothing unneeded is read
+    assert config.shard("7").password.reveal() == "s3cret"
+    with pytest.raises(ConfigError, match=r": shards\.8\.password_env: environment variable SHARD_8_PW_NOT_SET is not set"):
+        config.shard("8").password  # noqa: B018
+    with pytest.raises(ConfigError, match=r": stores\.far\.key_env: environment variable FAR_KEY_NOT_SET"):
+        config.stores["far"].key  # noqa: B018
+    with pytest.raises(ConfigError, match="shards.8.password_env"):
+        config.check_secrets()  # what the daemon does at start
+    monkeypatch.setenv("SHARD_8_PW_NOT_SET", "late")
+    assert config.shard("8").password.reveal() == "late"  # read when first needed, then kept

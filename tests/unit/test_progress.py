@@ -80,3 +80,27 @@ def test_no_stall_is_claimed_once_everything_arrived():
     assert "no data" not in progress.line(progress.started + 60)
     progress.done = 5
     assert progress.line(progress.started + 60).endswith("no data for 1m00s")
+
+
+def test_a_board_shows_each_running_operation_on_its_own_line(caplog):
+    """A fleet restore: two shards' progress on one terminal, redrawn in place, a finished one
+    cleared; off a terminal each would log its own lines, as alone."""
+    from backupd.progress import showing_board
+
+    caplog.set_level(logging.INFO)
+    clock, screen = Clock(), Terminal()
+    with showing_board(screen):
+        one = Progress("shard 1: applying", 100, stream=screen, clock=clock, heartbeat=False)
+        two = Progress("shard 2: applying", 100, stream=screen, clock=clock, heartbeat=False)
+        clock.now += 1.0
+        one.advance(50)
+        two.advance(25)
+        drawn = screen.getvalue()
+        assert "shard 1: applying: 50 B of 100 B (50%)" in drawn and "shard 2: applying: 25 B of 100 B (25%)" in drawn
+        assert drawn.count("\n") == 3 and "\x1b[1F" in drawn  # one line each; the redraw went back up
+        one.finish()
+        clock.now += 1.0
+        two.advance(25)
+        redrawn = screen.getvalue()[len(drawn):]
+        assert "shard 1" not in redrawn and "shard 2: applying: 50 B of 100 B (50%)" in redrawn
+        two.finish()

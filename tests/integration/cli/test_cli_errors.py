@@ -28,8 +28,6 @@ def one_error_line(stderr: str) -> str:
     ('[stores.local]\ntype = "local"\npath = "s"\n[shards.1]\nuser = "root"\nbogus = 1\n', "shards.1.bogus"),
     ('[stores.local]\ntype = "local"\npath = "s"\n[targets.t]\nuser = "root"\nread_from = ["nope"]\n',
      "targets.t.read_from"),
-    ('[stores.local]\ntype = "local"\npath = "s"\n[shards.1]\nuser = "root"\npassword_file = "missing"\n',
-     "shards.1.password_file"),
     ('[stores.local]\ntype = "local"\n', "stores.local.path"),
 ])
 @pytest.mark.parametrize("tool", ["backupd", "restore"])
@@ -42,6 +40,20 @@ def test_bad_config_is_one_line_exit_2(tmp_path, body, key, tool):
     assert result.code == 2
     line = one_error_line(result.stderr)
     assert str(path) in line and f": {key}: " in line
+
+
+def test_a_missing_secret_is_an_error_only_for_the_commands_that_need_it(tmp_path):
+    """Passwords are read when first needed: listing backups does not need a shard's password,
+    backing the shard up does, and the daemon reads every secret at start."""
+    path = tmp_path / "c.toml"
+    path.write_text('[stores.local]\ntype = "local"\npath = "s"\n'
+                    '[shards.1]\nuser = "root"\nsocket = "/nonexistent.sock"\npassword_file = "missing"\n')
+    assert run("backupd", "--config", str(path), "list").code == 0
+    for args in (["backup", "--shard", "1"], ["run", "--once"]):
+        result = run("backupd", "--config", str(path), *args)
+        assert result.code == 2, (args, result.stderr)
+        line = one_error_line(result.stderr)
+        assert str(path) in line and ": shards.1.password_file: cannot read" in line, line
 
 
 def test_config_from_environment_variable(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,32 @@ def test_a_backup_and_an_audit_send_their_metrics(mariadb_factory, tmp_path, car
     audit = run("backupd", "--config", str(config), "audit")
     assert audit.code == 0, audit.stdout
     assert _value(carbon_server.wait_for("test.backupd.shards.7.audit.quick.findings")) == 0
+
+
+def test_a_restore_and_a_fleet_restore_send_their_metrics(mariadb_factory, tmp_path, carbon_server):
+    source = mariadb_factory("shard1")
+    seed_shard(source, 0, 64, target_bytes=512 * 1024)
+    target = mariadb_factory("target")
+    config = _with_metrics(write_config(tmp_path / "backupd.toml", shards={"7": source}, targets={"dr": target}),
+                           f'graphite = "127.0.0.1:{carbon_server.port}"\nprefix = "test.backupd"\n')
+    assert run("backupd", "--config", str(config), "backup", "--shard", "7").code == 0
+    result = run("restore", "--config", str(config), "--shard", "7", "--target", "dr", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    base = "test.backupd.shards.7.restore"
+    assert _value(carbon_server.wait_for(f"{base}.raw_bytes")) == report["raw_bytes"]
+    assert _value(carbon_server.wait_for(f"{base}.verified")) == 1
+    assert _value(carbon_server.wait_for(f"{base}.duration_seconds")) > 0
+    assert _value(carbon_server.wait_for(f"{base}.success")) == 1
+    first = carbon_server.wait_for(f"{base}.duration_seconds")[-1][0]
+    time.sleep(1.1)  # whisper keeps one point a second
+    fleet = run("restore", "--config", str(config), "--shards", "7", "--target", "dr", "--force", "--json")
+    assert fleet.code == 0, fleet.stderr
+    deadline = time.monotonic() + 30
+    while carbon_server.wait_for(f"{base}.duration_seconds")[-1][0] == first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert carbon_server.wait_for(f"{base}.duration_seconds")[-1][0] > first  # the fleet restore sent its own
+    assert _value(carbon_server.wait_for(f"{base}.verified")) == 1
 
 
 def test_the_daemon_sends_results_and_ages_and_a_prometheus_textfile(mariadb_factory, tmp_path, carbon_server):
