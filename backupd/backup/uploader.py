@@ -35,6 +35,7 @@ from backupd.stores.health import HealthGuardedStore
 log = logging.getLogger(__name__)
 
 ALL_DOWN_GRACE = 30.0  # how long a backup waits for one of its stores when every one is down
+RECENTLY = 2.0  # a store silent this recently is not probed again before the commit
 
 
 class Uploader:
@@ -134,7 +135,7 @@ class Uploader:
                 self._mark_failed(store, f"unreachable: {self.unreachable[store.name]}")
                 continue
             health = store.health if isinstance(store, HealthGuardedStore) else None
-            if health is not None and not health.probe_now():
+            if health is not None and not health.probe_now(unless_silent_within=RECENTLY):
                 self._mark_failed(store, f"unreachable: {self.unreachable[store.name]}")
                 continue
             log.warning("store %s answers again: copying the %d part(s) of backup %s it missed from %s",

@@ -44,6 +44,7 @@ class StoreHealth:
         self._clock = clock
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._last_silence = 0.0  # when the store last failed to answer (an operation or a probe)
         self._reason = ""
         self._prober: threading.Thread | None = None
         self.outages = 0  # how many times the store went down in this process
@@ -72,9 +73,10 @@ class StoreHealth:
     def failed(self, error: StoreUnreachable) -> None:
         """The store did not answer: mark it down and start probing it."""
         with self._lock:
+            self._last_silence = self._clock()
             if self._down_since is not None:
                 return
-            self._down_since = self._clock()
+            self._down_since = self._last_silence
             self._reason = error.message
             self.outages += 1
             self._prober = threading.Thread(target=self._probe_until_up, name=f"probe-{self.name}", daemon=True)
@@ -82,16 +84,22 @@ class StoreHealth:
         log.warning("store %s is unreachable (%s); going on without it and probing it in the background",
                     self.name, error.message)
 
-    def probe_now(self) -> bool:
-        """Probe once, now (bounded by the store's timeouts); True if the store is up (again)."""
+    def probe_now(self, *, unless_silent_within: float = 0.0) -> bool:
+        """Probe once, now (bounded by the store's timeouts); True if the store is up (again).
+        A store that failed to answer less than ``unless_silent_within`` seconds ago is taken as
+        still down without a probe (a hanging store would cost its answer timeout again)."""
         if not self.is_down:
             return True
-        return self._try_probe()
+        with self._lock:
+            recent = self._clock() - self._last_silence < unless_silent_within
+        return False if recent else self._try_probe()
 
     def _try_probe(self) -> bool:
         try:
             self._probe()
         except StoreUnreachable:
+            with self._lock:
+                self._last_silence = self._clock()
             return False
         except (ObjectNotFound, StoreError):
             pass  # it answered: it is reachable, whatever it said

@@ -89,15 +89,19 @@ def bench_disaster(rounds: int, gib: float) -> None:
             proxy.mode = "pass"
 
     try:
+        healthy = {}  # each shard's first backup, taken with the cloud healthy: in both stores
         for n in range(1, FLEET + 1):
-            backupd("backup", "--shard", str(n))  # healthy: both stores hold every shard
+            out = timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", str(n),
+                             "--json"])[1]
+            healthy[n] = json.loads(out)["id"]
+        first = ("--shard", "1", "--backup", healthy[1])  # dead-store backups below commit to local only
         restores: dict[str, list[Sample]] = {"restore, read_from = [local] only": []}
         restores.update({f"restore, cloud {NAMES[m]}": [] for m in MODES})
         backups: dict[str, list[Sample]] = {f"backup, cloud {NAMES[m]}": [] for m in MODES}
         for r in range(rounds):
-            restores["restore, read_from = [local] only"].append(restore("--shard", "1", cfg=str(local_only)))
+            restores["restore, read_from = [local] only"].append(restore(*first, cfg=str(local_only)))
             for mode in MODES:
-                restores[f"restore, cloud {NAMES[mode]}"].append(with_mode(mode, lambda: restore("--shard", "1")))
+                restores[f"restore, cloud {NAMES[mode]}"].append(with_mode(mode, lambda: restore(*first)))
                 backups[f"backup, cloud {NAMES[mode]}"].append(with_mode(mode, lambda: backupd("backup", "--shard", "1")))
             print(f"bench: dead-store round {r + 1}/{rounds} done", flush=True)
         _print("Restore of one shard with its preferred store dead", list(restores.items()),

@@ -113,3 +113,16 @@ def test_probe_now_answers_at_once():
     assert not health.probe_now() and health.is_down
     answers[0] = True
     assert health.probe_now() and not health.is_down
+
+
+def test_a_store_silent_a_moment_ago_is_not_probed_again():
+    probes = []
+
+    def probe() -> None:
+        probes.append(1)
+        raise unreachable()
+
+    health = StoreHealth("cloud", probe, first_probe=60)
+    health.failed(unreachable())
+    assert not health.probe_now(unless_silent_within=30.0) and probes == []  # silent 0 s ago: taken as down
+    assert not health.probe_now() and probes == [1]  # asked to probe: it does
