@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from backupd.cli_support import EXIT_CODES_HELP, LazyConfig, run_cli, setup_logging
+from backupd.cli_support import EXIT_CODES_HELP, LazyConfig, print_table, run_cli, setup_logging
 from backupd.config import Config
 from backupd.errors import BackupdError, UsageError
 from backupd.metrics import one_shot_metrics
@@ -168,7 +168,7 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
         table.append((ident, m.shard, m.kind, m.snapshot_at.strftime("%Y-%m-%d %H:%M:%S"), window,
                       format_size(m.raw_bytes), format_size(m.stored_bytes), f"{m.compression_ratio:.2f}x",
                       str(len(m.parts)), ",".join(entry.found_in)))
-    _print_table(table)
+    print_table(table)
     if not entries:
         click.echo("no committed backups" + (f" for shard {shard_id}" if shard_id else ""), err=True)
     return 0
@@ -253,7 +253,7 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
             rows = [("CHECK", "SHARD", "BACKUP", "STORE", "PART", "WHAT")]
             rows += [(f.check, f.shard or "-", f.backup or "-", f.store or "-",
                       f.part.rsplit("/", 1)[-1] if f.part else "-", f.message) for f in report.findings]
-            _print_table(rows)
+            print_table(rows)
             for hint in dict.fromkeys(f.hint for f in report.findings if f.hint):
                 click.echo(f"  hint: {hint}")
     return 0 if report.ok else 3
@@ -325,7 +325,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                       ", ".join(row["stores_complete"]) + (f" (degraded: {', '.join(row['stores_degraded'])})"
                                                            if row["stores_degraded"] else ""),
                       row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"])))
-    _print_table(table)
+    print_table(table)
     _warn_unreadable(catalog)
     return 0
 
@@ -336,12 +336,6 @@ def _warn_unreadable(catalog: Catalog) -> None:
     catalog.require_a_listing()
     for bad in catalog.unreadable:
         click.echo(f"backupd: warning: {bad.describe()}", err=True)
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

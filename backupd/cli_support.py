@@ -28,6 +28,13 @@ def setup_logging(prog: str, verbose: bool = False, quiet: bool = False) -> None
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as left-aligned columns, two spaces apart (the first row is the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def report_error(prog: str, error: BackupdError) -> None:
     click.echo(f"{prog}: error: {error.message}", err=True)
     if error.detail and error.detail.strip() != error.message:

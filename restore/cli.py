@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import click
 
-from backupd.cli_support import EXIT_CODES_HELP, load_config_at, run_cli, setup_logging
+from backupd.cli_support import EXIT_CODES_HELP, load_config_at, print_table, run_cli, setup_logging
 from backupd.config import Config
 from backupd.errors import DataMismatch, UsageError
 from backupd.metrics import one_shot_metrics, restore_samples
@@ -186,9 +186,7 @@ def _restore_fleet(repo: Repository, shards: list[str], target_name: str, *, at:
         replica = "-" if not replicas else (f"caught up at {o.catch_up.reached}" if o.catch_up else "no")
         rows.append((o.shard, o.backup or "-", o.server, format_size(o.raw_bytes), f"{o.seconds:.1f}", verdict,
                      replica))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     for o in outcomes:
         if o.failure:
             click.echo(f"restore: shard {o.shard}: {o.failure}", err=True)
