@@ -88,6 +88,56 @@ def backup(ctx: click.Context, shard_id: str, kind: BackupKind, if_due: bool, as
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", required=True, help="Shard id from the config.")
+@click.option("--json", "as_json", is_flag=True, help="When stopped, print what was archived as JSON.")
+@click.pass_context
+def binlogs(ctx: click.Context, shard_id: str, as_json: bool) -> int:
+    """Archive a shard's binary log continuously, in segments of whole transactions, until
+    stopped (SIGTERM/SIGINT: what was read is committed first). One archiver per shard, on any
+    host: a second one exits with the lock-held status."""
+    import signal
+    import threading
+    import time
+
+    from backupd.backup.binlog_job import ArchiverStats, BinlogArchiver
+    from backupd.metrics import binlog_samples
+    from backupd.repo.model import utc_now
+
+    config = _config(ctx)
+    shard = Repository(config).shard(shard_id)
+    stop = threading.Event()
+    metrics = one_shot_metrics(config.metrics)  # None under the daemon: it sends the RPO itself
+    last_sent = [0.0]
+
+    def send_rpo(stats: ArchiverStats) -> None:
+        if metrics is None or time.monotonic() - last_sent[0] < config.metrics.interval:
+            return
+        last_sent[0] = time.monotonic()
+        until = stats.archived_until
+        metrics.emit(binlog_samples(shard_id, rpo_seconds=(utc_now() - until).total_seconds() if until else None))
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = BinlogArchiver(config, shard, stop=stop, on_progress=send_rpo).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if metrics is not None:
+            metrics.close()
+    summary = {"shard": shard_id, "segments": stats.segments, "transactions": stats.transactions,
+               "stored_bytes": stats.bytes, "raw_bytes": stats.raw_bytes, "reconnects": stats.reconnects,
+               "gaps": stats.gaps, "position": ":".join(map(str, stats.position)) if stats.position else None,
+               "archived_until": stats.archived_until.isoformat() if stats.archived_until else None}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"backupd: shard {shard_id}: archived {stats.segments} segments ({stats.transactions} "
+                   f"transactions, {format_size(stats.bytes)}) until {summary['archived_until'] or 'nothing'}; "
+                   f"the archive ends at {summary['position'] or 'its start'}", err=True)
+    return 1 if stats.gaps else 0
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--once", is_flag=True, help="Run whatever is due now (backups, then due deep audits and "
               "drills), wait for it, and exit: 1 if a backup or audit run failed, 3 on an audit finding.")
 @click.pass_context
@@ -120,6 +170,7 @@ def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool
         click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted,
                                "objects_deleted": report.objects_deleted,
                                "bytes_freed": report.bytes_freed, "problems": report.problems,
+                               "binlog_segments": report.segments,
                                "verdicts": [{"id": v.manifest.id, "shard": v.manifest.shard,
                                              "kind": v.manifest.kind, "keep": v.keep, "reasons": v.reasons}
                                             for v in report.verdicts]}, indent=2))
@@ -132,6 +183,10 @@ def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool
         else:
             click.echo(f"prune: {len(report.deleted)} backups deleted ({report.objects_deleted} objects, "
                        f"{format_size(report.bytes_freed)})")
+    if not as_json:
+        for shard, count in sorted(report.segments.items()):
+            click.echo(f"prune: shard {shard}: {count} binlog segments {'would be ' if dry_run else ''}deleted "
+                       "(before the oldest kept backup's coordinates)")
     for problem in report.problems:
         click.echo(f"backupd: error: {problem}", err=True)
     return 1 if report.problems else 0
@@ -139,13 +194,18 @@ def prune(ctx: click.Context, shard_id: str | None, dry_run: bool, as_json: bool
 
 @cli.command("list", epilog=EXIT_CODES_HELP)
 @click.option("--shard", "shard_id", help="Only this shard.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per backup.")
+@click.option("--binlogs", is_flag=True, help="List the binlog archive instead: per shard, its contiguous "
+              "ranges (files, positions, times, GTIDs) and its gaps.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per backup (per shard "
+              "with --binlogs).")
 @click.pass_context
-def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
-    """List committed backups (oldest first)."""
+def list_backups(ctx: click.Context, shard_id: str | None, binlogs: bool, as_json: bool) -> int:
+    """List committed backups (oldest first), or with --binlogs the binlog archive."""
     config = _config(ctx)
     if shard_id is not None:
         config.shard(shard_id)  # raises UsageError naming the shard
+    if binlogs:
+        return _list_binlogs(Repository(config), [shard_id] if shard_id else sorted(config.shards), as_json)
     catalog = Repository(config).catalog()
     entries = catalog.entries(shard_id)
     _warn_unreadable(catalog)
@@ -171,6 +231,35 @@ def list_backups(ctx: click.Context, shard_id: str | None, as_json: bool) -> int
     print_table(table)
     if not entries:
         click.echo("no committed backups" + (f" for shard {shard_id}" if shard_id else ""), err=True)
+    return 0
+
+
+def _list_binlogs(repo: Repository, shards: list[str], as_json: bool) -> int:
+    from backupd.repo.binlogs import BinlogArchive
+
+    summaries = []
+    for shard_id in shards:
+        archive = BinlogArchive(repo.shard(shard_id).stores, shard_id).load()
+        for problem in archive.unreadable:
+            click.echo(f"backupd: warning: shard {shard_id}: binlog archive: {problem}", err=True)
+        summaries.append(archive.summary())
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return 0
+    table = [("SHARD", "FROM", "TO", "FROM (UTC)", "TO (UTC)", "SEGMENTS", "FIRST GTID", "LAST GTID")]
+    for summary in summaries:
+        for r in summary["ranges"]:
+            table.append((summary["shard"], r["from"], r["to"], r["from_time"] or "-", r["to_time"] or "-",
+                          str(r["segments"]), r["first_gtid"] or "-", r["last_gtid"] or "-"))
+    print_table(table)
+    for summary in summaries:
+        for gap in summary["gaps"]:
+            click.echo(f"backupd: shard {summary['shard']}: GAP in the binlog archive: {gap}", err=True)
+        if summary["segments"]:
+            click.echo(f"shard {summary['shard']}: {summary['segments']} segments, "
+                       f"{format_size(summary['stored_bytes'])}, archived until {summary['archived_until']}")
+        else:
+            click.echo(f"shard {summary['shard']}: no binlog archive", err=True)
     return 0
 
 
@@ -301,7 +390,7 @@ def _drill(repo: Repository, shard_id: str | None, as_json: bool) -> int:
 @click.pass_context
 def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
     """Per shard: newest full and incremental (age, size, ratio), where they are, what is due next."""
-    from backupd.ops.status import shard_status
+    from backupd.ops.status import restorable_until, shard_status
 
     config = _config(ctx)
     shards = [shard_id] if shard_id else sorted(config.shards)
@@ -314,7 +403,7 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
         click.echo(json.dumps(rows, indent=2))
         return 0
     table = [("SHARD", "METHOD", "NEWEST FULL", "AGE", "SIZE", "RATIO", "NEWEST INCR", "AGE", "STORES", "NEXT",
-              "LAST DRILL", "LAST DEEP AUDIT")]
+              "LAST DRILL", "LAST DEEP AUDIT", "BINLOGS UNTIL", "RPO")]
     for row in rows:
         full, inc = row["newest_full"], row["newest_incremental"]
         table.append((row["shard"], row["method"], full["id"] if full else "none",
@@ -324,10 +413,25 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                       inc["id"] if inc else "none", format_duration(inc["age_seconds"]) if inc else "-",
                       ", ".join(row["stores_complete"]) + (f" (degraded: {', '.join(row['stores_degraded'])})"
                                                            if row["stores_degraded"] else ""),
-                      row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"])))
+                      row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"]),
+                      *_binlog_cells(row["binlogs"])))
     print_table(table)
+    until, holding = restorable_until(rows)
+    if until is not None:
+        click.echo(f"fleet: restorable_until {until} (every archived shard can be restored to any instant up to "
+                   f"then; shard {holding} is the oldest)")
+    elif holding is not None:
+        click.echo(f"fleet: restorable_until none: shard {holding} has archived no binlogs yet")
     _warn_unreadable(catalog)
     return 0
+
+
+def _binlog_cells(binlogs: dict[str, Any] | None) -> tuple[str, str]:
+    if binlogs is None:
+        return "-", "-"
+    if binlogs["archived_until"] is None:
+        return ("nothing yet" if binlogs["enabled"] else "-"), "-"
+    return binlogs["archived_until"], format_duration(binlogs["rpo_seconds"])
 
 
 def _warn_unreadable(catalog: Catalog) -> None:

@@ -18,11 +18,19 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
   configuration kept.
 * The catalog is re-read after every job of a shard and every ``catalog_refresh`` (to see what
   other hosts did); manifests are read once and cached (they are immutable).
+* Binlog archivers: one child ``backupd binlogs --shard ID`` per shard that archives its binlogs
+  (``[binlogs] enabled`` or the shard's ``binlogs``), started with the daemon, restarted after
+  it exits (5 s, doubling, at most ``ARCHIVER_RETRY_MAX``; an archiver that ran for a while
+  starts again at 5 s), started or stopped on SIGHUP as the configuration says, and stopped
+  first at shutdown (SIGTERM: they commit what they read and exit). The archiver holds the
+  shard's binlog lease, so the daemons of two hosts never archive one shard twice: the second
+  keeps retrying and takes over when the first host's lease expires. Every metrics interval
+  the daemon sends each archived shard's ``rpo_seconds``.
 * ``--once``: one round of all of it, for cron, systemd timers or Kubernetes CronJobs: start
   the backups that are due (``concurrency`` at a time) with their prunes and quick audits, then
   the deep audits and drills that are due, one at a time; exit 1 if a backup or an audit run
   failed (or a drill could not run), 3 if an audit found something or a drill found the backup
-  at fault, 0 otherwise.
+  at fault, 0 otherwise. Binlog archivers run until stopped, so ``--once`` starts none.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import schedule
 from backupd.children import Child
 from backupd.config import Config, load_config
 from backupd.errors import ConfigError
-from backupd.metrics import Metrics, age_samples
+from backupd.metrics import Metrics, age_samples, binlog_samples
 from backupd.ops.audit import AuditReport
 from backupd.policy.scheduler import Cadence, History, Job, cadence_of, due_jobs, next_job
 from backupd.protocol import (
@@ -54,6 +62,7 @@ from backupd.protocol import (
     samples,
 )
 from backupd.repo.annotations import last_annotations
+from backupd.repo.binlogs import read_position
 from backupd.repo.layout import parse_id_time
 from backupd.repo.model import Manifest, utc_now
 from backupd.repo.repository import Repository
@@ -61,6 +70,9 @@ from backupd.units import format_duration
 
 log = logging.getLogger(__name__)
 FIRST_RETRY = 30.0
+ARCHIVER_FIRST_RETRY = 5.0
+ARCHIVER_RETRY_MAX = 60.0
+ARCHIVER_STOP_WAIT = 60.0
 ABORT_WAIT = 120.0
 POLL = 0.2
 
@@ -74,6 +86,9 @@ class Daemon:
         self.clock = clock
         self.command = command or [sys.executable, "-m", "backupd.cli"]
         self.backups: dict[str, Child] = {}
+        self.archivers: dict[str, Child] = {}  # shard: its binlog archiver
+        self.archiver_failures: dict[str, int] = {}
+        self.archiver_not_before: dict[str, float] = {}  # monotonic
         self.chores: list[Child] = []  # prunes and audits, started after backups or by maintain()
         self.failures: dict[str, int] = {}
         self.not_before: dict[str, datetime] = {}
@@ -173,9 +188,78 @@ class Daemon:
                     return True
         return False
 
+    # ------------------------------------------------------------------ binlog archivers
+    def archived_shards(self) -> list[str]:
+        return [s for s in self.config.shards if self.config.archives_binlogs(s)]
+
+    def supervise_archivers(self) -> None:
+        """Keep one archiver per archived shard running (module docstring); stop those whose
+        shard no longer archives (after a reload)."""
+        if self.once or self.signals:
+            return
+        wanted = set(self.archived_shards())
+        for shard, child in list(self.archivers.items()):
+            if child.process.poll() is not None:
+                del self.archivers[shard]
+                self._archiver_ended(child)
+            elif shard not in wanted:
+                log.info("shard %s: binlog archiving is off now: stopping its archiver", shard)
+                child.signal(signal.SIGTERM)
+        now = time.monotonic()
+        for shard in sorted(wanted - set(self.archivers)):
+            if now >= self.archiver_not_before.get(shard, 0.0):
+                log.info("shard %s: starting its binlog archiver", shard)
+                self.archivers[shard] = self._spawn(shard, JobKind.BINLOGS)
+
+    def _archiver_ended(self, child: Child) -> None:
+        code = child.process.returncode
+        child.stdout.close()
+        ran = time.monotonic() - child.started
+        if ran >= ARCHIVER_RETRY_MAX:
+            self.archiver_failures.pop(child.shard, None)
+        count = self.archiver_failures[child.shard] = self.archiver_failures.get(child.shard, 0) + 1
+        wait = min(ARCHIVER_RETRY_MAX, ARCHIVER_FIRST_RETRY * 2 ** (count - 1))
+        self.archiver_not_before[child.shard] = time.monotonic() + wait
+        log.error("shard %s: binlog archiver exited with status %s after %s; restarting it in %s", child.shard,
+                  code, format_duration(ran), format_duration(wait))
+
+    def stop_archivers(self) -> None:
+        """SIGTERM every archiver and wait for them (each commits what it read), then kill the rest."""
+        if not self.archivers:
+            return
+        log.info("stopping %d binlog archiver(s)", len(self.archivers))
+        for child in self.archivers.values():
+            child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + ARCHIVER_STOP_WAIT
+        while any(c.process.poll() is None for c in self.archivers.values()) and time.monotonic() < deadline:
+            time.sleep(POLL)
+        for child in self.archivers.values():
+            if child.process.poll() is None:
+                log.error("shard %s: binlog archiver did not stop; killing it (nothing acknowledged is lost)",
+                          child.shard)
+                child.signal(signal.SIGKILL)
+            child.process.wait()
+            child.stdout.close()
+        self.archivers.clear()
+
+    def send_rpo(self) -> None:
+        """Send each archived shard's ``rpo_seconds`` (from the archive's position object)."""
+        now = self.clock()
+        samples = []
+        for shard in self.archived_shards():
+            try:
+                position = read_position(self.repo.shard(shard).stores, shard)
+            except Exception as exc:  # a store down: the next interval tries again
+                log.warning("shard %s: cannot read the binlog archive's position: %s", shard, exc)
+                continue
+            until = position.archived_until if position is not None else None
+            samples += binlog_samples(shard, rpo_seconds=(now - until).total_seconds() if until else None)
+        self.metrics.emit(samples)
+
     def send_ages(self) -> None:
         """Send how old each shard's newest full and newest backup are, so a stalled pipeline
         shows up on a graph even when nothing fails."""
+        self.send_rpo()
         try:
             self.refresh()
         except Exception as exc:  # a store down: the ages are sent from what was read last
@@ -351,6 +435,7 @@ class Daemon:
         while not self.signals:
             if self.reload_requested:
                 self.reload()
+            self.supervise_archivers()
             self.reap()
             if busy and not self.backups and not self.once:
                 self.log_next()
@@ -367,6 +452,7 @@ class Daemon:
         return self.shutdown()
 
     def shutdown(self) -> int:
+        self.stop_archivers()
         grace = self.config.schedule.shutdown_grace
         if self.backups:
             running = ", ".join(f"shard {c.shard} ({c.kind.description}, "

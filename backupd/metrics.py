@@ -103,6 +103,25 @@ def age_samples(shard: str, newest_full_age: float | None, newest_backup_age: fl
     return samples
 
 
+def binlog_samples(shard: str, *, rpo_seconds: float | None, segments: int | None = None,
+                   stored_bytes: int | None = None) -> list[Sample]:
+    """A shard's binlog archive: ``rpo_seconds`` (now minus the newest archived event, or the last
+    moment the archive was known complete), sent every interval; with ``segments`` and
+    ``stored_bytes``, what one archiver run committed (counters)."""
+    base, labels = f"shards.{graphite_name(shard)}.binlogs", (("shard", shard),)
+    samples = []
+    if rpo_seconds is not None:
+        samples.append(Sample(f"{base}.rpo_seconds", "backupd_binlog_rpo_seconds", rpo_seconds, labels,
+                              help="Seconds of writes the shard would lose now: now minus archived_until."))
+    if segments is not None:
+        samples.append(Sample(f"{base}.segments", "backupd_binlog_segments_total", segments, labels, "counter",
+                              help="Binlog segments committed by the archiver."))
+    if stored_bytes is not None:
+        samples.append(Sample(f"{base}.stored_bytes", "backupd_binlog_stored_bytes_total", stored_bytes, labels,
+                              "counter", help="Compressed binlog bytes committed by the archiver."))
+    return samples
+
+
 def audit_samples(level: str, findings_by_shard: dict[str, int], seconds: float, bytes_read: int) -> list[Sample]:
     samples = [Sample(f"shards.{graphite_name(shard)}.audit.{level}.findings", "backupd_audit_findings", count,
                       (("shard", shard), ("level", level)), help="Findings of the newest audit.")

@@ -12,12 +12,15 @@ full, incremental  ``backup --shard ID --if-due --json``        ``BackupOutcome`
 prune              ``prune --shard ID``                         (its exit status)
 audit-quick/-deep  ``audit --shard ID --json [--level deep]``   ``AuditReport``
 drill              ``audit --shard ID --json --level drill``    ``DrillOutcome``
+binlogs            ``binlogs --shard ID --json``                (runs until stopped; its
+                                                                exit status)
 =================  ===========================================  ==========================
 
-A long-running job added later (the binlog streamer) adds its kind, its command and its result
-type here. A child that prints no valid result is a ``ChildOutputError`` naming the job, never a
-``KeyError``. ``samples`` turns a result into metrics; the one-shot CLI and the daemon both emit
-through it (the daemon's children leave metrics to it: ``backupd.metrics.UNDER_DAEMON_ENV``).
+The binlog archiver is the one long-running kind: the daemon keeps one per shard that archives
+its binlogs, restarts it with a backoff, and stops it with SIGTERM. A child that prints no
+valid result is a ``ChildOutputError`` naming the job, never a ``KeyError``. ``samples`` turns
+a result into metrics; the one-shot CLI and the daemon both emit through it (the daemon's
+children leave metrics to it: ``backupd.metrics.UNDER_DAEMON_ENV``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class JobKind(Enum):
     AUDIT_QUICK = "audit-quick"
     AUDIT_DEEP = "audit-deep"
     DRILL = "drill"
+    BINLOGS = "binlogs"
 
     @classmethod
     def backup(cls, kind: BackupKind) -> JobKind:
@@ -68,7 +72,7 @@ class JobKind(Enum):
     def description(self) -> str:
         return {JobKind.FULL: "full backup", JobKind.INCREMENTAL: "incremental backup", JobKind.PRUNE: "prune",
                 JobKind.AUDIT_QUICK: "quick audit", JobKind.AUDIT_DEEP: "deep audit",
-                JobKind.DRILL: "drill"}[self]
+                JobKind.DRILL: "drill", JobKind.BINLOGS: "binlog archiver"}[self]
 
     def command(self, shard: str, config: Config) -> list[str]:
         """The ``backupd`` arguments of this job's child process for ``shard``."""
@@ -76,6 +80,8 @@ class JobKind(Enum):
             return ["backup", "--shard", shard, "--kind", self.value, "--if-due", "--json"]
         if self is JobKind.PRUNE:
             return ["prune", "--shard", shard]
+        if self is JobKind.BINLOGS:
+            return ["binlogs", "--shard", shard, "--json"]
         audit = ["audit", "--shard", shard, "--json"]
         if self is JobKind.AUDIT_DEEP:
             return audit + ["--level", self.level, "--sample", f"{config.audit.deep_sample:g}"]

@@ -19,8 +19,9 @@ from backupd.progress import showing_board
 from backupd.repo.repository import Repository, Target
 from backupd.units import format_duration, format_size, parse_duration
 from restore.fleet import restore_fleet
+from restore.replay import PointInTime, plan_replay
 from restore.replica import attach_replica, resolve_source
-from restore.runner import RestoreReport, run_restore
+from restore.runner import RestoreReport, plan_for, run_restore
 
 
 def parse_time(text: str) -> datetime:
@@ -45,8 +46,13 @@ def parse_time(text: str) -> datetime:
                    "stay the target's).")
 @click.option("--backup", "backup_id", help="Restore exactly this backup id (one shard).")
 @click.option("--at", "at_text", metavar="TIME",
-              help="Restore the newest restorable point (a full, or a full and an incremental) "
-                   "at or before TIME (default: now); the same instant for every shard.")
+              help="Restore the shard as it was at TIME: the newest backup at or before it, then its "
+                   "archived binlogs replayed up to every transaction committed at or before TIME; "
+                   "the same instant for every shard. Default: the newest archived point.")
+@click.option("--gtid", metavar="GTID", help="One shard: restore up to and including transaction GTID "
+              "(e.g. 0-1-1234): the newest backup before it, then the binlogs up to it.")
+@click.option("--to-backup", is_flag=True, help="Restore a backup's own point and replay no binlogs (with "
+              "--at: the newest backup at or before TIME).")
 @click.option("--force", is_flag=True, help="Replace databases that already exist on the target "
               "(physical: replace a datadir that holds databases).")
 @click.option("--replica-of", "replica_of", metavar="SOURCE",
@@ -62,7 +68,8 @@ def parse_time(text: str) -> datetime:
 @click.option("-q", "--quiet", is_flag=True)
 @click.version_option(package_name="backupd")
 def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | None, all_shards: bool,
-        target_name: str, target_host: str | None, backup_id: str | None, at_text: str | None, force: bool,
+        target_name: str, target_host: str | None, backup_id: str | None, at_text: str | None,
+        gtid: str | None, to_backup: bool, force: bool,
         replica_of: str | None, catchup_timeout: str, parallel_shards: int, as_json: bool, verbose: bool,
         quiet: bool) -> int:
     """Restore shard SHARD (or several: --shards, --all-shards) into target TARGET, then verify
@@ -71,8 +78,12 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     (the target's [targets.NAME.shards.ID] or its host template), to the same instant."""
     started = time.monotonic()
     setup_logging("restore", verbose, quiet)
-    if backup_id and at_text:
-        raise UsageError("give --backup or --at, not both")
+    if sum(map(bool, (backup_id, at_text, gtid))) > 1:
+        raise UsageError("give one of --backup, --at and --gtid")
+    if gtid and to_backup:
+        raise UsageError("--gtid replays binlogs: it cannot be given with --to-backup")
+    if gtid and not re.fullmatch(r"\d+-\d+-\d+", gtid.strip()):
+        raise UsageError(f"--gtid: {gtid!r} is not a MariaDB GTID such as 0-1-1234")
     try:
         timeout = parse_duration(catchup_timeout)
     except ValueError as exc:
@@ -83,7 +94,7 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     repo = Repository(config)
     fleet = len(shards) > 1 or shard_list is not None or all_shards
     if fleet:
-        for option, value in (("--backup", backup_id), ("--target-host", target_host)):
+        for option, value in (("--backup", backup_id), ("--target-host", target_host), ("--gtid", gtid)):
             if value:
                 raise UsageError(f"{option} names one shard's server or backup: give a single --shard with it")
         if replica_of not in (None, "primary"):
@@ -91,13 +102,17 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
                              "primary: use --replica-of primary")
         config.target(target_name)
         return _restore_fleet(repo, shards, target_name, at=at, force=force, parallel=parallel_shards,
-                              replicas=replica_of is not None, timeout=timeout, as_json=as_json)
+                              replicas=replica_of is not None, timeout=timeout, as_json=as_json,
+                              replay=not to_backup)
     shard_id = shards[0]
     host, port = parse_host(target_host) if target_host else (None, None)
     target = repo.target(target_name, shard_id, host=host, port=port)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
+    plan = plan_for(target, shard_id, backup_id=backup_id, at=at, before_gtid=gtid)
+    point = None if to_backup or backup_id else PointInTime(until=at, gtid=gtid.strip() if gtid else None)
+    replay_plan = plan_replay(target, shard_id, plan.final, point) if point else None
     try:
-        report = run_restore(config.settings, shard_id, target, backup_id=backup_id, at=at, force=force)
+        report = run_restore(config.settings, shard_id, target, plan=plan, replay_plan=replay_plan, force=force)
     except DataMismatch as exc:
         if isinstance(exc.report, RestoreReport):
             _publish(config, shard_id, target, exc.report, time.monotonic() - started)
@@ -108,7 +123,7 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
         _print_report(report)
     catch_up = None
     if source is not None:
-        catch_up = attach_replica(target, source, report.manifest, timeout=timeout)
+        catch_up = attach_replica(target, source, report.manifest, timeout=timeout, coordinates=report.coordinates)
         if not as_json:
             click.echo(f"replica of {source.description} (from {catch_up.mode} {catch_up.start}): caught up "
                        f"at {catch_up.reached} after {format_duration(catch_up.seconds)}; redundancy "
@@ -163,12 +178,12 @@ def parse_host(text: str) -> tuple[str, int | None]:
 
 
 def _restore_fleet(repo: Repository, shards: list[str], target_name: str, *, at: datetime | None, force: bool,
-                   parallel: int, replicas: bool, timeout: float, as_json: bool) -> int:
+                   parallel: int, replicas: bool, timeout: float, as_json: bool, replay: bool) -> int:
     """Restore several shards (``restore.fleet``), print the summary; the worst shard's exit code."""
     config = repo.config
     with showing_board():
         outcomes = restore_fleet(repo, shards, target_name, at=at, force=force, parallel=parallel,
-                                 replicas=replicas, catchup_timeout=timeout)
+                                 replicas=replicas, catchup_timeout=timeout, replay=replay)
     metrics = one_shot_metrics(config.metrics)
     if metrics is not None:
         for o in outcomes:
@@ -180,12 +195,15 @@ def _restore_fleet(repo: Repository, shards: list[str], target_name: str, *, at:
         click.echo(json.dumps({"target": target_name, "at": at.isoformat() if at else None, "ok": worst == 0,
                                "exit_code": worst, "shards": [o.to_json() for o in outcomes]}, indent=2))
         return worst
-    rows = [("SHARD", "BACKUP", "TARGET", "BYTES", "SECONDS", "VERIFIED", "REPLICA")]
+    replayed = any(o.replay for o in outcomes)  # the column is there when binlogs were replayed
+    rows = [("SHARD", "BACKUP", *(("REPLAYED-TO",) if replayed else ()), "TARGET", "BYTES", "SECONDS", "VERIFIED",
+             "REPLICA")]
     for o in outcomes:
         verdict = "yes" if o.verified else ("DIFFERS" if o.exit_code == 3 else "FAILED")
         replica = "-" if not replicas else (f"caught up at {o.catch_up.reached}" if o.catch_up else "no")
-        rows.append((o.shard, o.backup or "-", o.server, format_size(o.raw_bytes), f"{o.seconds:.1f}", verdict,
-                     replica))
+        replay_cell = ((o.replay.last_gtid or "-") if o.replay else "-",) if replayed else ()
+        rows.append((o.shard, o.backup or "-", *replay_cell, o.server, format_size(o.raw_bytes), f"{o.seconds:.1f}",
+                     verdict, replica))
     print_table(rows)
     for o in outcomes:
         if o.failure:
@@ -210,6 +228,18 @@ def _publish(config: Config, shard_id: str, target: Target, report: RestoreRepor
 
 
 def _print_report(report: RestoreReport) -> None:
+    _print_backup(report)
+    r = report.replay
+    if r is not None:
+        click.echo(f"replayed binlogs {r.start[0]}:{r.start[1]} to {r.end[0]}:{r.end[1]} up to "
+                   f"{r.point.describe()}: {r.transactions} transactions in {r.segments} segments "
+                   f"({format_size(r.raw_bytes)}) in {format_duration(r.seconds)}; proven: the target's GTID "
+                   f"position {r.target_gtid_position or '-'} holds the archive's last transaction "
+                   f"{r.last_gtid or '(none replayed)'}, committed "
+                   f"{r.last_committed_at.isoformat() if r.last_committed_at else '-'}")
+
+
+def _print_backup(report: RestoreReport) -> None:
     m, v = report.manifest, report.verification
     if len(report.chain) > 1:
         click.echo(f"applied full {report.chain[0]}, then incremental {m.id} "
@@ -244,7 +274,9 @@ def _report_json(report: RestoreReport) -> dict[str, object]:
         "failures": v.failures,
         "method": report.manifest.method,
         "phases": {name: round(seconds, 3) for name, seconds in report.phases.items()},
-        "coordinates": report.manifest.coordinates.model_dump(),
+        "coordinates": report.coordinates.model_dump(),
+        "backup_coordinates": report.manifest.coordinates.model_dump(),
+        "replay": report.replay.to_json() if report.replay else None,
     }
 
 

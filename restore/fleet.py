@@ -25,6 +25,7 @@ from typing import Any
 from backupd.errors import BackupdError, exit_code_for
 from backupd.policy.planner import RestorePlan
 from backupd.repo.repository import Repository, Target
+from restore.replay import PointInTime, ReplayPlan, ReplayReport, plan_replay
 from restore.replica import CatchUp, attach_replica, resolve_source
 from restore.runner import RestoreReport, plan_for, run_restore
 
@@ -46,6 +47,7 @@ class ShardOutcome:
     failure: str | None = None
     catch_up: CatchUp | None = None
     rebuild_seconds: float | None = None  # restore + replica caught up
+    replay: ReplayReport | None = None    # the binlogs replayed to the fleet's instant
 
     @property
     def ok(self) -> bool:
@@ -56,7 +58,8 @@ class ShardOutcome:
                 "raw_bytes": self.raw_bytes, "seconds": round(self.seconds, 3), "verified": self.verified,
                 "exit_code": self.exit_code, "failure": self.failure,
                 "replica_caught_up": None if self.catch_up is None else self.catch_up.reached,
-                "rebuild_seconds": None if self.rebuild_seconds is None else round(self.rebuild_seconds, 3)}
+                "rebuild_seconds": None if self.rebuild_seconds is None else round(self.rebuild_seconds, 3),
+                "replay": self.replay.to_json() if self.replay else None}
 
 
 @dataclass
@@ -64,6 +67,7 @@ class _Job:
     shard: str
     target: Target
     plan: RestorePlan
+    replay: ReplayPlan | None = None
 
     @property
     def size(self) -> int:
@@ -71,16 +75,20 @@ class _Job:
 
 
 def restore_fleet(repo: Repository, shard_ids: list[str], target_name: str, *, at: datetime | None,
-                  force: bool, parallel: int, replicas: bool, catchup_timeout: float,
+                  force: bool, parallel: int, replicas: bool, catchup_timeout: float, replay: bool = True,
                   on_done: Callable[[ShardOutcome], None] | None = None) -> list[ShardOutcome]:
     """Restore ``shard_ids`` into target ``target_name`` (see the module docstring); the outcomes
-    in ``shard_ids``' order. ``on_done`` is called as each shard ends (from a worker thread)."""
+    in ``shard_ids``' order. With ``replay``, each shard's archived binlogs take it from its
+    backup to ``at`` (or to its newest archived point). ``on_done`` is called as each shard ends
+    (from a worker thread)."""
     outcomes: dict[str, ShardOutcome] = {}
     jobs: list[_Job] = []
     for shard_id in shard_ids:
         target = repo.target(target_name, shard_id)
         try:
-            jobs.append(_Job(shard_id, target, plan_for(target, shard_id, at=at)))
+            plan = plan_for(target, shard_id, at=at)
+            replay_plan = plan_replay(target, shard_id, plan.final, PointInTime(until=at)) if replay else None
+            jobs.append(_Job(shard_id, target, plan, replay_plan))
         except BackupdError as exc:
             outcomes[shard_id] = _failed(shard_id, target, exc)
             log.error("shard %s: %s", shard_id, exc.message)
@@ -108,10 +116,11 @@ def _restore_one(repo: Repository, job: _Job, *, force: bool, replicas: bool,
     shard, target = job.shard, job.target
     try:
         source = resolve_source(repo.config, shard, shard) if replicas else None  # before restoring
-        report = run_restore(repo.config.settings, shard, target, plan=job.plan, force=force)
+        report = run_restore(repo.config.settings, shard, target, plan=job.plan, force=force, replay_plan=job.replay)
         outcome = _restored(shard, target, report, time.monotonic() - started)
         if source is not None:
-            outcome.catch_up = attach_replica(target, source, report.manifest, timeout=catchup_timeout)
+            outcome.catch_up = attach_replica(target, source, report.manifest, timeout=catchup_timeout,
+                                              coordinates=report.coordinates)
             outcome.rebuild_seconds = time.monotonic() - started
         log.info("shard %s: restored into %s and verified in %.1fs", shard, target.config.describe(),
                  time.monotonic() - started)
@@ -129,7 +138,7 @@ def _restore_one(repo: Repository, job: _Job, *, force: bool, replicas: bool,
 
 def _restored(shard: str, target: Target, report: RestoreReport, seconds: float) -> ShardOutcome:
     return ShardOutcome(shard, target.config.describe(), report.manifest.id, tuple(report.chain),
-                        report.applied_bytes, seconds, verified=report.verification.ok)
+                        report.applied_bytes, seconds, verified=report.verification.ok, replay=report.replay)
 
 
 def _failed(shard: str, target: Target, error: BackupdError, plan: RestorePlan | None = None) -> ShardOutcome:

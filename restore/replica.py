@@ -23,7 +23,7 @@ import pymysql
 from backupd.config import Config, EndpointConfig
 from backupd.errors import ReplicationFailed, ServerError, UsageError
 from backupd.mysql.connection import connect, query, server_info
-from backupd.repo.model import Manifest
+from backupd.repo.model import Coordinates, Manifest
 from backupd.repo.repository import Target
 from backupd.secrets import Secret
 
@@ -111,14 +111,15 @@ def resolve_source(config: Config, shard_id: str, spec: str) -> ReplicationSourc
 
 
 def attach_replica(target: Target, source: ReplicationSource, manifest: Manifest, *, timeout: float,
-                   clock: Callable[[], float] = time.monotonic) -> CatchUp:
-    """Make the target a replica of ``source`` from ``manifest``'s coordinates, start it, and
-    wait until it has caught up (progress is logged every few seconds)."""
+                   coordinates: Coordinates | None = None, clock: Callable[[], float] = time.monotonic) -> CatchUp:
+    """Make the target a replica of ``source`` from ``manifest``'s coordinates (or
+    ``coordinates``: where a point-in-time restore's replay left it), start it, and wait until it
+    has caught up (progress is logged every few seconds)."""
     label = target.label
     conn = connect(target.config, label=label)
     try:
         vendor = server_info(conn, label=label).vendor
-        mode, start = _configure(conn, vendor, source, manifest, label=label)
+        mode, start = _configure(conn, vendor, source, manifest, coordinates or manifest.coordinates, label=label)
         query(conn, "START SLAVE", label=label)
         log.info("%s: replicating from %s, starting at %s", label, source.description, start)
         started = clock()
@@ -129,8 +130,7 @@ def attach_replica(target: Target, source: ReplicationSource, manifest: Manifest
 
 
 def _configure(conn: pymysql.connections.Connection, vendor: str, source: ReplicationSource,
-               manifest: Manifest, *, label: str) -> tuple[str, str]:
-    coords = manifest.coordinates
+               manifest: Manifest, coords: Coordinates, *, label: str) -> tuple[str, str]:
     if coords.gtid is None and not coords.binlog_file:
         raise ReplicationFailed(f"backup {manifest.id} recorded no binlog coordinates to replicate from")
     query(conn, "STOP SLAVE", label=label)

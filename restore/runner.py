@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from backupd.config import Settings
@@ -23,11 +23,12 @@ from backupd.progress import Progress
 from backupd.repo.catalog import Catalog
 from backupd.repo.codec import PartDecodeError, decode_part
 from backupd.repo.fetch import PartFetcher
-from backupd.repo.model import Manifest
+from backupd.repo.model import Coordinates, Manifest
 from backupd.repo.repository import Target
 from restore.apply import MysqlClientApplier
 from restore.markers import LoadMarkers, parse_marker
 from restore.physical import restore_physical
+from restore.replay import ReplayPlan, ReplayReport, check_replay_target, holds_gtid, replay
 from restore.target import prepare_target, reconcile_for_incremental
 from restore.verify import TableVerifier, VerificationReport
 
@@ -44,6 +45,13 @@ class RestoreReport:
     chain: list[str]  # the ids applied, a full first
     applied_bytes: int  # raw (uncompressed) bytes of every backup applied
     phases: dict[str, float] = field(default_factory=dict)  # physical: seconds per phase
+    replay: ReplayReport | None = None  # a point-in-time restore: the binlogs replayed after the backup
+
+    @property
+    def coordinates(self) -> Coordinates:
+        """Where the restored target is in the source's binlog (a replica starts there)."""
+        base = self.manifest.coordinates
+        return self.replay.coordinates(base) if self.replay is not None else base
 
     @property
     def seconds(self) -> float:
@@ -56,12 +64,15 @@ class RestoreReport:
 
 
 def plan_for(target: Target, shard_id: str, *, backup_id: str | None = None,
-             at: datetime | None = None) -> RestorePlan:
-    """Which backups restore ``shard_id`` from ``target``'s stores (``backupd.policy.planner``).
+             at: datetime | None = None, before_gtid: str | None = None) -> RestorePlan:
+    """Which backups restore ``shard_id`` from ``target``'s stores (``backupd.policy.planner``);
+    with ``before_gtid``, only backups taken before that transaction (a replay goes on to it).
     Stores that cannot be listed are named (one warning each) and skipped; if no chain is left,
     the error says the stores that answered hold none and names the others."""
     catalog = Catalog(target.stores)
     backups = catalog.backups(shard_id)
+    if before_gtid is not None:
+        backups = [m for m in backups if not holds_gtid(m.coordinates.gtid, before_gtid)]
     for bad in catalog.unreadable:
         log.warning("%s: %s; restoring from the other stores", target.label, bad.describe())
     try:
@@ -75,9 +86,24 @@ def plan_for(target: Target, shard_id: str, *, backup_id: str | None = None,
 
 
 def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None = None,
-                at: datetime | None = None, force: bool = False, plan: RestorePlan | None = None) -> RestoreReport:
+                at: datetime | None = None, force: bool = False, plan: RestorePlan | None = None,
+                replay_plan: ReplayPlan | None = None) -> RestoreReport:
     """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract);
-    ``plan`` (from ``plan_for``) if it was made already."""
+    ``plan`` (from ``plan_for``) if it was made already. With ``replay_plan`` (``restore.replay``,
+    made for this plan's last backup), the verified backup is then taken to the point in time by
+    replaying the archived binlogs, and the replay proven."""
+    report = _restore_backup(settings, shard_id, target, backup_id=backup_id, at=at, force=force, plan=plan,
+                             replay_plan=replay_plan)
+    if replay_plan is None:
+        return report
+    if report.manifest.is_physical:
+        check_replay_target(target)
+    return replace(report, replay=replay(settings, target, replay_plan))
+
+
+def _restore_backup(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None,
+                    at: datetime | None, force: bool, plan: RestorePlan | None,
+                    replay_plan: ReplayPlan | None) -> RestoreReport:
     stores = target.stores
     if plan is None:
         plan = plan_for(target, shard_id, backup_id=backup_id, at=at)
@@ -90,6 +116,11 @@ def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id:
     fetchers = [PartFetcher.of(stores, step) for step in plan.steps]
     for fetcher in fetchers:
         fetcher.preflight()
+    if replay_plan is not None:
+        PartFetcher(stores, "binlog archive", [r.as_part(i + 1) for i, r in enumerate(replay_plan.records)],
+                    owner=f"the binlog archive of shard {shard_id}").preflight()
+        if not plan.full.is_physical:
+            check_replay_target(target)
     if plan.full.is_physical:
         return _restore_physical(settings, target, plan.steps, fetchers, force=force)
     databases = sorted({d for step in plan.steps for d in step.databases})

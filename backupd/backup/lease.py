@@ -98,9 +98,13 @@ class ShardLease:
 
     def __init__(self, store: Store, shard: str, *, ttl: float, owner: Owner,
                  clock: Callable[[], datetime] = utc_now, host: str | None = None,
-                 alive: Callable[[Owner], bool] = process_alive):
+                 alive: Callable[[Owner], bool] = process_alive, kind: str = "backup"):
+        """``kind``: what the lease serializes (``backup``: backups of the shard; ``binlogs``:
+        its binlog archiver), each in its own folder (``backupd.repo.layout.lock_prefix``)."""
         self.store = store
         self.shard = shard
+        self.kind = kind
+        self.name = "backup lock" if kind == "backup" else "binlog archiver lease"
         self.ttl = timedelta(seconds=ttl)
         self.owner = owner
         self.clock = clock
@@ -117,19 +121,19 @@ class ShardLease:
 
     # ------------------------------------------------------------------ reading
     def _generations(self) -> list[int]:
-        found = [lock_generation(info.key) for info in self.store.list(lock_prefix(self.shard))]
+        found = [lock_generation(info.key) for info in self.store.list(lock_prefix(self.shard, self.kind))]
         return sorted(g for g in found if g is not None)
 
     def _read(self, generation: int) -> LeaseRecord | None:
         try:
-            data = self.store.get(lock_key(self.shard, generation))
+            data = self.store.get(lock_key(self.shard, generation, self.kind))
         except ObjectNotFound:
             return None
         try:
             return LeaseRecord.parse(data)
         except (ValueError, KeyError, TypeError):
             log.warning("shard %s: lease %s in store %s is unreadable; treating it as expired",
-                        self.shard, lock_key(self.shard, generation), self.store.name)
+                        self.shard, lock_key(self.shard, generation, self.kind), self.store.name)
             return None
 
     def is_live(self, record: LeaseRecord) -> bool:
@@ -162,7 +166,7 @@ class ShardLease:
             else:
                 generation = 1
             record = self._record()
-            if self.store.put_if_absent(lock_key(self.shard, generation), record.to_payload()):
+            if self.store.put_if_absent(lock_key(self.shard, generation, self.kind), record.to_payload()):
                 return self._acquired(generation, generations)
             mine = self._read(generation)  # a retried create that did succeed reads as ours
             if mine is not None and mine.token == self.token:
@@ -170,7 +174,7 @@ class ShardLease:
         holder = self.holder()
         if holder is not None:
             raise self._held(holder)
-        raise LockHeld(f"shard {self.shard}: could not take the backup lock in store "
+        raise LockHeld(f"shard {self.shard}: could not take the {self.name} in store "
                        f"{self.store.name} after {_ACQUIRE_ATTEMPTS} attempts (other hosts are racing for it)")
 
     def _acquired(self, generation: int, older: list[int]) -> None:
@@ -179,13 +183,14 @@ class ShardLease:
         for old in older:
             if old < generation:
                 try:
-                    self.store.delete(lock_key(self.shard, old))
+                    self.store.delete(lock_key(self.shard, old, self.kind))
                 except StoreError as exc:
                     log.debug("shard %s: old lease %d not deleted: %s", self.shard, old, exc)
 
     def _held(self, record: LeaseRecord) -> LockHeld:
         left = max(0, int((record.expires_at - self.clock()).total_seconds()))
-        return LockHeld(f"shard {self.shard}: a backup is already running: the lock is held by "
+        running = "a backup is" if self.kind == "backup" else "a binlog archiver is"
+        return LockHeld(f"shard {self.shard}: {running} already running: the lock is held by "
                         f"{record.owner.describe()} since {record.acquired_at.isoformat()} "
                         f"(lease expires in {left}s unless renewed)")
 
@@ -209,9 +214,9 @@ class ShardLease:
                 return
             if not self.still_ours():
                 self.lost = "another run took the lock over (our lease had expired)"
-                log.error("shard %s: lost the backup lock: %s", self.shard, self.lost)
+                log.error("shard %s: lost the %s: %s", self.shard, self.name, self.lost)
                 return
-            self.store.put(lock_key(self.shard, self.generation), self._record().to_payload())
+            self.store.put(lock_key(self.shard, self.generation, self.kind), self._record().to_payload())
 
     def check(self) -> None:
         """The fence: raise LockLost unless this run still holds the lock."""
@@ -219,7 +224,7 @@ class ShardLease:
             if self.lost is None and not self.still_ours():
                 self.lost = "our lease expired or was taken over"
             if self.lost:
-                raise LockLost(f"shard {self.shard}: lost the backup lock before committing: {self.lost}",
+                raise LockLost(f"shard {self.shard}: lost the {self.name} before committing: {self.lost}",
                                hint="another run may be backing this shard up; this backup was discarded")
 
     def release(self) -> None:
@@ -230,7 +235,7 @@ class ShardLease:
             try:
                 record = self._read(generation)
                 if record is not None and record.token == self.token:
-                    self.store.delete(lock_key(self.shard, generation))
+                    self.store.delete(lock_key(self.shard, generation, self.kind))
             except StoreError as exc:
                 log.warning("shard %s: could not release the lock (%s); it expires in %s", self.shard,
                             exc, self.ttl)
@@ -281,16 +286,16 @@ class ShardLock:
                 lease.acquire()
             except StoreError as exc:
                 problems.append(f"{lease.store.name}: {exc}")
-                log.warning("shard %s: cannot use store %s for the backup lock (%s); trying the next store",
-                            self.shard, lease.store.name, exc)
+                log.warning("shard %s: cannot use store %s for the %s (%s); trying the next store",
+                            self.shard, lease.store.name, lease.name, exc)
                 continue
             if index:
-                log.warning("shard %s: the backup lock is in store %s instead of %s", self.shard,
+                log.warning("shard %s: the %s is in store %s instead of %s", self.shard, lease.name,
                             lease.store.name, self.leases[0].store.name)
             self._check_others(lease)
             self.held = lease
             return
-        raise BackupFailed(f"shard {self.shard}: every store failed: the backup lock could not be "
+        raise BackupFailed(f"shard {self.shard}: every store failed: the {self.leases[0].name} could not be "
                            f"taken in any of them ({'; '.join(problems)})")
 
     def _check_others(self, mine: ShardLease) -> None:

@@ -14,6 +14,7 @@ from backupd.config.sections import (
     DEFAULT_CONFIG,
     STORE_TYPES,
     AuditConfig,
+    BinlogsConfig,
     CloudFilesStoreConfig,
     Config,
     DrillConfig,
@@ -34,7 +35,8 @@ from backupd.config.sections import (
 )
 
 __all__ = [
-    "CONFIG_ENV", "DEFAULT_CONFIG", "STORE_TYPES", "AuditConfig", "CloudFilesStoreConfig", "Config", "DrillConfig",
+    "CONFIG_ENV", "DEFAULT_CONFIG", "STORE_TYPES", "AuditConfig", "BinlogsConfig", "CloudFilesStoreConfig", "Config",
+    "DrillConfig",
     "EffectiveSchedule", "EndpointConfig", "LocalStoreConfig", "MetricsConfig", "RetentionConfig", "S3StoreConfig",
     "ScheduleConfig", "Settings", "ShardConfig", "ShardSchedule", "StoreConfig", "SwiftStoreConfig", "TargetConfig",
     "TargetShard",

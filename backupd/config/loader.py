@@ -19,6 +19,7 @@ from backupd.config.sections import (
     STORE_TYPES,
     TARGET_SERVER_KEYS,
     AuditConfig,
+    BinlogsConfig,
     CloudFilesStoreConfig,
     Config,
     DrillConfig,
@@ -68,7 +69,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
-    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill")
+    _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill",
+                 "binlogs")
 
     def __init__(self, path: Path):
         self.path = path
@@ -113,7 +115,9 @@ class _Loader:
         if drill.target is not None and drill.target not in targets:
             raise self.fail("drill.target", f"no target named '{drill.target}' (configured targets: "
                                             f"{', '.join(sorted(targets)) or 'none'})")
-        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics, drill)
+        binlogs = self.model(BinlogsConfig, raw.get("binlogs", {}), "binlogs")
+        return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics, drill,
+                      binlogs)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})

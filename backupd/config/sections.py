@@ -78,6 +78,7 @@ class ShardConfig(EndpointConfig):
     # password is read from the environment only then, so backup hosts need not have it.
     replication_user: str | None = None
     replication_password_env: str | None = None
+    binlogs: bool | None = None  # archive this shard's binlogs (None: [binlogs] enabled decides)
 
     @property
     def is_physical(self) -> bool:
@@ -263,6 +264,7 @@ class Settings(_Section):
     parts_in_flight: int = Field(default=1, ge=1, le=16)
     mysqldump: str = "mysqldump"
     mysql: str = "mysql"
+    mysqlbinlog: str = "mysqlbinlog"  # point-in-time restores replay binlogs through it
     mariabackup: str = "mariabackup"
     mbstream: str = "mbstream"
     zstd: str = "zstd"  # physical restores decompress in this process in parallel (python-zstandard if absent)
@@ -339,6 +341,18 @@ class AuditConfig(_Section):
     deep_sample: float = Field(default=10.0, gt=0, le=100)
 
 
+class BinlogsConfig(_Section):
+    """The ``[binlogs]`` section: the binlog archivers (``backupd.backup.binlog_job``)."""
+
+    enabled: bool = False                   # every shard (a shard's ``binlogs`` overrides it)
+    flush_every: Duration = Field(default=5.0, gt=0, le=3600)  # the RPO: how long new events wait
+    segment_size: Size = Field(default=64 * 1024**2, ge=64 * 1024, le=1024**3)  # in memory, at most
+    max_lag: Duration = Field(default=60.0, gt=0)  # audit: binlog-lag when the archive is older
+    compression_level: int = Field(default=3, ge=1, le=22)
+    heartbeat: Duration = Field(default=1.0, gt=0, le=60)  # the server says "nothing new" this often
+    reconnect_max: Duration = Field(default=30.0, gt=0)  # the longest wait between reconnects
+
+
 class DrillConfig(_Section):
     """The ``[drill]`` section (see ``restore.drill``)."""
 
@@ -372,6 +386,7 @@ class Config:
     audit: AuditConfig = AuditConfig()
     metrics: MetricsConfig = MetricsConfig()
     drill: DrillConfig = DrillConfig()
+    binlogs: BinlogsConfig = BinlogsConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -398,6 +413,11 @@ class Config:
         ``[schedule] lock_store`` if set, then the shard's stores."""
         preferred = [self.schedule.lock_store] if self.schedule.lock_store else []
         return list(dict.fromkeys(preferred + self.shard_stores(shard_id)))
+
+    def archives_binlogs(self, shard_id: str) -> bool:
+        """Whether ``backupd run`` runs a binlog archiver for the shard."""
+        own = self.shard(shard_id).binlogs
+        return self.binlogs.enabled if own is None else own
 
     def incremental_columns(self, shard_id: str) -> Mapping[str, str]:
         return self.shard(shard_id).incremental_columns or self.settings.incremental_columns

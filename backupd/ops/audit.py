@@ -12,10 +12,16 @@
 * RPO: the newest full is younger than ``full_every`` + grace (``rpo-full``) and the newest
   backup younger than ``incremental_every`` + grace (``rpo-backup``);
 * parts with no manifest in any store, older than ``orphan_age`` (``orphan``);
-* stores that cannot be listed (``store-unreachable``).
+* stores that cannot be listed (``store-unreachable``);
+* the binlog archive (shards that archive binlogs, or have an archive): every range from the
+  oldest kept backup's coordinates on is there (``binlog-gap``: e.g. the server purged a binlog
+  before it was archived, or a segment was lost from every store), the archive is younger than
+  ``[binlogs] max_lag`` (``binlog-lag``), and every store holds every segment
+  (``binlog-segment-missing``).
 
 ``deep`` also downloads every part from every store that holds it (or a ``sample`` percentage of
-them), checks its size and sha256 and decodes its zstd frame (``part-corrupt``). The sample is a
+them), checks its size and sha256 and decodes its zstd frame (``part-corrupt``); binlog
+segments the same way, their events parsed too (``binlog-segment-corrupt``). The sample is a
 window over a hash of each part's key that moves every day, so repeated daily audits of p%
 cover everything within 100/p days (restic's ``--read-data-subset`` idea).
 
@@ -34,11 +40,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import zstandard
+
 from backupd.config import Config
 from backupd.errors import NoBackupFound, StoreError, UsageError
+from backupd.mysql.binlog_events import BinlogFormatError, read_events
 from backupd.policy.planner import plan_restore
 from backupd.progress import Progress
 from backupd.repo.annotations import AUDIT_ANNOTATION, annotate
+from backupd.repo.binlogs import BinlogArchive, SegmentRecord
 from backupd.repo.catalog import Catalog
 from backupd.repo.codec import PartDecodeError, decode_part
 from backupd.repo.fetch import check_part, prefetched
@@ -200,6 +210,73 @@ class _ShardAudit:
         self.check_chain_and_rpo(list(manifests.values()))
         if deep:
             self.read_parts(list(manifests.values()), sample)
+        self.check_binlogs(list(manifests.values()), deep=deep, sample=sample)
+
+    # ------------------------------------------------------------------ the binlog archive
+    def check_binlogs(self, manifests: list[Manifest], *, deep: bool, sample: float) -> None:
+        archive = BinlogArchive(self.stores, self.shard).load()
+        if not archive.records and not self.config.archives_binlogs(self.shard):
+            return
+        oldest = min((m for m in manifests if m.coordinates.binlog_file and m.coordinates.binlog_pos),
+                     key=lambda m: m.snapshot_at, default=None)
+        since = (oldest.coordinates.binlog_file, oldest.coordinates.binlog_pos) if oldest and \
+            oldest.coordinates.binlog_file and oldest.coordinates.binlog_pos else None
+        for gap in archive.gaps(since=since):
+            self.find("binlog-gap", f"the binlog archive has no binlog from {gap.describe()}: transactions there "
+                      "cannot be replayed (a binlog purged by the server before it was archived, or a segment "
+                      "lost from every store)",
+                      hint="point-in-time restores into or across it are refused; a new full backup makes "
+                           "restores after it independent of the gap")
+        if self.config.archives_binlogs(self.shard):
+            until = archive.archived_until
+            max_lag = self.config.binlogs.max_lag
+            if until is None:
+                self.find("binlog-lag", "the binlog archive holds nothing yet (is the shard's archiver running?)",
+                          hint=f"backupd binlogs --shard {self.shard}, or [binlogs] enabled under backupd run")
+            elif (self.now - until).total_seconds() > max_lag:
+                self.find("binlog-lag", f"the binlog archive reaches {until.isoformat()}, "
+                          f"{format_duration((self.now - until).total_seconds())} ago: older than max_lag "
+                          f"{format_duration(max_lag)} (is the shard's archiver running?)")
+        for record in archive.records:
+            for store in self.stores:
+                objects = archive.objects.get(store.name)
+                if objects is None:
+                    continue  # the store could not be listed: reported already
+                self.report.parts_checked += 1
+                if record.object_key not in objects:
+                    self.find("binlog-segment-missing", f"binlog segment {record.object_key} is not in store "
+                              f"{store.name}", store=store.name, part=record.object_key,
+                              hint="the shard's archiver copies segments a store missed while it runs")
+        if deep:
+            self.read_segments(archive, sample)
+
+    def read_segments(self, archive: BinlogArchive, sample: float) -> None:
+        day = int(self.now.timestamp() // 86400)
+        todo = [(record, store) for record in archive.records for store in self.stores
+                if record.object_key in archive.objects.get(store.name, set())
+                and in_sample(f"{store.name}:{record.object_key}", sample, day)]
+        for (record, store), data in prefetched(todo, lambda job: _download(job[1], job[0].object_key)):
+            problem = self.check_segment(data, record)
+            if problem:
+                self.find("binlog-segment-corrupt", f"binlog segment {record.object_key} in store {store.name}: "
+                          f"{problem}", store=store.name, part=record.object_key,
+                          hint="restores read it from another store; the archive needs a good copy")
+
+    def check_segment(self, data: bytes | StoreError, record: SegmentRecord) -> str | None:
+        if isinstance(data, StoreError):
+            return f"cannot be read: {data}"
+        self.report.bytes_read += len(data)
+        problem = check_part(data, record.as_part(1))
+        if problem is not None:
+            return problem
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(data)
+            events = sum(1 for _ in read_events(raw))
+        except (zstandard.ZstdError, BinlogFormatError) as exc:
+            return f"does not decode: {exc}"
+        if len(raw) != record.raw_size:
+            return f"{len(raw)} bytes decoded, the record says {record.raw_size}"
+        return None if events else "holds no event"
 
     def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
         """Every store's listing and copy of every manifest, through the catalog."""

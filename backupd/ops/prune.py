@@ -5,6 +5,10 @@ disappears from the catalog at once, atomically per store), then its parts and a
 If a manifest cannot be deleted from a store, that store keeps the whole backup (its parts are
 not touched there), so no store is ever left with a manifest whose parts are gone; the problem
 is reported and the next prune retries.
+
+Then each shard's binlog segments that end at or before the oldest kept backup's coordinates
+are deleted (nothing kept can replay them): the record first, then the object (an object left
+behind is an orphan the archiver deletes). The segment holding the coordinates is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import datetime
 from backupd.config import Config
 from backupd.errors import StoreError
 from backupd.policy.retention import RetentionPolicy, Verdict, apply_retention
+from backupd.repo.binlogs import BinlogArchive
 from backupd.repo.layout import backup_prefix, manifest_key
 from backupd.repo.model import utc_now
 from backupd.repo.repository import Repository
@@ -31,6 +36,7 @@ class PruneReport:
     objects_deleted: int = 0
     bytes_freed: int = 0
     problems: list[str] = field(default_factory=list)
+    segments: dict[str, int] = field(default_factory=dict)  # shard: binlog segments deleted (or to delete)
 
     @property
     def to_delete(self) -> list[Verdict]:
@@ -52,7 +58,10 @@ def prune(repo: Repository, shard: str | None = None, *, dry_run: bool = False,
     for bad in catalog.unreadable:
         report.problems.append(bad.describe())
     report.verdicts = apply_retention([e.manifest for e in entries], clock(), policy_of(repo.config))
+    shards = [shard] if shard else sorted(repo.config.shards)
     if dry_run:
+        for shard_id in shards:
+            _prune_segments(repo, shard_id, report, dry_run=True)
         return report
     found_in = {e.manifest.id: e.found_in for e in entries}
     for verdict in report.to_delete:
@@ -79,4 +88,40 @@ def prune(repo: Repository, shard: str | None = None, *, dry_run: bool = False,
             report.deleted.append(manifest.id)
             log.info("prune: deleted %s %s of shard %s from %s (%s)", manifest.kind, manifest.id,
                      manifest.shard, ", ".join(emptied), "; ".join(verdict.reasons))
+    for shard_id in shards:
+        _prune_segments(repo, shard_id, report, dry_run=False)
     return report
+
+
+def _prune_segments(repo: Repository, shard: str, report: PruneReport, *, dry_run: bool) -> None:
+    """Delete the shard's segments before its oldest kept backup's coordinates (module docstring)."""
+    kept = [v.manifest for v in report.verdicts if v.keep and v.manifest.shard == shard
+            and v.manifest.coordinates.binlog_file and v.manifest.coordinates.binlog_pos]
+    if not kept:
+        return  # nothing kept: keep the archive (it may be all there is)
+    oldest = min(kept, key=lambda m: m.snapshot_at).coordinates
+    assert oldest.binlog_file is not None and oldest.binlog_pos is not None
+    stores = repo.stores(repo.config.shard_stores(shard))
+    archive = BinlogArchive(stores, shard).load()
+    report.problems += [f"shard {shard}: binlog archive: {problem}" for problem in archive.unreadable]
+    old = [r for r in archive.records if (r.file, r.end_pos) <= (oldest.binlog_file, oldest.binlog_pos)]
+    if not old:
+        return
+    report.segments[shard] = len(old)
+    if dry_run:
+        return
+    for record in old:
+        for store in stores:
+            if store.name not in archive.found_in.get(record.record_key, []) and \
+                    record.object_key not in archive.objects.get(store.name, set()):
+                continue
+            try:
+                store.delete(record.record_key)
+                store.delete(record.object_key)
+                report.objects_deleted += 2
+                report.bytes_freed += record.size
+            except StoreError as exc:
+                report.problems.append(f"shard {shard}: binlog segment {record.object_key} not deleted from "
+                                       f"store {store.name}: {exc}")
+    log.info("prune: deleted %d binlog segments of shard %s before %s:%d (the oldest kept backup's coordinates)",
+             len(old), shard, oldest.binlog_file, oldest.binlog_pos)

@@ -9,8 +9,10 @@ from typing import Any
 from backupd.config import Config
 from backupd.policy.scheduler import NEVER, History, cadence_of, next_job
 from backupd.repo.annotations import DEEP_AUDIT_ANNOTATION, DRILL_ANNOTATION, last_annotations
+from backupd.repo.binlogs import read_position
 from backupd.repo.catalog import Catalog
 from backupd.repo.model import Manifest, utc_now
+from backupd.stores.base import Store
 from backupd.units import format_duration
 
 
@@ -57,4 +59,33 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
         "next_due": next_due,
         "last_drill": annotations[DRILL_ANNOTATION],
         "last_deep_audit": annotations[DEEP_AUDIT_ANNOTATION],
+        "binlogs": binlog_status(config, [s for s in catalog.stores if s.name in wanted], shard, now),
     }
+
+
+def binlog_status(config: Config, stores: list[Store], shard: str, now: datetime) -> dict[str, Any] | None:
+    """The shard's binlog archive as its archiver last recorded it (``position.json``): where it
+    ends, ``archived_until`` and ``rpo_seconds``; None if the shard is not archived and never was."""
+    position = read_position(stores, shard)
+    enabled = config.archives_binlogs(shard)
+    if position is None and not enabled:
+        return None
+    until = position.archived_until if position is not None else None
+    return {"enabled": enabled, "position": f"{position.file}:{position.pos}" if position else None,
+            "archived_until": until.isoformat().replace("+00:00", "Z") if until else None,
+            "rpo_seconds": round((now - until).total_seconds(), 1) if until else None}
+
+
+def restorable_until(rows: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """The newest instant the whole fleet can be restored to (the oldest ``archived_until`` of
+    the archived shards) and the shard that holds it back; (None, None) if no shard is archived,
+    (None, shard) if an archived shard has archived nothing yet."""
+    archived = [(row["binlogs"]["archived_until"], row["shard"]) for row in rows
+                if row.get("binlogs") and row["binlogs"]["enabled"]]
+    if not archived:
+        return None, None
+    missing = [shard for until, shard in archived if until is None]
+    if missing:
+        return None, missing[0]
+    until, shard = min(archived)
+    return until, shard

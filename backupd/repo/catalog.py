@@ -8,6 +8,7 @@ reported, never fatal to a listing (barman's ``unreadable_backups``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from backupd.errors import BackupFailed, CatalogError, StoreError, StoreUnreachable
@@ -53,8 +54,11 @@ class Catalog:
     what could not be listed or read.
     """
 
-    def __init__(self, stores: list[Store], *, every_copy: bool = False):
+    def __init__(self, stores: list[Store], *, every_copy: bool = False, shards: Sequence[str] | None = None):
+        """``shards``: the shards ``entries()`` lists when asked for all (each its own prefix);
+        None lists everything in the stores."""
         self.stores = stores
+        self.shards = list(shards) if shards else None  # none configured: list everything
         self.every_copy = every_copy
         self.unreadable: list[Unreadable] = []
         self.listings: dict[str, dict[str, ObjectInfo]] = {}
@@ -65,12 +69,15 @@ class Catalog:
         merged: dict[tuple[str, str], CatalogEntry] = {}
         self.unreadable = []
         self.listings = {}
-        prefix = shard_prefix(shard) if shard else ""
+        prefixes = [shard_prefix(shard)] if shard else \
+            [shard_prefix(s) for s in self.shards] if self.shards is not None else [""]
         for store in self.stores:
             try:
-                listing = self.listings[store.name] = {info.key: info for info in store.list(prefix)}
+                listing = self.listings[store.name] = {info.key: info for prefix in prefixes
+                                                       for info in store.list(prefix)}
             except StoreError as exc:
-                self.unreadable.append(Unreadable(store.name, prefix, str(exc), listing=True))
+                self.unreadable.append(Unreadable(store.name, prefixes[0] if len(prefixes) == 1 else "",
+                                                  str(exc), listing=True))
                 continue
             for key in sorted(listing):
                 parsed = parse_key(key)

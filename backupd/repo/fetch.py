@@ -30,10 +30,12 @@ R = TypeVar("R")
 class PartFetcher:
     """Verified parts of one backup (``backup_id``) from ``stores``, in preference order."""
 
-    def __init__(self, stores: list[Store], backup_id: str, parts: list[PartRecord]):
+    def __init__(self, stores: list[Store], backup_id: str, parts: list[PartRecord], *, owner: str | None = None):
+        """``owner``: how messages name what the parts belong to (default ``backup <id>``)."""
         self.stores = stores
         self.backup_id = backup_id
         self.parts = parts
+        self.owner = owner or f"backup {backup_id}"
         self._down: set[str] = set()
 
     @classmethod
@@ -68,7 +70,7 @@ class PartFetcher:
                     break
                 problems.append(f"{store.name}: size {size}, expected {part.size}")
             else:
-                raise CorruptPart(f"part {part.key} of backup {self.backup_id} is missing or "
+                raise CorruptPart(f"part {part.key} of {self.owner} is missing or "
                                   f"damaged in every store ({'; '.join(problems)})")
 
     def fetch(self, part: PartRecord) -> bytes:
@@ -96,7 +98,7 @@ class PartFetcher:
             problems.append(f"{store.name}: {problem}")
             log.warning("part %s in store %s is bad (%s); trying the next store", part.key,
                         store.name, problem)
-        message = f"part {part.key} of backup {self.backup_id}: no good copy ({'; '.join(problems)})"
+        message = f"part {part.key} of {self.owner}: no good copy ({'; '.join(problems)})"
         raise CorruptPart(message) if corrupt else RestoreFailed(message)
 
     def verified_parts(self, parts: list[PartRecord] | None = None) -> Iterator[tuple[PartRecord, bytes]]:

@@ -6,6 +6,13 @@ Every store uses the same layout (a store may add its own prefix, which it handl
     <shard>/<backup_id>/manifest.json          written last
     <shard>/<backup_id>/annotations/<name>.json
     <shard>/locks/<generation>.json            the shard's backup lock (see backupd.backup.lease)
+    <shard>/binlog-locks/<generation>.json     the shard's binlog archiver lease
+    binlogs/<shard>/<file>/<start>-<end>.zst   a binlog segment (file bytes [start, end))
+    binlogs/<shard>/<file>/<start>-<end>.json  its record, written after it
+    binlogs/<shard>/position.json              where the archive ends (see backupd.repo.binlogs)
+
+The binlog archive (tens of thousands of small objects a day per shard) lives outside the
+shards' folders, so listing a shard's backups never lists its segments.
 
 ``backup_id`` sorts by time: ``20261126T080000Z-full-3f9a1c``. The same UTC stamp
 (``format_id_time`` / ``parse_id_time``) ends the names of annotations, so they sort by time too.
@@ -23,6 +30,9 @@ ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)-([0-9a-f]{6})$")
 _PART_NAME = re.compile(r"^part-(\d{6})\.zst$")
 _LOCK_NAME = re.compile(r"^(\d{12})\.json$")
+_SEGMENT = re.compile(r"^binlogs/(?P<shard>[^/]+)/(?P<file>[^/]+)/"
+                      r"(?P<start>\d{12})-(?P<end>\d{12})\.(?P<ext>zst|json)$")
+LOCK_KINDS = {"backup": "locks", "binlogs": "binlog-locks"}  # what each lease serializes: its folder
 
 
 def format_id_time(moment: datetime) -> str:
@@ -70,18 +80,50 @@ def annotation_key(shard: str, backup_id: str, name: str) -> str:
     return f"{backup_prefix(shard, backup_id)}annotations/{name}.json"
 
 
-def lock_prefix(shard: str) -> str:
-    return f"{shard}/locks/"
+def lock_prefix(shard: str, kind: str = "backup") -> str:
+    """Where a shard's leases of ``kind`` live: ``backup`` (one backup at a time) or ``binlogs``
+    (one archiver at a time)."""
+    return f"{shard}/{LOCK_KINDS[kind]}/"
 
 
-def lock_key(shard: str, generation: int) -> str:
-    return f"{lock_prefix(shard)}{generation:012d}.json"
+def lock_key(shard: str, generation: int, kind: str = "backup") -> str:
+    return f"{lock_prefix(shard, kind)}{generation:012d}.json"
 
 
 def lock_generation(key: str) -> int | None:
     """The generation of a lock key (None for anything else)."""
     match = _LOCK_NAME.match(key.rsplit("/", 1)[-1])
-    return int(match.group(1)) if match and "/locks/" in key else None
+    folder = key.rsplit("/", 2)[-2] if key.count("/") >= 2 else ""
+    return int(match.group(1)) if match and folder in LOCK_KINDS.values() else None
+
+
+def binlog_prefix(shard: str) -> str:
+    return f"binlogs/{shard}/"
+
+
+def segment_key(shard: str, file: str, start: int, end: int, *, record: bool = False) -> str:
+    """A binlog segment's object (``record``: its record), named by the file bytes it holds."""
+    if "/" in file or not file:
+        raise ValueError(f"binlog file name {file!r} cannot be part of a key")
+    return f"{binlog_prefix(shard)}{file}/{start:012d}-{end:012d}.{'json' if record else 'zst'}"
+
+
+@dataclass(frozen=True)
+class SegmentKey:
+    """What a segment key names."""
+
+    shard: str
+    file: str
+    start: int
+    end: int
+    record: bool
+
+
+def parse_segment_key(key: str) -> SegmentKey | None:
+    match = _SEGMENT.match(key)
+    if match is None:
+        return None
+    return SegmentKey(match["shard"], match["file"], int(match["start"]), int(match["end"]), match["ext"] == "json")
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,8 @@ class Repository:
         return [self.store(name) for name in (self.config.stores if names is None else names)]
 
     def catalog(self, names: Iterable[str] | None = None) -> Catalog:
-        """A catalog over the named stores (default: all)."""
-        return Catalog(self.stores(names))
+        """A catalog of the configured shards' backups over the named stores (default: all)."""
+        return Catalog(self.stores(names), shards=sorted(self.config.shards))
 
     def shard(self, shard_id: str) -> Shard:
         return Shard(shard_id, self.config.shard(shard_id), self.stores(self.config.shard_stores(shard_id)),

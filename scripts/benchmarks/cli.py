@@ -11,6 +11,7 @@ import argparse
 
 from .audit import bench_audit
 from .backup_restore import bench_backup_restore
+from .binlogs import bench_binlogs
 from .clouds import bench_clouds
 from .disaster import bench_disaster
 from .incremental import bench_incremental
@@ -20,10 +21,11 @@ from .sync import bench_sync
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["audit", "backup-restore", "clouds", "disaster", "incremental", "physical",
-                                          "sync"])
+    parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "incremental",
+                                          "physical", "sync"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=40.0, help="binlogs: how long the write load runs")
     parser.add_argument("--gib", type=float, default=None,
                         help="size of the generated shard (default 1.0; disaster: 0.02)")
     args = parser.parse_args()
@@ -41,6 +43,8 @@ def main() -> int:
         bench_sync(args.rounds, args.gib)
     elif args.suite == "disaster":
         bench_disaster(args.rounds, args.gib)
+    elif args.suite == "binlogs":
+        bench_binlogs(args.rounds, args.gib, args.seconds)
     else:
         bench_backup_restore(args.rounds, args.gib)
     return 0

@@ -193,3 +193,58 @@ class FlakyStore(Store):
 
     def delete(self, key: str) -> None:
         self._call("delete", key, lambda: self.inner.delete(key))
+
+
+class Archiver:
+    """``backupd binlogs --shard ID`` in the background (stderr to a file): the archiver under test."""
+
+    def __init__(self, config: Path, shard: str, log: Path):
+        self.log = log
+        self.handle = open(log, "ab")
+        self.process = subprocess.Popen([str(BIN / "backupd"), "--config", str(config), "binlogs", "--shard", shard,
+                                         "--json"], stdout=subprocess.PIPE, stderr=self.handle)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> dict[str, Any]:
+        """SIGTERM, and the summary it printed (it must exit 0 within ``timeout``)."""
+        self.process.send_signal(15)
+        out, _ = self.process.communicate(timeout=timeout)
+        self.handle.close()
+        assert self.process.returncode == 0, f"archiver exited {self.process.returncode}:\n{self.text()}"
+        return dict(json.loads(out))
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.handle.close()
+
+
+def binlog_position(config: Path, shard: str) -> dict[str, Any] | None:
+    """The shard's ``binlogs`` block of ``backupd status --json``."""
+    result = run("backupd", "--config", str(config), "status", "--shard", shard, "--json")
+    assert result.code == 0, result.stderr
+    return dict(json.loads(result.stdout)[0]["binlogs"] or {}) or None
+
+
+def wait_archived(config: Path, shard: str, server: Any, timeout: float = 30) -> None:
+    """Wait until the shard's archive ends where the server's binlog does (every write archived)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        file, pos = server.query("SHOW MASTER STATUS")[0][:2]
+        status = binlog_position(config, shard)
+        if status and status["position"] == f"{file}:{pos}":
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"shard {shard}: the archive did not reach {file}:{pos}: {binlog_position(config, shard)}")
+
+
+def whole_second_after_now() -> str:
+    """A UTC time (whole second) after every commit so far and before any commit made >1.2 s later:
+    waits until the next second has begun, returns it, and waits past it."""
+    time.sleep(1.2)
+    moment = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    time.sleep(1.2)
+    return stamp

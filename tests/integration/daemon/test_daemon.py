@@ -314,3 +314,35 @@ def test_run_once_also_runs_due_deep_audits_and_drills_and_exits_3_on_a_finding(
     later = run("backupd", "--config", str(config), "run", "--once")
     assert later.code == 3, later.stderr
     assert "part-corrupt" in later.stderr and later.stderr.count("starting audit deep") == 1
+
+
+def test_the_daemon_keeps_one_binlog_archiver_per_shard_and_stops_it(tmp_path, fleet, daemons):
+    """[binlogs] enabled: `backupd run` starts the shard's archiver, restarts it after a kill -9
+    (within 30 s), a one-shot archiver of the same shard is refused by the lease, and SIGTERM
+    stops the daemon (within 60 s) with the archiver's lease released and every write archived."""
+    config = daemon_config(tmp_path, {"1": fleet["1"]}, extra='[binlogs]\nenabled = true\nflush_every = "1s"\n')
+    daemon = daemons(config, tmp_path / "daemon.log")
+    daemon.wait_for(lambda: "shard 1: starting its binlog archiver" in daemon.text(), what="the archiver")
+
+    def archiver_pids() -> list[int]:
+        return [pid for pid in daemon.children()
+                if b"binlogs" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+    daemon.wait_for(lambda: "binlogs/1/position.json" in store_files(tmp_path / "store"), what="the archiver to read")
+    fleet["1"].execute("CREATE TABLE app.daemon_t (id INT PRIMARY KEY)")
+    daemon.wait_for(lambda: any(f.startswith("binlogs/1/") and f.endswith(".zst")
+                                for f in store_files(tmp_path / "store")), what="a segment")
+    os.kill(archiver_pids()[0], signal.SIGKILL)
+    daemon.wait_for(lambda: "binlog archiver exited with status -9" in daemon.text(), what="the exit")
+    daemon.wait_for(lambda: daemon.text().count("starting its binlog archiver") >= 2, timeout=30, what="a restart")
+    daemon.wait_for(lambda: bool(archiver_pids()), what="the new archiver")
+    time.sleep(1.5)  # it holds the lease now
+    second = run("backupd", "--config", str(config), "binlogs", "--shard", "1", timeout=60)
+    assert second.code == 1 and "a binlog archiver is already running" in second.stderr, second.stderr
+    fleet["1"].execute("INSERT INTO app.daemon_t VALUES (1), (2)")
+    file, pos = fleet["1"].query("SHOW MASTER STATUS")[0][:2]
+    daemon.wait_for(lambda: json.loads(run("backupd", "--config", str(config), "status", "--json").stdout)[0]
+                    ["binlogs"]["position"] == f"{file}:{pos}", what="the archive to catch up")
+    assert daemon.stop(timeout=60) == 0
+    assert "stopping 1 binlog archiver(s)" in daemon.text()
+    assert not [f for f in store_files(tmp_path / "store") if "/binlog-locks/" in f], "the lease was not released"

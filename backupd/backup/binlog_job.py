@@ -1,0 +1,333 @@
+"""The binlog archiver of one shard: ``backupd binlogs --shard ID`` (and the daemon's child).
+
+1. Take the shard's binlog lease (``backupd.backup.lease``, kind ``binlogs``): never two
+   archivers for one shard, on any host. It is renewed in the background and checked before
+   every segment commit (a fence).
+2. Delete orphans: segment objects no store has a record for (a run killed between the object
+   and its record). A record one store lacks while another has it is copied over.
+3. Resume where the archive ends (the newest record's end, or the next file's start if it was
+   sealed); on a shard with no archive, from the oldest kept backup's coordinates; with no
+   backup either, from the server's current position (said in the log: nothing older can be
+   replayed).
+4. Stream (``backupd.mysql.binlog_stream``), cut (``backupd.sources.binlog``), commit: each
+   segment's object to every store of the shard, then its record. A store that misses one is
+   caught up from another store later. When the server says it has nothing newer (a heartbeat)
+   and nothing is buffered, ``position.json`` records that the archive was complete at that
+   moment, so an idle shard's RPO stays small.
+5. A broken connection (server restart, network cut) or a stream out of step: the complete
+   transactions already read are committed, then the stream reconnects from the archive's end,
+   waiting 1 s, doubling up to ``reconnect_max``. The server no longer having the binlog the
+   archive needs (purged before it was archived) is logged as an error naming the gap, and
+   archiving continues from the server's oldest binlog: the audit reports the gap
+   (``binlog-gap``) until a backup newer than it makes it irrelevant.
+6. ``stop`` (SIGTERM/SIGINT at the CLI edge): the complete transactions read so far are
+   committed, the lease is released, ``run`` returns. After a kill -9, everything acknowledged
+   by a record is kept and the next run resumes from it.
+
+backupd never purges, flushes or otherwise writes to the server's binlogs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pymysql
+
+from backupd.backup.lease import Owner, ShardLease, ShardLock
+from backupd.config import Config
+from backupd.errors import ServerError, SourceError, StoreError
+from backupd.mysql.binlog_events import HEARTBEAT_EVENT
+from backupd.mysql.binlog_stream import BinlogGone, BinlogStream, StreamEvent, replica_server_id
+from backupd.mysql.connection import connect, query
+from backupd.repo.binlogs import FIRST_EVENT_POS, BinlogArchive, Position, SegmentRecord, commit_segment, position_key
+from backupd.repo.catalog import Catalog
+from backupd.repo.model import utc_now
+from backupd.repo.repository import Shard
+from backupd.sources.binlog import Segment, SegmentBuilder, StreamOutOfStep
+from backupd.stores.base import Payload
+
+log = logging.getLogger(__name__)
+CATCH_UP_EVERY = 30.0
+
+
+@dataclass
+class ArchiverStats:
+    """What one run archived (``backupd binlogs`` prints it when it stops)."""
+
+    shard: str
+    started_from: tuple[str, int] | None = None
+    segments: int = 0
+    transactions: int = 0
+    bytes: int = 0                       # compressed bytes committed (per store)
+    raw_bytes: int = 0
+    reconnects: int = 0
+    gaps: list[str] = field(default_factory=list)
+    position: tuple[str, int] | None = None
+    last_event_at: datetime | None = None
+    caught_up_at: datetime | None = None
+
+    @property
+    def archived_until(self) -> datetime | None:
+        times = [t for t in (self.last_event_at, self.caught_up_at) if t is not None]
+        return max(times) if times else None
+
+
+def binlog_lock(config: Config, shard: Shard, clock: Callable[[], datetime] = utc_now) -> ShardLock:
+    owner = Owner.this_process("binlogs")
+    return ShardLock([ShardLease(store, shard.id, ttl=config.schedule.lock_ttl, owner=owner, clock=clock,
+                                 kind="binlogs") for store in shard.lock_stores])
+
+
+class BinlogArchiver:
+    """Archives one shard's binlogs until ``stop`` is set (module docstring)."""
+
+    def __init__(self, config: Config, shard: Shard, *, stop: threading.Event,
+                 clock: Callable[[], datetime] = utc_now,
+                 on_progress: Callable[[ArchiverStats], None] | None = None):
+        self.config = config
+        self.settings = config.binlogs
+        self.shard = shard
+        self.stop = stop
+        self.clock = clock
+        self.on_progress = on_progress or (lambda _stats: None)
+        self.stats = ArchiverStats(shard.id)
+        self.lock = binlog_lock(config, shard, clock)
+        self.missing: dict[str, list[SegmentRecord]] = {}  # store name: records it did not take
+        self._last_catch_up = time.monotonic()
+        self._last_position_write = 0.0
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> ArchiverStats:
+        """Archive until stopped; raises ``LockHeld`` if another archiver holds the shard,
+        ``LockLost`` if the lease is lost, ``BackupFailed`` if no store can take the lease."""
+        self.shard.config.password  # noqa: B018 - read now: a missing one is a config error at once
+        self.lock.acquire()
+        try:
+            with self.lock.renewing():
+                archive = BinlogArchive(self.shard.stores, self.shard.id).load()
+                self._clean(archive)
+                start = archive.end or self._resume_point()
+                self.stats.started_from = start
+                self.stats.last_event_at = archive.newest.last_event_at if archive.newest else None
+                log.info("%s: archiving binlogs from %s:%d into %s", self.shard.label, start[0], start[1],
+                         ", ".join(s.name for s in self.shard.stores))
+                self._archive_from(start)
+        finally:
+            self.lock.release()
+        return self.stats
+
+    def _archive_from(self, start: tuple[str, int]) -> None:
+        settings = self.settings
+        builder = self._builder(start)
+        wait = 1.0
+        while not self.stop.is_set():
+            stream = BinlogStream(self.shard.config, label=self.shard.label,
+                                  server_id=replica_server_id(f"{self.shard.id}"), heartbeat=settings.heartbeat,
+                                  read_timeout=max(10.0, settings.heartbeat * 10))
+            try:
+                for item in stream.events(*builder.position):
+                    wait = 1.0
+                    self._take(builder, item)
+                    if self.stop.is_set():
+                        break
+            except BinlogGone as exc:
+                try:
+                    builder = self._after_purge(builder, exc)
+                    continue
+                except (SourceError, ServerError, pymysql.MySQLError) as again:
+                    log.warning("%s: %s; retrying in %.0fs", self.shard.label, again, wait)
+            except (SourceError, ServerError, pymysql.MySQLError, OSError) as exc:
+                if self.stop.is_set():
+                    break
+                self.stats.reconnects += 1
+                level = logging.ERROR if isinstance(exc, StreamOutOfStep) else logging.WARNING
+                log.log(level, "%s: binlog stream broke at %s:%d (%s); reconnecting in %.0fs", self.shard.label,
+                        *builder.position, str(exc).splitlines()[0] if str(exc) else type(exc).__name__, wait)
+            finally:
+                stream.close()
+            self._commit_all(builder.flush())
+            builder.restart()
+            if self.stop.wait(wait):
+                break
+            wait = min(settings.reconnect_max, wait * 2)
+        self._commit_all(builder.flush())
+        self.stats.position = builder.position
+
+    def _builder(self, start: tuple[str, int]) -> SegmentBuilder:
+        return SegmentBuilder(self.shard.id, start[0], start[1], flush_every=self.settings.flush_every,
+                              segment_size=self.settings.segment_size, level=self.settings.compression_level,
+                              clock=self.clock)
+
+    def _take(self, builder: SegmentBuilder, item: StreamEvent) -> None:
+        self._commit_all(builder.feed(item))
+        if item.event.type == HEARTBEAT_EVENT and builder.buffered == 0 and builder.reader.open is None:  # heartbeat
+            self._caught_up(builder)
+        if self.missing and time.monotonic() - self._last_catch_up >= CATCH_UP_EVERY:
+            self._catch_up()
+
+    # ------------------------------------------------------------------ committing
+    def _commit_all(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            self._commit(segment)
+
+    def _commit(self, segment: Segment) -> None:
+        """Commit one segment to every store that takes it, retrying (with the stream paused)
+        until at least one store holds it or the archiver is stopped."""
+        record = segment.record
+        wait = 1.0
+        while True:
+            self.lock.check()
+            try:
+                holding = commit_segment(self.shard.stores, record, segment.data)
+                break
+            except StoreError as exc:
+                log.error("%s: no store took binlog segment %s (%s); retrying in %.0fs", self.shard.label,
+                          record.object_key, exc, wait)
+                if self.stop.wait(wait):
+                    log.error("%s: stopped with binlog segment %s uncommitted (the next run reads it from "
+                              "the server again)", self.shard.label, record.object_key)
+                    return
+                wait = min(self.settings.reconnect_max, wait * 2)
+        for store in self.shard.stores:
+            if store.name not in holding:
+                self.missing.setdefault(store.name, []).append(record)
+        stats = self.stats
+        stats.segments += 1
+        stats.transactions += record.transactions
+        stats.bytes += record.size
+        stats.raw_bytes += record.raw_size
+        stats.position = (record.next_file, FIRST_EVENT_POS) if record.sealed and record.next_file \
+            else (record.file, record.end_pos)  # the archive's end (BinlogArchive.end)
+        if record.last_event_at is not None:
+            stats.last_event_at = max(stats.last_event_at, record.last_event_at) if stats.last_event_at \
+                else record.last_event_at
+        log.debug("%s: segment %s committed (%d transactions, %d bytes)", self.shard.label, record.object_key,
+                  record.transactions, record.size)
+        self._write_position()
+        self.on_progress(stats)
+
+    def _caught_up(self, builder: SegmentBuilder) -> None:
+        """The server has nothing newer and nothing is buffered: the archive is complete now
+        (recorded at most every ``flush_every``)."""
+        if time.monotonic() - self._last_position_write < self.settings.flush_every:
+            return
+        self.stats.position = builder.position
+        self.stats.caught_up_at = self.clock()
+        self._write_position()
+        self.on_progress(self.stats)
+
+    def _write_position(self) -> None:
+        """Record where the archive ends, its newest event time and when it was last complete
+        (``backupd status`` and the daemon's metrics read only this object)."""
+        if self.stats.position is None:
+            return
+        self._last_position_write = time.monotonic()
+        position = Position(*self.stats.position, caught_up_at=self.stats.caught_up_at,
+                            last_event_at=self.stats.last_event_at, written_at=self.clock())
+        for store in self.shard.stores:
+            if store.name in self.missing:
+                continue  # it lacks segments: it must not claim the archive reaches this far
+            try:
+                store.put(position_key(self.shard.id), Payload.from_bytes(position.to_json()))
+            except StoreError as exc:
+                log.debug("%s: position not written to store %s: %s", self.shard.label, store.name, exc)
+
+    def _catch_up(self) -> None:
+        """Copy the segments a store missed from a store that holds them."""
+        self._last_catch_up = time.monotonic()
+        for name, records in list(self.missing.items()):
+            store = next(s for s in self.shard.stores if s.name == name)
+            while records:
+                record = records[0]
+                try:
+                    data = self._read_from_others(record, exclude=name)
+                    store.put(record.object_key, Payload.from_bytes(data))
+                    store.put(record.record_key, Payload.from_bytes(record.to_json()))
+                except StoreError as exc:
+                    log.debug("%s: store %s still misses binlog segments: %s", self.shard.label, name, exc)
+                    break
+                records.pop(0)
+            if not records:
+                del self.missing[name]
+                log.info("%s: store %s caught up with the binlog archive", self.shard.label, name)
+
+    def _read_from_others(self, record: SegmentRecord, *, exclude: str) -> bytes:
+        error: StoreError | None = None
+        for store in self.shard.stores:
+            if store.name == exclude:
+                continue
+            try:
+                return store.get(record.object_key)
+            except StoreError as exc:
+                error = exc
+        raise error or StoreError(f"binlog segment {record.object_key} is in no other store", store=exclude,
+                                  key=record.object_key)
+
+    # ------------------------------------------------------------------ where to start
+    def _clean(self, archive: BinlogArchive) -> None:
+        """Delete objects no store has a record for; copy records a store lacks (module docstring)."""
+        records = {r.object_key: r for r in archive.records}
+        for store in self.shard.stores:
+            for key in sorted(archive.objects.get(store.name, set())):
+                record = records.get(key)
+                try:
+                    if record is None:
+                        log.warning("%s: deleting orphaned binlog segment %s in store %s (its run died before "
+                                    "recording it)", self.shard.label, key, store.name)
+                        store.delete(key)
+                    elif store.name not in archive.found_in.get(record.record_key, []):
+                        store.put(record.record_key, Payload.from_bytes(record.to_json()))
+                except StoreError as exc:
+                    log.warning("%s: could not clean binlog segment %s in store %s: %s", self.shard.label, key,
+                                store.name, exc)
+
+    def _resume_point(self) -> tuple[str, int]:
+        """Where a shard with no archive starts (module docstring, 3)."""
+        oldest = _oldest_backup_coordinates(Catalog(self.shard.stores), self.shard.id)
+        if oldest is not None:
+            log.info("%s: no binlog archive yet: starting at the oldest backup's coordinates", self.shard.label)
+            return oldest
+        conn = connect(self.shard.config, label=self.shard.label)
+        try:
+            rows = query(conn, "SHOW MASTER STATUS", label=self.shard.label)
+        finally:
+            conn.close()
+        if not rows:
+            raise SourceError(f"{self.shard.label}: the server has no binary log to archive",
+                              hint="enable log_bin on the shard")
+        log.warning("%s: no backup and no binlog archive yet: archiving from the server's current position "
+                    "%s:%s (point-in-time restores start at the first backup)", self.shard.label, rows[0][0],
+                    rows[0][1])
+        return str(rows[0][0]), int(rows[0][1])
+
+    def _after_purge(self, builder: SegmentBuilder, exc: BinlogGone) -> SegmentBuilder:
+        """The server purged what the archive needs next: say so, and go on from its oldest binlog."""
+        file, pos = builder.position
+        conn = connect(self.shard.config, label=self.shard.label)
+        try:
+            files = [str(row[0]) for row in query(conn, "SHOW BINARY LOGS", label=self.shard.label)]
+        finally:
+            conn.close()
+        later = [f for f in files if f > file]
+        if not later:
+            raise SourceError(f"{self.shard.label}: the server has no binary log at or after {file}:{pos}: {exc}")
+        gap = f"{file}:{pos} to {later[0]}:{FIRST_EVENT_POS}"
+        self.stats.gaps.append(gap)
+        log.error("%s: BINLOG GAP: the server purged its binlogs from %s before they were archived; those "
+                  "transactions cannot be replayed (point-in-time restores into the gap will be refused)",
+                  self.shard.label, gap)
+        return self._builder((later[0], FIRST_EVENT_POS))
+
+
+def _oldest_backup_coordinates(catalog: Catalog, shard_id: str) -> tuple[str, int] | None:
+    """The binlog coordinates of the shard's oldest committed backup that recorded them."""
+    for manifest in sorted(catalog.backups(shard_id), key=lambda m: m.snapshot_at):
+        coordinates = manifest.coordinates
+        if coordinates.binlog_file and coordinates.binlog_pos:
+            return coordinates.binlog_file, coordinates.binlog_pos
+    return None

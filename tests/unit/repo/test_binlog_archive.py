@@ -1,0 +1,72 @@
+"""What a binlog archive covers (``backupd.repo.binlogs``): contiguous ranges, gaps, and the
+segments a point-in-time restore replays, refused with the gap named when one is in the way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backupd.errors import NoBackupFound
+from backupd.repo.binlogs import BinlogArchive, Position, SegmentRecord
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def record(file: str, start: int, end: int, *, seqs: tuple[int, int], at: int, sealed_to: str | None = None) -> SegmentRecord:
+    return SegmentRecord(shard="1", file=file, start_pos=start, end_pos=end, sealed=sealed_to is not None,
+                         next_file=sealed_to, transactions=seqs[1] - seqs[0] + 1, gtids={"0": list(seqs)},
+                         last_gtids={"0": f"0-1-{seqs[1]}"}, first_gtid=f"0-1-{seqs[0]}", last_gtid=f"0-1-{seqs[1]}",
+                         first_event_at=T0 + timedelta(seconds=at - 1), last_event_at=T0 + timedelta(seconds=at),
+                         size=10, raw_size=20, sha256="0" * 64, archived_at=T0)
+
+
+def archive(*records: SegmentRecord, position: Position | None = None) -> BinlogArchive:
+    made = BinlogArchive([], "1")
+    made.records = sorted(records, key=lambda r: (r.file, r.start_pos))
+    made.position = position
+    return made
+
+
+FULL = archive(record("bin.000001", 100, 200, seqs=(1, 3), at=10),
+               record("bin.000001", 200, 300, seqs=(4, 6), at=20, sealed_to="bin.000002"),
+               record("bin.000002", 4, 400, seqs=(7, 9), at=30))
+
+
+def test_contiguous_records_across_a_rotation_are_one_range():
+    assert [(a.start_pos, b.end_pos, n) for a, b, n in FULL.ranges()] == [(100, 400, 3)]
+    assert FULL.gaps() == [] and FULL.end == ("bin.000002", 400)
+    assert FULL.gaps(since=("bin.000001", 50))[0].describe() == "bin.000001:50 to bin.000001:100"
+
+
+def test_replay_path_stops_at_the_segment_past_the_point():
+    path = FULL.replay_path("bin.000001", 150, until=T0 + timedelta(seconds=15))
+    assert [r.start_pos for r in path] == [100, 200]  # the second holds the first commit after the point
+    assert [r.file for r in FULL.replay_path("bin.000001", 150)] == ["bin.000001", "bin.000001", "bin.000002"]
+    assert [r.start_pos for r in FULL.replay_path("bin.000001", 100, gtid="0-1-5")] == [100, 200]
+
+
+def test_a_gap_on_the_way_is_refused_naming_it():
+    holed = archive(record("bin.000001", 100, 200, seqs=(1, 3), at=10),
+                    record("bin.000001", 300, 400, seqs=(7, 9), at=30))
+    assert [g.describe() for g in holed.gaps()] == ["bin.000001:200 to bin.000001:300"]
+    with pytest.raises(NoBackupFound, match="gap from bin.000001:200 to bin.000001:300"):
+        holed.replay_path("bin.000001", 100, until=T0 + timedelta(seconds=25))
+    with pytest.raises(NoBackupFound, match="gap from bin.000001:200 to bin.000001:300"):
+        holed.replay_path("bin.000001", 100)  # the newest point is past the gap
+    with pytest.raises(NoBackupFound, match="0-1-8 is not in the binlog archive"):
+        holed.replay_path("bin.000001", 100, gtid="0-1-8")
+    holed.replay_path("bin.000001", 100, until=T0 + timedelta(seconds=5))  # before the gap: fine
+    with pytest.raises(NoBackupFound, match="gap from bin.000001:50"):
+        holed.replay_path("bin.000001", 50)  # the backup's coordinates are before the archive
+
+
+def test_a_point_after_the_archive_is_refused_unless_the_archiver_saw_nothing_newer():
+    late = T0 + timedelta(seconds=60)
+    with pytest.raises(NoBackupFound, match="nothing newer is archived yet"):
+        FULL.replay_path("bin.000001", 100, until=late)
+    idle = archive(*FULL.records, position=Position("bin.000002", 400, caught_up_at=late + timedelta(seconds=1)))
+    assert len(idle.replay_path("bin.000001", 100, until=late)) == 3
+    assert idle.archived_until == late + timedelta(seconds=1)
+    stale = archive(*FULL.records, position=Position("bin.000002", 300, caught_up_at=late))  # not the archive's end
+    assert stale.archived_until == T0 + timedelta(seconds=30)
