@@ -11,7 +11,8 @@
    replayed).
 4. Stream (``backupd.mysql.binlog_stream``), cut (``backupd.sources.binlog``), commit: each
    segment's object to every store of the shard, then its record. A store that misses one is
-   caught up from another store later. When the server says it has nothing newer (a heartbeat)
+   caught up from another store later (tried every ``reconnect_max``), and gets no
+   ``position.json`` until then. When the server says it has nothing newer (a heartbeat)
    and nothing is buffered, ``position.json`` records that the archive was complete at that
    moment, so an idle shard's RPO stays small.
 5. A broken connection (server restart, network cut) or a stream out of step: the complete
@@ -52,7 +53,6 @@ from backupd.sources.binlog import Segment, SegmentBuilder, StreamOutOfStep
 from backupd.stores.base import Payload
 
 log = logging.getLogger(__name__)
-CATCH_UP_EVERY = 30.0
 
 
 @dataclass
@@ -167,7 +167,7 @@ class BinlogArchiver:
         self._commit_all(builder.feed(item))
         if item.event.type == HEARTBEAT_EVENT and builder.buffered == 0 and builder.reader.open is None:  # heartbeat
             self._caught_up(builder)
-        if self.missing and time.monotonic() - self._last_catch_up >= CATCH_UP_EVERY:
+        if self.missing and time.monotonic() - self._last_catch_up >= self.settings.reconnect_max:
             self._catch_up()
 
     # ------------------------------------------------------------------ committing

@@ -350,7 +350,7 @@ class BinlogsConfig(_Section):
     max_lag: Duration = Field(default=60.0, gt=0)  # audit: binlog-lag when the archive is older
     compression_level: int = Field(default=3, ge=1, le=22)
     heartbeat: Duration = Field(default=1.0, gt=0, le=60)  # the server says "nothing new" this often
-    reconnect_max: Duration = Field(default=30.0, gt=0)  # the longest wait between reconnects
+    reconnect_max: Duration = Field(default=30.0, gt=0)  # the longest wait between reconnects (and catch-ups)
 
 
 class DrillConfig(_Section):

@@ -291,7 +291,7 @@ class BinlogArchive:
         upto = f"{later[0].file}:{later[0].start_pos}" if later else "its end"
         raise NoBackupFound(f"shard {self.shard}: the binlog archive has a gap from {file}:{pos} (the backup's "
                             f"coordinates) to {upto}: those transactions cannot be replayed",
-                            hint="restore without --at/--gtid (the backup's own point), or from another store")
+                            hint="restore --to-backup (the backup's own point), or from another target's stores")
 
     def _last_in(self, file: str) -> SegmentRecord | None:
         records = [r for r in self.records if r.file == file]

@@ -27,6 +27,7 @@ from tests.integration.support import (
     whole_second_after_now,
     write_config,
 )
+from tests.servers.faulty_proxy import FaultyProxy
 from tests.testbed import seed_shard, table_fingerprint
 from tests.testbed.config import endpoint, physical_target
 
@@ -363,3 +364,73 @@ def test_a_physical_backup_goes_to_a_point_in_time_and_then_replicates_from_ther
         cur.execute("SHOW SLAVE STATUS")
         status = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
     assert status["Slave_SQL_Running"] == "Yes" and not status["Last_SQL_Error"], status["Last_SQL_Error"]
+
+
+@pytest.mark.parametrize("fault", ["refuse", "hang"])
+def test_a_network_cut_to_the_server_costs_a_reconnect_not_a_gap(tmp_path, mariadb_factory, fault):
+    """The archiver reads the source through a loopback proxy; writes go on while the proxy cuts
+    every connection and then refuses new ones, or accepts them and never answers (a hung
+    network), for 8 s. When the network is back the archiver catches up within 40 s
+    (connect_timeout 3 s, backoff at most 30 s) and the archive is one range: no gap, no duplicate."""
+    source, target = mariadb_factory("source"), mariadb_factory("target")
+    seed_shard(source, 0, 8, target_bytes=64 * 1024)
+    proxy = FaultyProxy(source.port)
+    try:
+        shard = {"host": "127.0.0.1", "port": proxy.port, "user": "root", "connect_timeout": "3s"}
+        config = pitr_config(tmp_path, {"1": shard}, {"dr": target})
+        assert run("backupd", "--config", str(config), "backup", "--shard", "1").code == 0
+        archiver = Archiver(config, "1", tmp_path / "archiver.log")
+        phase(source, 1)
+        wait_archived(config, "1", source)
+        proxy.mode = fault
+        phase(source, 2)
+        time.sleep(8)
+        phase(source, 3)
+        proxy.mode = "pass"
+        started = time.monotonic()
+        wait_archived(config, "1", source, timeout=40)
+        assert time.monotonic() - started < 40
+        summary = archiver.stop()
+        assert summary["reconnects"] >= 1 and not summary["gaps"]
+    finally:
+        proxy.close()
+    archive = json.loads(run("backupd", "--config", str(config), "list", "--binlogs", "--json").stdout)[0]
+    assert len(archive["ranges"]) == 1 and archive["gaps"] == [], archive
+    restore(config, "--shard", "1", "--target", "dr")
+    assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
+
+
+def test_a_store_that_misses_segments_is_caught_up_while_the_archiver_runs(tmp_path, mariadb_factory):
+    """Store b fails every write for a while (its folder replaced by a file): the archiver goes
+    on with store a, then copies what b missed once b takes writes again (within
+    reconnect_max = 2 s of the next event); afterwards both stores hold the same archive and
+    the audit finds nothing."""
+    source = mariadb_factory("source")
+    seed_shard(source, 0, 8, target_bytes=64 * 1024)
+    config = pitr_config(tmp_path, {"1": source}, {}, two_stores=True, extra="")
+    config.write_text(config.read_text().replace('max_lag = "30s"\n', 'max_lag = "30s"\nreconnect_max = "2s"\n'))
+    assert run("backupd", "--config", str(config), "backup", "--shard", "1").code == 0
+    archiver = Archiver(config, "1", tmp_path / "archiver.log")
+    phase(source, 1)
+    wait_archived(config, "1", source)
+    b, away = tmp_path / "b", tmp_path / "b-away"
+    b.rename(away)
+    b.write_text("not a folder")
+    phase(source, 2)
+    wait_archived(config, "1", source)
+    missed = {p.relative_to(tmp_path / "a") for p in segment_files(tmp_path / "a")} - \
+        {p.relative_to(away) for p in segment_files(away)}
+    assert missed, "store b should have missed phase 2"
+    b.unlink()
+    away.rename(b)
+    phase(source, 3)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {p.relative_to(tmp_path / "a") for p in segment_files(tmp_path / "a")} != \
+            {p.relative_to(b) for p in segment_files(b)}:
+        time.sleep(0.3)
+    archiver.stop()
+    assert {p.relative_to(tmp_path / "a") for p in segment_files(tmp_path / "a")} == \
+        {p.relative_to(b) for p in segment_files(b)}
+    assert "caught up with the binlog archive" in archiver.text()
+    audit = run("backupd", "--config", str(config), "audit", "--shard", "1", "--level", "deep", "--json")
+    assert audit.code == 0, audit.stdout
