@@ -44,7 +44,18 @@ class TableCheck:
             parts.append(f"rows {self.actual.rows}, expected {self.expected.rows}")
         if self.actual.digest != self.expected.digest:
             parts.append(f"digest {self.actual.digest}, expected {self.expected.digest}")
+            changed = self.changed_columns
+            if changed:
+                parts.append(f"column{'s' if len(changed) > 1 else ''} {', '.join(changed)} differ"
+                             f"{'' if len(changed) > 1 else 's'}")
         return f"{name}: " + ", ".join(parts)
+
+    @property
+    def changed_columns(self) -> list[str]:
+        """The FLOAT/DOUBLE columns whose own digests differ (exact references only)."""
+        expected = self.expected.column_digests or {}
+        actual = (self.actual.column_digests if self.actual else None) or {}
+        return [name for name, digest in expected.items() if actual.get(name) != digest]
 
 
 @dataclass

@@ -54,10 +54,10 @@ def common_args(binary: str, option_path: str, flavour: str, version: str) -> li
 
 
 def mysqldump_args(binary: str, option_path: str, flavour: str, version: str,
-                   databases: list[str]) -> list[str]:
-    """The command line of a full logical backup."""
+                   databases: list[str], *, extra: list[str] | None = None) -> list[str]:
+    """The command line of a full logical backup (``extra`` flags before the database list)."""
     return common_args(binary, option_path, flavour, version) + \
-        ["--routines", "--triggers", "--events", "--databases", *databases]
+        ["--routines", "--triggers", "--events", *(extra or []), "--databases", *databases]
 
 
 class DumpProcess:

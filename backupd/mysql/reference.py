@@ -16,10 +16,18 @@ in every reference so the restore computes the same one:
 * ``md5-sum64`` (everywhere else, and every reference written before): the first 64 bits of each
   row's MD5, summed mod 2^64.
 
-Either covers
-every column of every row, byte for byte as the server returns it; it does not cover table
-options, indexes or AUTO_INCREMENT counters (the schema is covered by the object list and by
-mysqldump's DDL).
+Either covers every column of every row, byte for byte as the server returns it; it does not
+cover table options, indexes or AUTO_INCREMENT counters (the schema is covered by the object list
+and by mysqldump's DDL).
+
+The server's text of a FLOAT is lossy (6 significant digits: 1/3 and 0.333333 both read
+"0.333333"), so the ``-exact`` variants of both (every reference written since format 4) read a
+FLOAT column as ``CAST(col AS DOUBLE)``: a float converts to a double exactly, and the server
+renders a double with the shortest text that parses back to the same bits, so the digest covers
+the stored binary value. DOUBLE, DECIMAL, fractional TIME/DATETIME/TIMESTAMP, BIT and spatial
+values already read back exactly (tests/integration/mysql/test_exact_values.py). Exact references
+also carry one digest per FLOAT and DOUBLE column (``column_digests``), so a mismatch names the
+column that changed. Older references keep their algorithm and verify as before.
 """
 
 from __future__ import annotations
@@ -35,16 +43,28 @@ from typing import Any
 import pymysql
 
 from backupd.mysql.connection import major_minor, query, quote_identifier, server_info
-from backupd.repo.model import Reference, SchemaObject, TableReference
+from backupd.repo.model import EXACT_DIGEST_ALGORITHMS, Reference, SchemaObject, TableReference
 
 MD5_SUM64 = "md5-sum64"
 CRC_SUM64 = "crc32-crc32c-sum64"
-DIGEST_ALGORITHMS = frozenset({MD5_SUM64, CRC_SUM64})
+MD5_SUM64_EXACT = EXACT_DIGEST_ALGORITHMS[0]
+CRC_SUM64_EXACT = EXACT_DIGEST_ALGORITHMS[1]
+DIGEST_ALGORITHMS = frozenset({MD5_SUM64, CRC_SUM64, *EXACT_DIGEST_ALGORITHMS})
+FLOATING_TYPES = frozenset({"float", "double"})  # the columns that get a digest of their own
 
 
 def digest_algorithm_for(vendor: str, version: str) -> str:
-    """The cheapest digest the server can compute (CRC32C() arrived in MariaDB 10.8)."""
-    return CRC_SUM64 if vendor == "mariadb" and major_minor(version) >= (10, 8) else MD5_SUM64
+    """The cheapest exact digest the server can compute (CRC32C() arrived in MariaDB 10.8)."""
+    return CRC_SUM64_EXACT if vendor == "mariadb" and major_minor(version) >= (10, 8) else MD5_SUM64_EXACT
+
+
+def is_exact(algorithm: str) -> bool:
+    """Whether ``algorithm`` reads FLOAT columns by their binary value (see the module docstring)."""
+    return algorithm in EXACT_DIGEST_ALGORITHMS
+
+
+def _crc_family(algorithm: str) -> bool:
+    return algorithm in (CRC_SUM64, CRC_SUM64_EXACT)
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,7 @@ class Column:
     name: str
     collation: str | None  # None for numbers, dates, binary strings
     data_type: str = ""    # information_schema DATA_TYPE, lower case ("bigint", "datetime")
+    generated: bool = False  # a VIRTUAL or STORED generated column (never inserted)
 
 
 @dataclass(frozen=True)
@@ -105,7 +126,9 @@ def list_tables(conn: pymysql.connections.Connection, databases: Iterable[str], 
     for schema, name, column, collation, data_type, *definition in rows:
         key = (schema, name)
         if key in shape:  # a view's columns are listed too
-            columns.setdefault(key, []).append(Column(column, collation, str(data_type).lower()))
+            extra, expression = definition[3], definition[4]
+            generated = expression is not None or "GENERATED" in str(extra or "").upper()
+            columns.setdefault(key, []).append(Column(column, collation, str(data_type).lower(), generated))
             shape[key].append([column, collation, data_type, *definition])
     primary: dict[tuple[str, str], list[str]] = {}
     for schema, name, index, non_unique, column, sub_part, index_type in indexes:
@@ -144,28 +167,48 @@ def list_objects(conn: pymysql.connections.Connection, databases: Iterable[str],
 
 
 def digest_sql(table: TableInfo, algorithm: str = MD5_SUM64) -> str:
-    """The statement returning ``(row count, digest sum[, second sum])`` for one table.
+    """The statement returning ``(row count, digest sum[, second sum], column sums...)`` for one
+    table; the column sums (exact algorithms only) follow ``digested_columns(table, algorithm)``.
 
     Values are concatenated as the server returns them; only when a table's text columns use
     more than one collation are they cast to binary (CONCAT would refuse the mix). The cast
     costs about a third of the digest's time, so it is not applied where it changes nothing.
     """
+    if algorithm not in DIGEST_ALGORITHMS:
+        raise ValueError(f"unknown digest algorithm {algorithm!r}")
     collations = {c.collation for c in table.columns if c.collation}
     cast = len(collations) > 1
+    exact = is_exact(algorithm)
 
     def value(column: Column) -> str:
         name = quote_identifier(column.name)
+        if exact and column.data_type == "float":
+            return f"CAST({name} AS DOUBLE)"
         return f"CAST({name} AS BINARY)" if cast and column.collation else name
 
     values = ", ".join(value(c) for c in table.columns)
-    lengths = ", ".join(f"IFNULL(LENGTH({quote_identifier(c.name)}), 'N')" for c in table.columns)
+    lengths = ", ".join(f"IFNULL(LENGTH({value(c)}), 'N')" for c in table.columns)
     row = f"CONCAT_WS('|', {values}, CONCAT_WS(',', {lengths}))"
+    columns = "".join(f", IFNULL(SUM({_row_hash(f'IFNULL(CONCAT({value(c)}), {_NULL})', algorithm)}), 0)"
+                      for c in digested_columns(table, algorithm))
     source = f"FROM {quote_identifier(table.database)}.{quote_identifier(table.table)}"
-    if algorithm == CRC_SUM64:
-        return f"SELECT COUNT(*), IFNULL(SUM(CRC32({row})), 0), IFNULL(SUM(CRC32C({row})), 0) {source}"
-    if algorithm != MD5_SUM64:
-        raise ValueError(f"unknown digest algorithm {algorithm!r}")
-    return f"SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)), 0) {source}"
+    if _crc_family(algorithm):
+        return f"SELECT COUNT(*), IFNULL(SUM(CRC32({row})), 0), IFNULL(SUM(CRC32C({row})), 0){columns} {source}"
+    return f"SELECT COUNT(*), IFNULL(SUM({_row_hash(row, algorithm)}), 0){columns} {source}"
+
+
+_NULL = "'N'"  # a column digest's NULL: no number renders as N
+
+
+def _row_hash(expression: str, algorithm: str) -> str:
+    if _crc_family(algorithm):
+        return f"CRC32({expression})"
+    return f"CAST(CONV(LEFT(MD5({expression}), 16), 16, 10) AS UNSIGNED)"
+
+
+def digested_columns(table: TableInfo, algorithm: str) -> list[Column]:
+    """The columns that get a digest of their own (FLOAT and DOUBLE, exact algorithms only)."""
+    return [c for c in table.columns if c.data_type in FLOATING_TYPES] if is_exact(algorithm) else []
 
 
 def count_sql(table: TableInfo) -> str:
@@ -177,10 +220,16 @@ def table_reference(conn: pymysql.connections.Connection, table: TableInfo, mode
     """Row count (and digest when ``mode == "digest"``) of one table, in the current snapshot."""
     if mode == "digest":
         count, *sums = query(conn, digest_sql(table, algorithm), label=label)[0]
-        digest = f"{int(sums[0]) % 2**32:08x}{int(sums[1]) % 2**32:08x}" if algorithm == CRC_SUM64 \
-            else f"{int(sums[0]) % 2**64:016x}"
+        if _crc_family(algorithm):
+            digest, rest = f"{int(sums[0]) % 2**32:08x}{int(sums[1]) % 2**32:08x}", sums[2:]
+            width, modulus = 8, 2**32
+        else:
+            digest, rest = f"{int(sums[0]) % 2**64:016x}", sums[1:]
+            width, modulus = 16, 2**64
+        columns = {c.name: f"{int(total) % modulus:0{width}x}"
+                   for c, total in zip(digested_columns(table, algorithm), rest, strict=True)}
         return TableReference(database=table.database, table=table.table, rows=int(count),
-                              digest=digest, schema_digest=table.schema_digest)
+                              digest=digest, schema_digest=table.schema_digest, column_digests=columns or None)
     (count,) = query(conn, count_sql(table), label=label)[0]
     return TableReference(database=table.database, table=table.table, rows=int(count),
                           schema_digest=table.schema_digest)

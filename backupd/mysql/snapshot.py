@@ -144,6 +144,11 @@ class SnapshotSession:
             self._stack.close()
             raise
 
+    def open_snapshot_connection(self) -> int:
+        """One more snapshot connection (call before ``open_dumps``); returns its index."""
+        self.snapshots.append(self._connect(read_timeout=None))
+        return len(self.snapshots) - 1
+
     def _connect(self, **options: Any) -> pymysql.connections.Connection:
         conn = connect(self.config, label=self.label, **options)
         self._stack.callback(conn.close)

@@ -16,9 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backupd.errors import CatalogError, UnsupportedFormat
 
 # 2 added incrementals (``incremental``) and per-table schema fingerprints; 3 added physical
-# backups (``physical``). Older versions are still read.
-FORMAT_VERSION = 3
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, FORMAT_VERSION})
+# backups (``physical``); 4 added exact digests (FLOAT read by its binary value) and per-column
+# digests (``column_digests``). Older versions are still read.
+FORMAT_VERSION = 4
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, FORMAT_VERSION})
+
+# The digest algorithms of format 4 (see backupd.mysql.reference): a reference using one of them
+# is written as format 4, so that a backupd that cannot compute it refuses the manifest.
+EXACT_DIGEST_ALGORITHMS = ("md5-sum64-exact", "crc32-crc32c-sum64-exact")
 
 BackupKind = Literal["full", "incremental"]
 StoreState = Literal["complete", "failed"]
@@ -62,6 +67,7 @@ class TableReference(_Record):
     rows: int = Field(ge=0)
     digest: str | None = None
     schema_digest: str | None = None  # fingerprint of the table's definition (see reference.py)
+    column_digests: dict[str, str] | None = None  # format 4: FLOAT and DOUBLE columns, by name
 
     @property
     def name(self) -> str:
@@ -83,6 +89,11 @@ class Reference(_Record):
     digest_algorithm: str | None = None
     tables: list[TableReference]
     objects: list[SchemaObject] = []
+
+    @property
+    def is_exact(self) -> bool:
+        """Whether the digests read FLOAT by its binary value (format 4)."""
+        return self.digest_algorithm in EXACT_DIGEST_ALGORITHMS
 
 
 class Window(_Record):
@@ -186,7 +197,9 @@ class Manifest(_Record):
     @property
     def written_format_version(self) -> int:
         """The oldest format that holds this manifest (see ``to_json``)."""
-        return FORMAT_VERSION if self.physical is not None else 2
+        if self.reference.is_exact:
+            return 4
+        return 3 if self.physical is not None else 2
 
     @property
     def is_physical(self) -> bool:
@@ -195,11 +208,15 @@ class Manifest(_Record):
     def to_json(self) -> bytes:
         """Serialize for storage (stable key order, UTC timestamps).
 
-        Written in the oldest format that can hold it: a logical backup is written as format 2
-        (without the ``physical`` key), so the previous release can still read and restore it.
+        Written in the oldest format that can hold it: a backup with an exact reference as
+        format 4; otherwise a logical backup as format 2 (without the ``physical`` key) and a
+        physical one as 3, so the release that wrote those can still read and restore them.
         """
         document = self.model_dump(mode="json", exclude={"physical"} if self.physical is None else None)
         document["format_version"] = self.written_format_version
+        for table in document["reference"]["tables"]:
+            if table.get("column_digests") is None:
+                table.pop("column_digests", None)  # formats before 4 have no such key
         return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
 
     @classmethod

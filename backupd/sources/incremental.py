@@ -12,6 +12,10 @@ table it carries either
 * ``whole`` (no change column, no primary key, or a new or changed definition): the table is
   dropped, re-created and copied whole.
 
+Rows of tables with FLOAT columns are written by the server itself on a snapshot connection
+(``backupd.mysql.exact_rows``: mysqldump would write them inexactly): ``REPLACE`` statements
+after the deletes for ``changed`` tables, spliced into the whole tables' run for ``whole`` ones.
+
 Views follow with the whole tables; triggers, routines and events (re-created by the restore,
 which drops them first so that applying the rows never fires a trigger) come last. Applied to
 a full whose snapshot lies inside the window, the stream yields exactly the state at the
@@ -39,11 +43,13 @@ from backupd.config import Settings
 from backupd.errors import SourceError
 from backupd.mysql.connection import query, quote_identifier
 from backupd.mysql.dump import DumpProcess
+from backupd.mysql.exact_rows import data_section, exact_rows, needs_exact_rows
 from backupd.mysql.reference import TableInfo, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.model import Incremental, Manifest, TableChange, Window
 from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
+from backupd.sources.exact_splice import ExactDataSplicer
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +134,13 @@ class IncrementalSource:
                 log.info("%s: %d of %d tables are copied whole in incrementals: %s", label,
                          len(whole), len(plan), _summarize(plan))
             window: list[Window] = []
+            wheres: dict[str, str] = {}
 
             def commands(info: SnapshotInfo) -> list[list[str]]:
                 since = window_start(info.snapshot_at, self.window, self.base)
                 window.append(Window(since=since, until=info.snapshot_at))
-                return self._commands(session, databases, tables, plan, info, info.snapshot_at - since)
+                wheres.update(change_conditions(tables, plan, info, info.snapshot_at - since))
+                return self._commands(session, databases, tables, plan, wheres)
 
             info, dumps = session.open_dumps(commands)
             keys_conn = session.snapshots[1]
@@ -145,26 +153,29 @@ class IncrementalSource:
             scanner = session.scan_reference(databases, tables=seen, connections=[0, 2])
             by_name = {t.name: t for t in tables}
             changed = [by_name[c.name] for c in plan if c.mode == "changed"]
+            exact_changed = [(by_name[name], where) for name, where in wheres.items()
+                             if needs_exact_rows(by_name[name])]
+            exact_whole = [by_name[c.name] for c in plan if c.mode == "whole" and needs_exact_rows(by_name[c.name])]
+            splicer = None
+            if exact_whole:
+                whole_tables = {(t.database, t.table): t for t in exact_whole}
+                splicer = ExactDataSplicer(whole_tables, lambda d, t: data_section(
+                    keys_conn, whole_tables[(d, t)], label=label), label=label)
             later = self._object_runs(session, databases, tables)
             yield IncrementalStream(session, dumps, later, scanner, keys_conn, changed, databases,
-                                    info, Incremental(window=window[0], tables=plan))
+                                    info, Incremental(window=window[0], tables=plan),
+                                    exact_changed=exact_changed, splicer=splicer)
 
     def _commands(self, session: SnapshotSession, databases: list[str], tables: list[TableInfo],
-                  plan: list[TableChange], info: SnapshotInfo, back: timedelta) -> list[list[str]]:
+                  plan: list[TableChange], wheres: dict[str, str]) -> list[list[str]]:
         """mysqldump runs: one per change-column condition, the whole tables with the views,
-        and the triggers, routines and events."""
+        and the triggers, routines and events; tables with FLOAT columns are left out of the
+        first and have their data left out of the second (their rows are written exactly)."""
         by_name = {t.name: t for t in tables}
         conditions: dict[str, set[str]] = {}
-        for change in plan:
-            if change.mode == "changed":
-                assert change.column is not None
-                column = by_name[change.name].column(change.column)
-                assert column is not None
-                # mysqldump's session is in UTC (--tz-utc): TIMESTAMPs compare in UTC, DATETIMEs
-                # hold what the application's NOW() wrote, in the server's time zone.
-                moment = (info.server_utc if column.data_type == "timestamp" else info.server_local) - back
-                where = f"{quote_identifier(column.name)} >= '{moment.strftime(_LITERAL_FORMAT)}'"
-                conditions.setdefault(where, set()).add(change.name)
+        for name, where in wheres.items():
+            if not needs_exact_rows(by_name[name]):
+                conditions.setdefault(where, set()).add(name)
         runs = []
         for where, names in conditions.items():
             dbs = sorted({n.split(".", 1)[0] for n in names})
@@ -177,8 +188,9 @@ class IncrementalSource:
             dbs = sorted({n.split(".", 1)[0] for n in whole})
             skip = [t.name for t in tables if t.database in dbs and t.name not in whole]
             views = list_views(session.control, dbs, label=session.label)
+            exact = [f"--ignore-table-data={name}" for name in whole if needs_exact_rows(by_name[name])]
             runs.append(session.common_args() + [
-                "--skip-triggers", *[f"--ignore-table={name}" for name in skip + views],
+                "--skip-triggers", *[f"--ignore-table={name}" for name in skip + views], *exact,
                 "--databases", *dbs])
         return runs
 
@@ -195,6 +207,23 @@ class IncrementalSource:
         ]
 
 
+def change_conditions(tables: list[TableInfo], plan: list[TableChange], info: SnapshotInfo,
+                      back: timedelta) -> dict[str, str]:
+    """The ``WHERE`` condition selecting each ``changed`` table's rows in the window, by name."""
+    by_name = {t.name: t for t in tables}
+    wheres = {}
+    for change in plan:
+        if change.mode == "changed":
+            assert change.column is not None
+            column = by_name[change.name].column(change.column)
+            assert column is not None
+            # mysqldump's session is in UTC (--tz-utc): TIMESTAMPs compare in UTC, DATETIMEs
+            # hold what the application's NOW() wrote, in the server's time zone.
+            moment = (info.server_utc if column.data_type == "timestamp" else info.server_local) - back
+            wheres[change.name] = f"{quote_identifier(column.name)} >= '{moment.strftime(_LITERAL_FORMAT)}'"
+    return wheres
+
+
 def list_views(conn: pymysql.connections.Connection, databases: list[str], *, label: str) -> list[str]:
     """``db.view`` names of the views in ``databases``."""
     marks = ", ".join(["%s"] * len(databases))
@@ -209,7 +238,9 @@ class IncrementalStream:
 
     def __init__(self, session: SnapshotSession, dumps: list[DumpProcess], later: list[list[str]],
                  scanner: ReferenceScanner, keys_conn: pymysql.connections.Connection, changed: list[TableInfo],
-                 databases: list[str], info: SnapshotInfo, incremental: Incremental):
+                 databases: list[str], info: SnapshotInfo, incremental: Incremental, *,
+                 exact_changed: list[tuple[TableInfo, str]] | None = None,
+                 splicer: ExactDataSplicer | None = None):
         self.session = session
         self.dumps = dumps
         self.later = later
@@ -219,6 +250,8 @@ class IncrementalStream:
         self.databases = databases
         self.info = info
         self.incremental = incremental
+        self.exact_changed = exact_changed or []
+        self.splicer = splicer
         self._drained = False
 
     def chunks(self) -> Iterator[bytes]:
@@ -230,8 +263,16 @@ class IncrementalStream:
         for table in self.changed:
             yield from _batched(delete_statements(self.keys_conn, table, label=self.session.label))
         log.debug("%s: live keys of %d tables sent", self.session.label, len(self.changed))
-        for dump in self.dumps:
-            yield from dump.chunks()
+        for table, where in self.exact_changed:
+            yield from exact_rows(self.keys_conn, table, label=self.session.label, where=where,
+                                  verb="REPLACE", qualified=True)
+        for number, dump in enumerate(self.dumps, 1):
+            if self.splicer is None or number < len(self.dumps):
+                yield from dump.chunks()
+                continue
+            for chunk in dump.chunks():  # the whole tables' run is the last (``_commands``)
+                yield from self.splicer.feed(chunk)
+            yield from self.splicer.finish()
         for args in self.later:
             yield from self.session.start_dump(args).chunks()
         self._drained = True

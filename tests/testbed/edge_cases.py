@@ -54,6 +54,24 @@ FOR EACH ROW INSERT INTO `{db}`.`audit_log` (oddity_id, action, at)
 VALUES (NEW.id, 'insert', NOW(6))""",
     """CREATE VIEW `{db}`.`v_oddities` AS
 SELECT id, txt, dec_val, e, j FROM `{db}`.`oddities` WHERE id % 2 = 0""",
+    # FLOAT is what the server renders lossily (6 digits); the others read back exactly.
+    """CREATE TABLE `{db}`.`floats` (
+  `id` INT NOT NULL,
+  `f` FLOAT NULL,
+  `fu` FLOAT UNSIGNED NULL,
+  `f4` FLOAT(10,4) NULL,
+  `d` DOUBLE NULL,
+  `twice` DOUBLE AS (`f` * 2) VIRTUAL,
+  `dec_wide` DECIMAL(65,30) NULL,
+  `tm` TIME(6) NULL,
+  `ts` TIMESTAMP(6) NULL,
+  `bits` BIT(10) NULL,
+  `g` POINT NULL,
+  `note` VARCHAR(64) CHARACTER SET latin1 NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci""",
+    """CREATE TRIGGER `{db}`.`trg_floats_ai` AFTER INSERT ON `{db}`.`floats`
+FOR EACH ROW INSERT INTO `{db}`.`audit_log` (oddity_id, action, at) VALUES (NEW.id, 'float', NOW(6))""",
     """CREATE PROCEDURE `{db}`.`p_count_oddities`(OUT n INT)
 READS SQL DATA
 SELECT COUNT(*) INTO n FROM `{db}`.`oddities`""",
@@ -136,6 +154,26 @@ _NO_PK_ROWS: list[tuple[Any, ...]] = [
 ]
 
 
+# (f, d): FLOAT and DOUBLE edge values written as double literals (the server rounds them to
+# the column's type); -0.0 is stored as 0 by MariaDB.
+FLOAT_VALUES: list[tuple[str, str]] = [
+    ("1e0/3e0", "1e0/3e0"), ("1e-38", "1e-308"), ("3.4e38", "1.7976931348623157e308"),
+    ("-0e0", "-0e0"), ("1.401298464324817e-45", "4.9406564584124654e-324"),
+    ("3.4028234663852886e38", "-1.7976931348623157e308"), ("1.1754943508222875e-38", "2.2250738585072014e-308"),
+    ("-2e0/3e0", "0.1e0"), ("16777217e0", "9007199254740993e0"), ("123456.789e0", "-123456.789e0"),
+]
+
+
+def _float_rows(database: str) -> list[str]:
+    rows = []
+    for i, (f, d) in enumerate(FLOAT_VALUES, 1):
+        rows.append(f"INSERT INTO `{database}`.`floats` (id, f, fu, f4, d, dec_wide, tm, ts, bits, g, note) VALUES "
+                    f"({i}, {f}, ABS({f}), IF(ABS({f}) < 999999e0, {f}, 999999.9999e0), {d}, '{i}.{'9' * 30}', '-838:59:58.{i:06d}', "
+                    f"'2024-02-29 12:00:00.{i:06d}', b'{i:010b}', POINT({d}, {f}), 'caf\xe9 {i}\nline')")
+    rows.append(f"INSERT INTO `{database}`.`floats` (id) VALUES (100)")  # NULL everywhere
+    return rows
+
+
 def seed_edge_cases(server: MariaDBServer, database: str = "edge") -> SeedStats:
     """Create ``database`` with awkward objects for fidelity tests (drops it first).
 
@@ -143,8 +181,11 @@ def seed_edge_cases(server: MariaDBServer, database: str = "edge") -> SeedStats:
     CJK, combining marks, RTL, NUL/tab/newline/backslash, all 256 byte values and empty
     values in VARBINARY/BLOB, DECIMAL(20,6), DOUBLE extremes, DATE/DATETIME(6)/TIME extremes
     incl. a zero date, ENUM, SET, BIT(8), JSON), ``no_pk`` (no key, duplicate rows),
-    ``audit_log`` (filled by trigger ``trg_oddities_ai`` on insert into oddities, so it has
-    50 rows), view ``v_oddities``, procedure ``p_count_oddities(OUT n)`` and function
+    ``floats`` (FLOAT, FLOAT UNSIGNED, FLOAT(10,4), DOUBLE and a generated column holding
+    ``FLOAT_VALUES``: 1/3, 1e-38, 3.4e38, -0.0, subnormals, the largest values...; DECIMAL(65,30),
+    TIME(6), TIMESTAMP(6), BIT(10), POINT and latin1 text with a newline beside them; 11 rows),
+    ``audit_log`` (filled by triggers ``trg_oddities_ai`` and ``trg_floats_ai`` on insert, so it
+    has 61 rows), view ``v_oddities``, procedure ``p_count_oddities(OUT n)`` and function
     ``f_label(x)``. Written with ``sql_log_bin=0``.
     """
     started = time.monotonic()
@@ -158,5 +199,8 @@ def seed_edge_cases(server: MariaDBServer, database: str = "edge") -> SeedStats:
                         f"({', '.join(_ODDITY_COLUMNS)}) VALUES ({placeholders})", rows)
         cur.executemany(f"INSERT INTO `{database}`.`no_pk` (a, b, c) VALUES (%s, %s, %s)",
                         _NO_PK_ROWS)
+        for statement in _float_rows(database):
+            cur.execute(statement)
     payload = sum(len(repr(r)) for r in rows)
-    return SeedStats(3, len(rows) * 2 + len(_NO_PK_ROWS), payload, time.monotonic() - started)
+    floats = len(FLOAT_VALUES) + 1
+    return SeedStats(4, len(rows) * 2 + len(_NO_PK_ROWS) + 2 * floats, payload, time.monotonic() - started)

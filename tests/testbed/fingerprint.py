@@ -32,7 +32,8 @@ def _iter_rows(cur: pymysql.cursors.Cursor, batch: int = 1000) -> Iterator[tuple
 def table_fingerprint(server: MariaDBServer, database: str) -> dict[str, tuple[int, str]]:
     """Return ``{table: (row_count, sha256_hex)}`` for every base table of ``database``.
 
-    Independent of backupd: rows are read with ``SELECT *`` ordered by the primary key (or
+    Independent of backupd: rows are read with every column (FLOAT as ``CAST(... AS DOUBLE)``,
+    which shows the stored value's every bit: the plain text has 6 digits) ordered by the primary key (or
     by all columns when there is none; ``max_sort_length`` is raised so long values sort
     by their full content) and hashed as ``repr(row)`` lines. Views are skipped. Two servers
     holding identical data give identical fingerprints.
@@ -67,7 +68,11 @@ def _fingerprint_one(conn: pymysql.connections.Connection, database: str,
     digest = hashlib.sha256()
     count = 0
     with conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM `{database}`.`{table}` ORDER BY {order}")
+        cur.execute("SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA=%s "
+                    "AND TABLE_NAME=%s ORDER BY ORDINAL_POSITION", (database, table))
+        columns = ", ".join(f"CAST(`{name}` AS DOUBLE)" if kind.lower() == "float" else f"`{name}`"
+                            for name, kind in cur.fetchall())
+        cur.execute(f"SELECT {columns} FROM `{database}`.`{table}` ORDER BY {order}")
         for row in _iter_rows(cur):
             digest.update(repr(tuple(_normalise(v) for v in row)).encode("utf-8",
                                                                          "surrogatepass"))

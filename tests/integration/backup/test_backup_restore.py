@@ -52,7 +52,10 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     assert entry["gtid"] is not None and entry["binlog_file"]
 
     manifest = json.loads((tmp_path / "store" / "3" / backup_id / "manifest.json").read_text())
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 4  # exact digests
+    assert manifest["reference"]["digest_algorithm"] == "crc32-crc32c-sum64-exact"
+    floats = next(t for t in manifest["reference"]["tables"] if t["table"] == "floats")
+    assert set(floats["column_digests"]) == {"f", "fu", "f4", "d", "twice"}
     assert len(manifest["parts"]) > 1  # 64 KiB parts
     tables = {(t["database"], t["table"]) for t in manifest["reference"]["tables"]}
     assert ("edge", "oddities") in tables and ("edge", "no_pk") in tables

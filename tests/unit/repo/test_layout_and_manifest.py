@@ -43,7 +43,7 @@ def test_manifest_round_trip():
 
 def test_manifest_refuses_unknown_versions():
     document = json.loads(make_manifest().to_json())
-    for version in (4, 0, None, "1"):
+    for version in (5, 0, None, "1"):
         document["format_version"] = version
         with pytest.raises(UnsupportedFormat, match="format_version"):
             Manifest.from_json(json.dumps(document).encode(), origin="s3:7/x/manifest.json")
@@ -112,3 +112,20 @@ def test_physical_manifest_is_format_3_and_logical_stays_2():
     document["physical"]["from_lsn"] = 0  # an incremental that copied everything is not one
     with pytest.raises(CatalogError, match="from_lsn"):
         Manifest.from_json(json.dumps(document).encode(), origin="o")
+
+
+def test_an_exact_reference_makes_format_4_and_older_references_keep_their_format():
+    """Format 4 holds exact digests (FLOAT by its binary value) and per-column digests: a backupd
+    that cannot compute them refuses the manifest instead of verifying with the wrong algorithm."""
+    old = full(timedelta(0))
+    assert json.loads(old.to_json())["format_version"] == 2
+    assert "column_digests" not in json.loads(old.to_json())["reference"]["tables"][0]
+    table = old.reference.tables[0].model_copy(update={"column_digests": {"f": "0123abcd"}})
+    reference = old.reference.model_copy(update={"digest_algorithm": "crc32-crc32c-sum64-exact", "tables": [table]})
+    exact = old.model_copy(update={"reference": reference})
+    document = json.loads(exact.to_json())
+    assert document["format_version"] == 4
+    assert document["reference"]["tables"][0]["column_digests"] == {"f": "0123abcd"}
+    assert Manifest.from_json(exact.to_json(), origin="o").reference.tables[0].column_digests == {"f": "0123abcd"}
+    physical = physical_full(timedelta(0))
+    assert json.loads(physical.model_copy(update={"reference": reference}).to_json())["format_version"] == 4
