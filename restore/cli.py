@@ -61,6 +61,9 @@ def parse_time(text: str) -> datetime:
                    "coordinates, and wait until it has caught up.")
 @click.option("--catchup-timeout", default="1h", show_default=True, metavar="DURATION",
               help="With --replica-of: how long the replica may take to catch up.")
+@click.option("--jobs", type=click.IntRange(1, 64), metavar="N",
+              help="Load a table-addressed logical backup with N mysql clients, largest tables first "
+                   "(default: [backupd] restore_jobs, else one per core).")
 @click.option("--parallel-shards", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Several shards: how many are restored at once (largest first).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -70,8 +73,8 @@ def parse_time(text: str) -> datetime:
 def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | None, all_shards: bool,
         target_name: str, target_host: str | None, backup_id: str | None, at_text: str | None,
         gtid: str | None, to_backup: bool, force: bool,
-        replica_of: str | None, catchup_timeout: str, parallel_shards: int, as_json: bool, verbose: bool,
-        quiet: bool) -> int:
+        replica_of: str | None, catchup_timeout: str, jobs: int | None, parallel_shards: int, as_json: bool,
+        verbose: bool, quiet: bool) -> int:
     """Restore shard SHARD (or several: --shards, --all-shards) into target TARGET, then verify
     every table against the backup; with --replica-of, then rebuild redundancy: replicate from
     SOURCE until caught up. Several shards are restored in parallel, each into its own server
@@ -112,7 +115,8 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     point = None if to_backup or backup_id else PointInTime(until=at, gtid=gtid.strip() if gtid else None)
     replay_plan = plan_replay(target, shard_id, plan.final, point) if point else None
     try:
-        report = run_restore(config.settings, shard_id, target, plan=plan, replay_plan=replay_plan, force=force)
+        report = run_restore(config.settings, shard_id, target, plan=plan, replay_plan=replay_plan, force=force,
+                             jobs=jobs)
     except DataMismatch as exc:
         if isinstance(exc.report, RestoreReport):
             _publish(config, shard_id, target, exc.report, time.monotonic() - started)

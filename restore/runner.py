@@ -27,6 +27,7 @@ from backupd.repo.model import Coordinates, Manifest
 from backupd.repo.repository import Target
 from restore.apply import MysqlClientApplier
 from restore.markers import LoadMarkers, parse_marker
+from restore.parallel import LoadProgress, SectionLoader, default_jobs
 from restore.physical import restore_physical
 from restore.replay import ReplayPlan, ReplayReport, check_replay_target, holds_gtid, replay
 from restore.target import prepare_target, reconcile_for_incremental
@@ -87,13 +88,13 @@ def plan_for(target: Target, shard_id: str, *, backup_id: str | None = None,
 
 def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None = None,
                 at: datetime | None = None, force: bool = False, plan: RestorePlan | None = None,
-                replay_plan: ReplayPlan | None = None) -> RestoreReport:
+                replay_plan: ReplayPlan | None = None, jobs: int | None = None) -> RestoreReport:
     """Restore ``shard_id`` into ``target`` from its stores and verify it (see the module contract);
     ``plan`` (from ``plan_for``) if it was made already. With ``replay_plan`` (``restore.replay``,
     made for this plan's last backup), the verified backup is then taken to the point in time by
     replaying the archived binlogs, and the replay proven."""
     report = _restore_backup(settings, shard_id, target, backup_id=backup_id, at=at, force=force, plan=plan,
-                             replay_plan=replay_plan)
+                             replay_plan=replay_plan, jobs=jobs or default_jobs(settings))
     if replay_plan is None:
         return report
     if report.manifest.is_physical:
@@ -103,7 +104,7 @@ def run_restore(settings: Settings, shard_id: str, target: Target, *, backup_id:
 
 def _restore_backup(settings: Settings, shard_id: str, target: Target, *, backup_id: str | None,
                     at: datetime | None, force: bool, plan: RestorePlan | None,
-                    replay_plan: ReplayPlan | None) -> RestoreReport:
+                    replay_plan: ReplayPlan | None, jobs: int) -> RestoreReport:
     stores = target.stores
     if plan is None:
         plan = plan_for(target, shard_id, backup_id=backup_id, at=at)
@@ -133,7 +134,10 @@ def _restore_backup(settings: Settings, shard_id: str, target: Target, *, backup
             if step.kind == "incremental":
                 reconcile_for_incremental(target, plan.full, step)
             final = step is manifest
-            _apply(settings, target, step, fetcher, verifier if final else None)
+            if step.is_table_addressed:
+                _apply_sections(settings, target, step, fetcher, verifier if final else None, jobs)
+            else:
+                _apply(settings, target, step, fetcher, verifier if final else None)
         apply_seconds = time.monotonic() - started
         started = time.monotonic()
         verification = verifier.finish()
@@ -170,6 +174,25 @@ def _raise_on_mismatch(report: RestoreReport) -> None:
                              detail="\n".join(verification.failures))
         error.report = report
         raise error
+
+
+def _apply_sections(settings: Settings, target: Target, manifest: Manifest, fetcher: PartFetcher,
+                    verifier: TableVerifier | None, jobs: int) -> None:
+    """Load a table-addressed backup with ``jobs`` clients (``restore.parallel``)."""
+    sections = manifest.sections or []
+    tables = [s for s in sections if s.kind == "table"]
+    load = LoadProgress(total=len(tables))
+    with Progress(f"{target.label}: loading {manifest.kind} {manifest.id} ({jobs} clients)",
+                  manifest.raw_bytes) as progress:
+        loader = SectionLoader(settings, target, manifest, fetcher, verifier=verifier, jobs=jobs, progress=progress)
+        try:
+            loader.load_in_order([s for s in sections if s.kind == "database"], use=False)
+            loader.load_tables(tables, load)
+            loader.load_in_order([s for s in sections if s.kind == "objects"])
+        except (CorruptPart, RestoreFailed) as exc:
+            exc.hint = (f"{target.label} is partially restored from {manifest.kind} {manifest.id}: "
+                        f"{load.describe()}; fix the cause and rerun with --force")
+            raise
 
 
 def _apply(settings: Settings, target: Target, manifest: Manifest, fetcher: PartFetcher,

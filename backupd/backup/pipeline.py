@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backupd import __version__
+from backupd.backup.sections import write_sections
 from backupd.backup.uploader import Uploader
 from backupd.config import Config
 from backupd.errors import BackupFailed, UsageError
@@ -21,12 +22,12 @@ from backupd.progress import Progress
 from backupd.repo.catalog import Catalog, commit_manifest
 from backupd.repo.codec import PartCompressor
 from backupd.repo.layout import new_backup_id
-from backupd.repo.model import BackupKind, Codec, Manifest, StoreStatus, utc_now
+from backupd.repo.model import BackupKind, Codec, Manifest, Section, StoreStatus, utc_now
 from backupd.repo.repository import Shard
-from backupd.sources.base import Source
+from backupd.sources.base import SectionedSourceStream, Source
 from backupd.sources.incremental import IncrementalSource
-from backupd.sources.mysqldump import MysqldumpSource
 from backupd.sources.physical import PhysicalSource
+from backupd.sources.table_dump import TableDumpSource
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def make_source(config: Config, shard: Shard, kind: BackupKind,
         base = newest_full(backups(), shard.id, physical=True) if kind == "incremental" else None
         return PhysicalSource(shard, settings, base=base), base.id if base else None
     if kind == "full":
-        return MysqldumpSource(shard, settings), None
+        return TableDumpSource(shard, settings), None
     if kind == "incremental":
         base = newest_full(backups(), shard.id)
         window = config.schedule.for_shard(shard.id).incremental_window
@@ -96,12 +97,17 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     previous = [m for m in (backups or []) if m.kind == kind]  # the last one's size: an estimate
     progress = Progress(f"shard {shard_id}: {kind} backup",
                         max(previous, key=lambda m: m.snapshot_at).raw_bytes if previous else None, estimate=True)
+    sections: list[Section] | None = None
     try:
         with source.open() as stream:
-            for chunk in stream.chunks():
-                progress.advance(len(chunk))
-                uploader.submit_all(compressor.write(chunk))
-            uploader.submit_all(compressor.finish())
+            if isinstance(stream, SectionedSourceStream):
+                compressor.close()
+                sections = write_sections(stream, uploader, settings, progress)
+            else:
+                for chunk in stream.chunks():
+                    progress.advance(len(chunk))
+                    uploader.submit_all(compressor.write(chunk))
+                uploader.submit_all(compressor.finish())
             progress.finish()  # what follows (the reference, the last uploads) reads no more source bytes
             result = stream.result()
         complete = uploader.finish()
@@ -113,12 +119,12 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
             started_at=started_at, finished_at=clock(), snapshot_at=result.snapshot_at,
             databases=result.databases,
             coordinates=result.coordinates, server=result.server,
-            codec=Codec(level=settings.compression_level), parts=uploader.records,
+            codec=Codec(level=settings.compression_level), parts=sorted(uploader.records, key=lambda p: p.index),
             raw_bytes=sum(p.raw_size for p in uploader.records),
             stored_bytes=sum(p.size for p in uploader.records),
             reference=result.reference, stores=statuses,
             tool_versions={"backupd": __version__, **result.tool_versions},
-            incremental=result.incremental, physical=result.physical)
+            incremental=result.incremental, physical=result.physical, sections=sections)
         if before_commit is not None:
             before_commit()
         committed = commit_manifest(manifest, complete)

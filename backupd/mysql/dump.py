@@ -53,11 +53,14 @@ def common_args(binary: str, option_path: str, flavour: str, version: str) -> li
             "--no-tablespaces", *coordinate_args(flavour, version)]
 
 
-def mysqldump_args(binary: str, option_path: str, flavour: str, version: str,
-                   databases: list[str], *, extra: list[str] | None = None) -> list[str]:
-    """The command line of a full logical backup (``extra`` flags before the database list)."""
-    return common_args(binary, option_path, flavour, version) + \
-        ["--routines", "--triggers", "--events", *(extra or []), "--databases", *databases]
+def table_run_args(common: list[str], database: str, tables: list[str], *, rows: bool = True) -> list[str]:
+    """One run of a table-addressed full (``common``: ``common_args``): ``tables`` of ``database``
+    in that order with their triggers; no routines or events (dumped after the data); with
+    ``rows=False``, no rows (backupd writes those tables' rows itself; ``--where`` because
+    ``--no-data`` would drop the triggers and ``--ignore-table-data`` is ignored for tables named
+    on the command line)."""
+    return [*common, "--skip-routines", "--skip-events", "--triggers", *([] if rows else ["--where=1=0"]),
+            database, *tables]
 
 
 class DumpProcess:

@@ -9,7 +9,7 @@ few MiB at most for multi-threaded compression).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -80,8 +80,12 @@ class PartCompressor:
     the part being built, at most one part being finished, and the compressors' buffers.
     """
 
-    def __init__(self, part_size: int, level: int = 3, threads: int = 2):
+    def __init__(self, part_size: int, level: int = 3, threads: int = 2, *,
+                 indexes: Callable[[], int] | None = None):
+        """``indexes``: where part numbers come from (default 1, 2, 3...); compressors of one
+        backup that write concurrently share one counter."""
         self.part_size = part_size
+        self._indexes = indexes
         self._threshold = part_size - min(part_size // 16, 4 * 1024 * 1024)
         threads = threads if part_size >= _MIN_PART_SIZE_FOR_THREADS else 0
         if threads:
@@ -98,7 +102,8 @@ class PartCompressor:
         self._next_index = 1
 
     def _new_frame(self) -> _Frame:
-        frame = _Frame(self._contexts[self._next_index % len(self._contexts)], self._next_index)
+        index = self._indexes() if self._indexes is not None else self._next_index
+        frame = _Frame(self._contexts[self._next_index % len(self._contexts)], index)
         self._next_index += 1
         return frame
 
@@ -124,6 +129,15 @@ class PartCompressor:
         # The next frame reuses the context the previous finisher used: wait for it first.
         done += self._collect(wait=True)
         self._finishing = self._finisher.submit(frame.close)
+        return done
+
+    def cut(self) -> list[CompressedPart]:
+        """End the part being built: what is written next starts a new part. Returns every
+        part not returned yet, so all parts of what was written before are out."""
+        done = self._collect(wait=True)
+        if self._frame is not None:
+            frame, self._frame = self._frame, None
+            done.append(frame.close())
         return done
 
     def finish(self) -> list[CompressedPart]:

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backupd.errors import CatalogError, UnsupportedFormat
 
 # 2 added incrementals (``incremental``) and per-table schema fingerprints; 3 added physical
-# backups (``physical``); 4 added exact digests (FLOAT read by its binary value) and per-column
-# digests (``column_digests``). Older versions are still read.
+# backups (``physical``); 4 added exact digests (FLOAT read by its binary value), per-column
+# digests (``column_digests``) and table-addressed logical backups (``sections``). Older
+# versions are still read.
 FORMAT_VERSION = 4
 SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, FORMAT_VERSION})
 
@@ -42,6 +43,36 @@ class PartRecord(_Record):
     size: int = Field(ge=0)
     raw_size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Section(_Record):
+    """A self-contained piece of a table-addressed logical backup, in parts of its own (a part
+    never holds two sections).
+
+    ``preamble``: the session settings every load starts with (character set, time zone, SQL
+    mode, checks off). ``database``: its ``CREATE DATABASE``. ``table``: one table's ``DROP`` and
+    ``CREATE TABLE``, its rows and then its triggers, which start ``data_end`` raw bytes in.
+    ``objects``: a database's views, procedures, functions and events, loaded after its tables.
+    """
+
+    kind: Literal["preamble", "database", "table", "objects"]
+    database: str | None = None
+    table: str | None = None
+    parts: list[int]  # the indexes of its parts, in order
+    raw_bytes: int = Field(ge=0)
+    data_end: int | None = None  # tables only
+
+    @property
+    def name(self) -> str:
+        return f"{self.database}.{self.table}" if self.table else (self.database or self.kind)
+
+    @model_validator(mode="after")
+    def _fields(self) -> Section:
+        if (self.kind == "table") != (self.table is not None and self.data_end is not None):
+            raise ValueError("a table section needs its table and data_end, and only it")
+        if (self.kind in ("database", "table", "objects")) != (self.database is not None):
+            raise ValueError("a database, table or objects section needs its database, and only it")
+        return self
 
 
 class Coordinates(_Record):
@@ -178,6 +209,7 @@ class Manifest(_Record):
     tool_versions: dict[str, str] = {}
     incremental: Incremental | None = None  # logical incrementals: their window and tables
     physical: Physical | None = None  # physical backups (full or incremental): their LSNs
+    sections: list[Section] | None = None  # table-addressed logical backups (format 4)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Manifest:
@@ -190,6 +222,10 @@ class Manifest(_Record):
             raise ValueError("an incremental backup needs its 'incremental' record, and only it")
         if self.kind == "incremental" and not self.parent_id:
             raise ValueError("an incremental backup needs the parent_id of its base full")
+        if self.sections is not None:
+            indexes = [i for section in self.sections for i in section.parts]
+            if sorted(indexes) != [p.index for p in self.parts]:
+                raise ValueError("the sections must hold every part exactly once")
         if "format_version" not in self.model_fields_set:  # a new manifest: the version it is written in
             object.__setattr__(self, "format_version", self.written_format_version)
         return self
@@ -197,13 +233,22 @@ class Manifest(_Record):
     @property
     def written_format_version(self) -> int:
         """The oldest format that holds this manifest (see ``to_json``)."""
-        if self.reference.is_exact:
+        if self.reference.is_exact or self.sections is not None:
             return 4
         return 3 if self.physical is not None else 2
 
     @property
     def is_physical(self) -> bool:
         return self.physical is not None
+
+    @property
+    def is_table_addressed(self) -> bool:
+        """Whether every table sits in parts of its own (``sections``, format 4)."""
+        return self.sections is not None
+
+    def section_parts(self, section: Section) -> list[PartRecord]:
+        by_index = {p.index: p for p in self.parts}
+        return [by_index[i] for i in section.parts]
 
     def to_json(self) -> bytes:
         """Serialize for storage (stable key order, UTC timestamps).
@@ -212,7 +257,8 @@ class Manifest(_Record):
         format 4; otherwise a logical backup as format 2 (without the ``physical`` key) and a
         physical one as 3, so the release that wrote those can still read and restore them.
         """
-        document = self.model_dump(mode="json", exclude={"physical"} if self.physical is None else None)
+        absent = {name for name in ("physical", "sections") if getattr(self, name) is None}
+        document = self.model_dump(mode="json", exclude=absent or None)
         document["format_version"] = self.written_format_version
         for table in document["reference"]["tables"]:
             if table.get("column_digests") is None:

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from backupd.repo.model import Coordinates, Incremental, Physical, Reference, ServerInfo
+from backupd.sources.dump_sections import Event
 
 
 @dataclass(frozen=True)
@@ -40,4 +41,19 @@ class Source(Protocol):
 
     method: str
 
-    def open(self) -> AbstractContextManager[SourceStream]: ...
+    def open(self) -> AbstractContextManager[SourceStream | SectionedSourceStream]: ...
+
+
+@runtime_checkable
+class SectionedSourceStream(Protocol):
+    """A stream cut into sections (``backupd.sources.dump_sections`` events), produced by several
+    streams at once: each of ``streams()`` is drained in a thread of its own, then ``objects()``;
+    ``abort()`` stops every producer when one failed."""
+
+    def streams(self) -> list[Iterator[Event]]: ...
+
+    def objects(self) -> Iterator[Event]: ...
+
+    def abort(self) -> None: ...
+
+    def result(self) -> SourceResult: ...

@@ -29,12 +29,14 @@ class ExactDataSplicer:
     """See the module docstring; ``tables`` are ``(database, table)`` pairs, ``section(db, t)``
     yields a table's data."""
 
-    def __init__(self, tables: Iterable[tuple[str, str]], section: DataSection, *, label: str):
+    def __init__(self, tables: Iterable[tuple[str, str]], section: DataSection, *, label: str,
+                 database: str | None = None):
+        """``database``: the database of a run without ``USE`` lines (``mysqldump db t1 t2``)."""
         self.waiting = set(tables)
         self.section = section
         self.label = label
         self._carry = b""
-        self._database: str | None = None
+        self._database: str | None = database
         self._pending: tuple[str, str] | None = None
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:

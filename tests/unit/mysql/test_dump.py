@@ -7,24 +7,26 @@ from backupd.errors import (
     UsageError,
     exit_code_for,
 )
-from backupd.mysql.dump import _HEADER_COORDS, mysqldump_args
+from backupd.mysql.dump import _HEADER_COORDS, common_args, table_run_args
 
 
 def test_mariadb_flags():
-    args = mysqldump_args("mysqldump", "/tmp/x/client.cnf", "mariadb", "10.11.19", ["app", "edge"])
+    common = common_args("mysqldump", "/tmp/x/client.cnf", "mariadb", "10.11.19")
+    args = table_run_args(common, "app", ["big", "small"])
     assert args[1] == "--defaults-file=/tmp/x/client.cnf"  # must come first
-    for flag in ("--single-transaction", "--quick", "--routines", "--triggers", "--events",
+    for flag in ("--single-transaction", "--quick", "--triggers", "--skip-routines", "--skip-events",
                  "--master-data=2", "--gtid"):
         assert flag in args
-    assert args[-3:] == ["--databases", "app", "edge"]
+    assert "--where=1=0" not in args and "--where=1=0" in table_run_args(common, "app", ["f"], rows=False)
+    assert args[-3:] == ["app", "big", "small"]  # the tables in the order given: largest first
     assert not any("password" in a for a in args)
 
 
 def test_mysql8_uses_its_own_names():
-    args = mysqldump_args("mysqldump", "f", "mysql", "8.0.36", ["app"])
+    args = common_args("mysqldump", "f", "mysql", "8.0.36")
     assert "--source-data=2" in args and "--master-data=2" not in args
     assert "--set-gtid-purged=COMMENTED" in args and "--gtid" not in args
-    old = mysqldump_args("mysqldump", "f", "mysql", "8.0.20", ["app"])
+    old = common_args("mysqldump", "f", "mysql", "8.0.20")
     assert "--master-data=2" in old
 
 

@@ -1,0 +1,145 @@
+"""Cutting one mysqldump run's output into sections: a preamble, then one section per table.
+
+A run dumps the tables of one database in a known order (``mysqldump ... db t1 t2``). Its
+output is: the preamble (session settings: character set, time zone, SQL mode, checks off, and
+the snapshot's coordinates as a comment), then for each table its structure (``-- Table structure
+for table `t``` line, ``DROP TABLE``, ``CREATE TABLE``), its data (``LOCK TABLES``, inserts,
+``UNLOCK TABLES;``) and its triggers, then the trailer (which restores the session settings,
+from ``SET TIME_ZONE=@OLD_TIME_ZONE`` on, and says ``Dump completed``).
+
+``DumpSplitter`` turns that output into events: ``SectionStart`` where a section begins, the
+bytes, and ``DataEnd`` where a table's data ends and its triggers begin. It cuts only at the
+structure line of the table expected next and at the lines above, which are whole lines of
+mysqldump's own (values never contain raw newlines in its output), so a value or a trigger
+body can never be mistaken for a boundary. The trailer is dropped (the run's trailer is still
+checked by ``DumpProcess``); ``finish()`` fails if a table never appeared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from backupd.errors import SourceError
+
+SectionKind = Literal["preamble", "database", "table", "objects"]
+_UNLOCK = b"UNLOCK TABLES;\n"
+_TRAILER = b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
+
+
+@dataclass(frozen=True)
+class SectionStart:
+    """A new section begins with the bytes that follow."""
+
+    kind: SectionKind
+    database: str | None = None
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class DataEnd:
+    """The current table's data ends here; its triggers (if any) follow."""
+
+
+Event = SectionStart | DataEnd | bytes
+
+
+def structure_line(table: str) -> bytes:
+    return b"-- Table structure for table `" + table.replace("`", "``").encode("utf-8") + b"`\n"
+
+
+class DumpSplitter:
+    """See the module docstring. ``preamble``: whether this run's preamble is kept (one run's
+    is enough: every run has the same settings)."""
+
+    def __init__(self, database: str, tables: list[str], *, preamble: bool, label: str):
+        self.database = database
+        self.tables = tables
+        self.label = label
+        self._carry = b""
+        self._next = 0  # index of the next table to find
+        self._in_data = False  # inside a table, before its DataEnd
+        self._state: Literal["preamble", "table", "trailer"] = "preamble"
+        self._keep_preamble = preamble
+        self._preamble_started = False
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        """Events for ``chunk`` (whole lines; a partial last line waits for the next chunk)."""
+        data = self._carry + chunk if self._carry else chunk
+        cut = data.rfind(b"\n") + 1
+        self._carry = data[cut:]
+        if cut:
+            yield from self._scan(data[:cut] if cut < len(data) else data)
+
+    def finish(self) -> Iterator[Event]:
+        rest, self._carry = self._carry, b""
+        if rest:
+            yield from self._scan(rest)
+        if self._next < len(self.tables):
+            raise SourceError(f"{self.label}: mysqldump's output has no table "
+                              f"{self.database}.{self.tables[self._next]} (truncated or reordered dump)")
+        if self._in_data:
+            raise SourceError(f"{self.label}: mysqldump's output ends inside the data of "
+                              f"{self.database}.{self.tables[-1]}")
+
+    def _scan(self, body: bytes) -> Iterator[Event]:
+        position = 0
+        while position < len(body):
+            if self._state == "trailer":
+                return
+            boundary = self._next_boundary(body, position)
+            unlock = _find_line(body, _UNLOCK, position) if self._in_data else -1
+            if unlock >= 0 and (boundary is None or unlock < boundary[0]):
+                end = unlock + len(_UNLOCK)
+                yield from self._emit(body[position:end])
+                yield DataEnd()
+                self._in_data = False
+                position = end
+                continue
+            if boundary is None:
+                yield from self._emit(body[position:])
+                return
+            at, what = boundary
+            yield from self._emit(body[position:at])
+            if self._in_data:  # no UNLOCK TABLES (a table mysqldump wrote no data for)
+                yield DataEnd()
+                self._in_data = False
+            if what == "trailer":
+                self._state = "trailer"
+                return
+            self._state = "table"
+            table = self.tables[self._next]
+            self._next += 1
+            self._in_data = True
+            yield SectionStart("table", self.database, table)
+            position = at
+
+    def _next_boundary(self, body: bytes, start: int) -> tuple[int, str] | None:
+        """Where the next table's structure line (or, after the last table, the trailer) starts."""
+        if self._next < len(self.tables):
+            at = _find_line(body, structure_line(self.tables[self._next]), start)
+            return (at, "table") if at >= 0 else None
+        if self._state == "table":
+            at = _find_line(body, _TRAILER, start)
+            return (at, "trailer") if at >= 0 else None
+        return None
+
+    def _emit(self, data: bytes) -> Iterator[Event]:
+        if not data:
+            return
+        if self._state == "preamble":
+            if not self._keep_preamble:
+                return
+            if not self._preamble_started:
+                self._preamble_started = True
+                yield SectionStart("preamble")
+        yield data
+
+
+def _find_line(body: bytes, text: bytes, start: int) -> int:
+    """Index of the next line in ``body`` (from ``start``, a line start) equal to ``text``, or -1."""
+    if body.startswith(text, start):
+        return start
+    at = body.find(b"\n" + text, start)
+    return at + 1 if at >= 0 else -1

@@ -1,0 +1,213 @@
+"""Loading a table-addressed backup with several mysql clients at once, each table verified as
+soon as it is loaded.
+
+Order: the preamble and every ``CREATE DATABASE`` through one client; then the tables, largest
+first, taken by ``jobs`` workers, each a mysql client of its own that gets the preamble once and
+then, per table, ``USE db``, the table's section (structure, rows, triggers) and a load marker
+(``restore.markers``): when the client prints the marker, the table is handed to the verifier,
+so verification overlaps the other tables' loads; last, each database's views, routines and
+events through one client.
+
+Every part is fetched and checked (size, sha256) before a byte of it is written, and decoded as
+it streams. When a worker fails (a part with no good copy, the client's error), the others stop
+at their next chunk and their clients are killed before their stdin closes, so no statement cut
+short runs. The error names the table; ``LoadProgress`` says which tables were loaded.
+
+Memory: each worker holds at most two parts (the one it applies and the one being fetched) and
+a decode buffer, so ``jobs x 2 x part size`` (compressed) plus the clients' pipes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from backupd.config import Settings
+from backupd.errors import BackupdError, CorruptPart, RestoreFailed
+from backupd.mysql.connection import quote_identifier
+from backupd.progress import Progress
+from backupd.repo.codec import PartDecodeError, decode_part
+from backupd.repo.fetch import PartFetcher
+from backupd.repo.model import Manifest, Section
+from backupd.repo.repository import Target
+from restore.apply import MysqlClientApplier
+from restore.markers import MARKER_PREFIX, parse_marker
+from restore.verify import TableVerifier
+
+log = logging.getLogger(__name__)
+
+
+def default_jobs(settings: Settings) -> int:
+    return settings.restore_jobs or os.cpu_count() or 2
+
+
+@dataclass
+class LoadProgress:
+    """Which tables of a load are done; what a failure's hint reports."""
+
+    total: int
+    loaded: list[str] = field(default_factory=list)
+    failed: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def done(self, name: str) -> None:
+        with self._lock:
+            self.loaded.append(name)
+
+    def describe(self) -> str:
+        names = ", ".join(self.loaded[:5]) + (f" and {len(self.loaded) - 5} more" if len(self.loaded) > 5 else "")
+        text = f"{len(self.loaded)} of {self.total} tables loaded" + (f" ({names})" if self.loaded else "")
+        return text + (f"; loading {self.failed} failed (no byte of an unverified part was applied)"
+                       if self.failed else "")
+
+
+class SectionLoader:
+    """Loads sections of one backup into a target (see the module docstring)."""
+
+    def __init__(self, settings: Settings, target: Target, manifest: Manifest, fetcher: PartFetcher, *,
+                 verifier: TableVerifier | None, jobs: int, progress: Progress,
+                 rename: Callable[[Section], str] | None = None):
+        """``rename(section)``: the database a table section is loaded into (default: its own)."""
+        self.settings = settings
+        self.target = target
+        self.manifest = manifest
+        self.fetcher = fetcher
+        self.verifier = verifier
+        self.jobs = max(1, jobs)
+        self.progress = progress
+        self.rename = rename
+        self.preamble = next((s for s in manifest.sections or [] if s.kind == "preamble"), None)
+        self._stop = threading.Event()
+        self._markers: dict[int, Section] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public
+    def load_in_order(self, sections: Iterable[Section], *, use: bool = True) -> None:
+        """``sections`` one after the other through one client (databases, objects)."""
+        with self._client() as client:
+            self._write_section(client, self.preamble)
+            for section in sections:
+                if use and section.database:
+                    client.write(f"USE {quote_identifier(section.database)};\n".encode())
+                self._write_section(client, section)
+            client.finish()
+
+    def load_tables(self, tables: list[Section], load: LoadProgress, *, data_only: bool = False) -> None:
+        """The table sections, largest first, over ``jobs`` clients; ``data_only``: without
+        their triggers (loaded later by the caller)."""
+        pending: queue.Queue[Section] = queue.Queue()
+        for section in sorted(tables, key=lambda s: -s.raw_bytes):
+            pending.put(section)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                self._work(pending, load, data_only)
+            except BaseException as exc:  # reported below; the others stop at their next chunk
+                with self._lock:
+                    errors.append(exc)
+                self._stop.set()
+
+        threads = [threading.Thread(target=worker, name=f"load-{i}", daemon=True)
+                   for i in range(min(self.jobs, len(tables)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            first = next((e for e in errors if not isinstance(e, _Stopped)), errors[0])
+            raise first
+
+    # ------------------------------------------------------------------ workers
+    def _work(self, pending: queue.Queue[Section], load: LoadProgress, data_only: bool) -> None:
+        sent: list[Section] = []  # this client's tables, in order; a table is done at its marker
+        with self._client(self._on_output(load)) as client:
+            try:
+                self._write_section(client, self.preamble)
+                while not self._stop.is_set():
+                    try:
+                        section = pending.get_nowait()
+                    except queue.Empty:
+                        break
+                    sent.append(section)
+                    database = self.rename(section) if self.rename else section.database
+                    assert database is not None
+                    client.write(f"USE {quote_identifier(database)};\n".encode())
+                    self._write_section(client, section, limit=section.data_end if data_only else None)
+                    with self._lock:
+                        number = len(self._markers) + 1
+                        self._markers[number] = section
+                    client.write(b"SELECT '%s%d';\n" % (MARKER_PREFIX, number))
+                if self._stop.is_set():
+                    raise _Stopped()
+                client.finish()
+            except _Stopped:
+                client.abort()
+                raise
+            except BaseException as exc:
+                client.abort()
+                # the client runs behind what was sent: the table at fault is its first unfinished one
+                failed = next((s for s in sent if s.name not in load.loaded), sent[-1] if sent else None)
+                if failed is not None:
+                    load.failed = failed.name
+                    raise _name_table(exc, failed) from None
+                raise
+
+    def _on_output(self, load: LoadProgress) -> Callable[[bytes], None]:
+        def handle(line: bytes) -> None:
+            number = parse_marker(line)
+            section = self._markers.get(number) if number is not None else None
+            if section is None:
+                return
+            load.done(section.name)
+            if self.verifier is not None and section.database and section.table:
+                self.verifier.table_loaded(self.rename(section) if self.rename else section.database, section.table)
+        return handle
+
+    def _client(self, on_output: Callable[[bytes], None] | None = None) -> MysqlClientApplier:
+        return MysqlClientApplier(self.target, mysql=self.settings.mysql, work_dir=self.settings.work_dir,
+                                  on_output=on_output)
+
+    def _write_section(self, client: MysqlClientApplier, section: Section | None, *, limit: int | None = None) -> None:
+        """Stream ``section``'s verified parts into ``client`` (only its first ``limit`` raw bytes)."""
+        if section is None:
+            return
+        written = 0
+        for part, data in self.fetcher.verified_parts(self.manifest.section_parts(section)):
+            try:
+                for chunk in decode_part(data):
+                    if self._stop.is_set():
+                        raise _Stopped()
+                    if limit is not None:
+                        chunk = chunk[:max(0, limit - written)]
+                    written += len(chunk)
+                    if chunk:
+                        client.write(chunk)
+            except PartDecodeError as exc:
+                raise CorruptPart(f"part {part.key} of backup {self.manifest.id}: {exc}") from None
+            self.progress.advance(part.raw_size)
+
+
+class _Stopped(Exception):
+    """Another worker failed: this one stopped without finishing its table."""
+
+
+def _name_table(exc: BaseException, section: Section) -> BaseException:
+    """The error, its message naming the table it happened in."""
+    if isinstance(exc, BackupdError) and not isinstance(exc, _Stopped):
+        exc.message = f"table {section.name}: {exc.message}"
+        exc.args = (exc.message,)
+    return exc
+
+
+def table_sections(manifest: Manifest) -> list[Section]:
+    return [s for s in manifest.sections or [] if s.kind == "table"]
+
+
+def check_sections(manifest: Manifest) -> None:
+    if manifest.sections is None:
+        raise RestoreFailed(f"backup {manifest.id} is not table-addressed")
