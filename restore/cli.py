@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import time
@@ -19,9 +20,13 @@ from backupd.progress import showing_board
 from backupd.repo.repository import Repository, Target
 from backupd.units import format_duration, format_size, parse_duration
 from restore.fleet import restore_fleet
+from restore.parallel import default_jobs
 from restore.replay import PointInTime, plan_replay
 from restore.replica import attach_replica, resolve_source
 from restore.runner import RestoreReport, plan_for, run_restore
+from restore.tables import parse_table_name, restore_tables
+
+log = logging.getLogger("restore")
 
 
 def parse_time(text: str) -> datetime:
@@ -61,6 +66,12 @@ def parse_time(text: str) -> datetime:
                    "coordinates, and wait until it has caught up.")
 @click.option("--catchup-timeout", default="1h", show_default=True, metavar="DURATION",
               help="With --replica-of: how long the replica may take to catch up.")
+@click.option("--table", "table_patterns", multiple=True, metavar="DB.TABLE",
+              help="Restore only this table (repeatable; shell-style patterns such as app.bucket_05*) into the "
+                   "target, which may be live: other tables are never touched; an existing table is refused "
+                   "unless --force (swapped atomically) or --as.")
+@click.option("--as", "as_name", metavar="DB.NEWNAME", help="With one --table: restore it under this name, "
+              "beside the original.")
 @click.option("--jobs", type=click.IntRange(1, 64), metavar="N",
               help="Load a table-addressed logical backup with N mysql clients, largest tables first "
                    "(default: [backupd] restore_jobs, else one per core).")
@@ -73,8 +84,8 @@ def parse_time(text: str) -> datetime:
 def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | None, all_shards: bool,
         target_name: str, target_host: str | None, backup_id: str | None, at_text: str | None,
         gtid: str | None, to_backup: bool, force: bool,
-        replica_of: str | None, catchup_timeout: str, jobs: int | None, parallel_shards: int, as_json: bool,
-        verbose: bool, quiet: bool) -> int:
+        replica_of: str | None, catchup_timeout: str, table_patterns: tuple[str, ...], as_name: str | None,
+        jobs: int | None, parallel_shards: int, as_json: bool, verbose: bool, quiet: bool) -> int:
     """Restore shard SHARD (or several: --shards, --all-shards) into target TARGET, then verify
     every table against the backup; with --replica-of, then rebuild redundancy: replicate from
     SOURCE until caught up. Several shards are restored in parallel, each into its own server
@@ -97,7 +108,8 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     repo = Repository(config)
     fleet = len(shards) > 1 or shard_list is not None or all_shards
     if fleet:
-        for option, value in (("--backup", backup_id), ("--target-host", target_host), ("--gtid", gtid)):
+        for option, value in (("--backup", backup_id), ("--target-host", target_host), ("--gtid", gtid),
+                              ("--table", ",".join(table_patterns)), ("--as", as_name)):
             if value:
                 raise UsageError(f"{option} names one shard's server or backup: give a single --shard with it")
         if replica_of not in (None, "primary"):
@@ -110,6 +122,9 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     shard_id = shards[0]
     host, port = parse_host(target_host) if target_host else (None, None)
     target = repo.target(target_name, shard_id, host=host, port=port)
+    if table_patterns or as_name:
+        return _restore_tables(config, target, shard_id, table_patterns, as_name, backup_id=backup_id, at=at,
+                               gtid=gtid, replica_of=replica_of, force=force, jobs=jobs, as_json=as_json)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
     plan = plan_for(target, shard_id, backup_id=backup_id, at=at, before_gtid=gtid)
     point = None if to_backup or backup_id else PointInTime(until=at, gtid=gtid.strip() if gtid else None)
@@ -142,6 +157,34 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
                                    "catchup_seconds": round(catch_up.seconds, 3),
                                    "rebuild_seconds": round(time.monotonic() - started, 3)}
         click.echo(json.dumps(document, indent=2))
+    return 0
+
+
+def _restore_tables(config: Config, target: Target, shard_id: str, patterns: Sequence[str], as_name: str | None, *,
+                    backup_id: str | None, at: datetime | None, gtid: str | None, replica_of: str | None,
+                    force: bool, jobs: int | None, as_json: bool) -> int:
+    """``--table``: restore some tables of one shard (``restore.tables``) and print what was done."""
+    if not patterns:
+        raise UsageError("--as renames the table given with --table: give --table DB.TABLE too")
+    if gtid or replica_of:
+        raise UsageError(f"{'--gtid' if gtid else '--replica-of'} cannot be given with --table: single tables "
+                         "are restored to a backup's own point")
+    rename_to = parse_table_name(as_name, "--as") if as_name else None
+    plan = plan_for(target, shard_id, backup_id=backup_id, at=at)
+    if backup_id is None:
+        log.warning("shard %s: restoring %s as of backup %s (%s): single tables are restored to a backup's own "
+                    "point, no binlogs are replayed", shard_id, ", ".join(patterns), plan.final.id,
+                    plan.final.snapshot_at.isoformat())
+    report = restore_tables(config.settings, target, plan, patterns, rename_to=rename_to, force=force,
+                            jobs=jobs or default_jobs(config.settings))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return 0
+    for t in report.tables:
+        how = "replaced atomically" if t.replaced else "created"
+        named = f" as {t.restored_as}" if t.restored_as != t.source else ""
+        click.echo(f"restored {t.source}{named} from backup {report.manifest.id} into target {report.target}: "
+                   f"{t.rows} rows, verified, {how}; {t.triggers} trigger(s)")
     return 0
 
 

@@ -86,14 +86,15 @@ class SectionLoader:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
-    def load_in_order(self, sections: Iterable[Section], *, use: bool = True) -> None:
-        """``sections`` one after the other through one client (databases, objects)."""
+    def load_in_order(self, sections: Iterable[Section], *, use: bool = True, start: int = 0) -> None:
+        """``sections`` one after the other through one client (databases, objects); ``start``:
+        skip each section's first raw bytes (a table's triggers start at its ``data_end``)."""
         with self._client() as client:
             self._write_section(client, self.preamble)
             for section in sections:
                 if use and section.database:
                     client.write(f"USE {quote_identifier(section.database)};\n".encode())
-                self._write_section(client, section)
+                self._write_section(client, section, start=start)
             client.finish()
 
     def load_tables(self, tables: list[Section], load: LoadProgress, *, data_only: bool = False) -> None:
@@ -172,21 +173,31 @@ class SectionLoader:
         return MysqlClientApplier(self.target, mysql=self.settings.mysql, work_dir=self.settings.work_dir,
                                   on_output=on_output)
 
-    def _write_section(self, client: MysqlClientApplier, section: Section | None, *, limit: int | None = None) -> None:
-        """Stream ``section``'s verified parts into ``client`` (only its first ``limit`` raw bytes)."""
+    def _write_section(self, client: MysqlClientApplier, section: Section | None, *, start: int = 0,
+                       limit: int | None = None) -> None:
+        """Stream ``section``'s verified parts into ``client``: its raw bytes from ``start`` up to
+        ``limit`` (parts wholly outside are not fetched)."""
         if section is None:
             return
-        written = 0
-        for part, data in self.fetcher.verified_parts(self.manifest.section_parts(section)):
+        parts, offset = [], 0
+        for part in self.manifest.section_parts(section):
+            if offset + part.raw_size > start and (limit is None or offset < limit):
+                parts.append((part, offset))
+            offset += part.raw_size
+        if not parts:
+            return
+        first = {part.index: at for part, at in parts}
+        for part, data in self.fetcher.verified_parts([p for p, _ in parts]):
+            position = first[part.index]
             try:
                 for chunk in decode_part(data):
                     if self._stop.is_set():
                         raise _Stopped()
-                    if limit is not None:
-                        chunk = chunk[:max(0, limit - written)]
-                    written += len(chunk)
-                    if chunk:
-                        client.write(chunk)
+                    end = position + len(chunk)
+                    piece = chunk[max(0, start - position):(len(chunk) if limit is None else max(0, limit - position))]
+                    position = end
+                    if piece:
+                        client.write(piece)
             except PartDecodeError as exc:
                 raise CorruptPart(f"part {part.key} of backup {self.manifest.id}: {exc}") from None
             self.progress.advance(part.raw_size)

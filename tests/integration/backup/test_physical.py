@@ -141,6 +141,11 @@ def test_version_mismatch_and_non_empty_datadir_are_refused(mariadb_factory, tmp
     assert "target dr" in result.stderr and "'precious'" in result.stderr and "--force" in result.stderr
     assert target.query("SHOW DATABASES LIKE 'precious'") == [("precious",)]
 
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--table", "app.*")
+    assert result.code == 2  # a physical backup's tables cannot be restored one by one
+    assert f"backup {full_id} of shard 1 is physical (mariabackup): restoring single tables needs a logical " \
+           "backup" in result.stderr
+
     manifest_path = tmp_path / "store" / "1" / full_id / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["server"]["version"] = "10.6.21-MariaDB-log"
