@@ -6,11 +6,16 @@ server does not mint GTIDs of its own for the restore. ``abort()`` kills the cli
 stdin is closed, so a statement cut at a part boundary is never executed. The client runs
 unbuffered and its output lines are handed to ``on_output`` as they come (the restore uses them
 to learn which tables are loaded, see ``restore.markers``). The client runs under the tool runner
-(``backupd.mysql.tools``): its stderr goes to a file and is quoted if it fails.
+(``backupd.mysql.tools``): its stderr goes to a file and is quoted if it fails, redacted first:
+the client echoes the failing statement (row data: kilobytes of a customer's rows in a log), so
+only its own message lines are kept, and the values some messages quote are withheld
+(``redact_client_output``). A failure the server reports as a full table or disk says that the
+target ran out of space (``explain_client_error``).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -19,6 +24,36 @@ from backupd.errors import RestoreFailed
 from backupd.mysql.options import option_file
 from backupd.mysql.tools import ToolProcess
 from backupd.repo.repository import Target
+
+_MESSAGE_LINE = re.compile(r"^(ERROR|WARNING|Warning|mysql:|mariadb:|\S*/mysql:|\S*/mariadb:)")
+_QUOTED_VALUES = (  # server messages that quote row values
+    re.compile(r"(Duplicate entry )'.*?'( for key)"),
+    re.compile(r"(Incorrect \w+ value: )'.*?'( for column)"),
+    re.compile(r"(Truncated incorrect \w+ value: )'.*?'()"),
+)
+_OUT_OF_SPACE = re.compile(
+    r"ERROR \d+ .*(is full|Disk full|Errcode: 28|errno: 28|No space left|No more room|errno: 135)", re.I)
+
+
+def redact_client_output(text: str) -> str:
+    """Keep only the client's own message lines (never an echoed statement), values withheld."""
+    lines = [line for line in text.splitlines() if _MESSAGE_LINE.match(line)]
+    redacted = []
+    for line in lines:
+        for pattern in _QUOTED_VALUES:
+            line = pattern.sub(r"\1(value withheld)\2", line)
+        redacted.append(line)
+    return "\n".join(redacted) or "(no message; the statement it echoed is withheld: it holds row data)"
+
+
+def explain_client_error(error: RestoreFailed, target: Target) -> RestoreFailed:
+    """``error`` with its message saying what the server's words mean, where they are obscure."""
+    if _OUT_OF_SPACE.search(error.message):
+        error.message = (f"{target.label} ran out of space (its disk or tablespace is full): "
+                         f"{error.message}")
+        error.args = (error.message,)
+        error.hint = error.hint or "free space on the target (or grow its tablespace), then rerun with --force"
+    return error
 
 
 class MysqlClientApplier:
@@ -40,7 +75,8 @@ class MysqlClientApplier:
             args.append("--init-command=SET SESSION sql_log_bin=0")
         tool = ToolProcess(self.target.label, "mysql client", args, error=RestoreFailed, stdin=subprocess.PIPE,
                            work_dir=self.work_dir, on_stdout_line=self.on_output or (lambda _: None),
-                           missing_hint="install mariadb-client or set [backupd] mysql")
+                           missing_hint="install mariadb-client or set [backupd] mysql",
+                           redact=redact_client_output)
         self._stack.callback(tool.reap)
         try:
             self._tool = tool.start()
@@ -55,12 +91,18 @@ class MysqlClientApplier:
         return self._tool
 
     def write(self, data: bytes) -> None:
-        self.tool.write(data)
+        try:
+            self.tool.write(data)
+        except RestoreFailed as exc:
+            raise explain_client_error(exc, self.target) from None
 
     def finish(self) -> None:
         """Close stdin and wait; raise RestoreFailed with the client's error if it failed."""
         self.tool.close_stdin()
-        self.tool.check()
+        try:
+            self.tool.check()
+        except RestoreFailed as exc:
+            raise explain_client_error(exc, self.target) from None
 
     def abort(self) -> None:
         """Kill the client before its stdin is closed: a statement cut short is never run."""

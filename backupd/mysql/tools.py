@@ -74,7 +74,9 @@ class ToolProcess:
                  stdin: Redirect = subprocess.DEVNULL, stdout: Redirect = subprocess.PIPE,
                  work_dir: str | None = None, on_stderr_line: Callable[[str], None] | None = None,
                  on_stdout_line: Callable[[bytes], None] | None = None, die_with_parent: bool = False,
-                 missing_hint: str | None = None):
+                 missing_hint: str | None = None, redact: Callable[[str], str] | None = None):
+        """``redact``: applied to what the tool said before it is quoted anywhere (the mysql
+        client echoes a failing statement, row data included)."""
         self.label = label
         self.name = name
         self.args = list(args)
@@ -86,6 +88,7 @@ class ToolProcess:
         self._on_stdout_line = on_stdout_line
         self._die_with_parent = die_with_parent
         self._missing_hint = missing_hint
+        self._redact = redact
         self._readers: list[threading.Thread] = []
         self._stderr_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -189,7 +192,8 @@ class ToolProcess:
     def stderr_tail(self) -> str:
         if self._stderr_file is None:
             return ""
-        return file_tail(self._stderr_file)
+        tail = file_tail(self._stderr_file)
+        return self._redact(tail) if self._redact is not None else tail
 
     def failure(self) -> BackupdError:
         """The error for this tool's exit status, quoting what it said."""
