@@ -180,11 +180,12 @@ def _restore_tables(config: Config, target: Target, shard_id: str, patterns: Seq
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return 0
+    chain = " + ".join(report.chain)
     for t in report.tables:
         how = "replaced atomically" if t.replaced else "created"
         named = f" as {t.restored_as}" if t.restored_as != t.source else ""
-        click.echo(f"restored {t.source}{named} from backup {report.manifest.id} into target {report.target}: "
-                   f"{t.rows} rows, verified, {how}; {t.triggers} trigger(s)")
+        click.echo(f"restored {t.source}{named} from {chain} (state at {report.manifest.snapshot_at.isoformat()}) "
+                   f"into target {report.target}: {t.rows} rows, verified, {how}; {t.triggers} trigger(s)")
     return 0
 
 

@@ -17,8 +17,11 @@ fire on the copy and their names belong to the original's). Between the swap and
 (milliseconds) the table has no triggers. Tables with foreign keys are refused with ``--force``:
 InnoDB would move the references to the old copy.
 
-Only a logical, table-addressed chain without incrementals can be restored this way (a physical
-backup or an older format is refused with a usage error, exit 2).
+A chain of a full and an incremental is restored the same way: the table's section of the full,
+then the incremental's (its deletes and changed rows, or the whole table), both into the scratch
+database, verified against the incremental's reference. The triggers are the full's. Only
+table-addressed logical chains (format 4) can be restored this way: a physical backup or an
+older format is refused with a usage error (exit 2). Binlogs are not replayed for single tables.
 """
 
 from __future__ import annotations
@@ -57,13 +60,14 @@ class TableResult:
 
 @dataclass(frozen=True)
 class TablesReport:
-    manifest: Manifest
+    manifest: Manifest  # the newest backup of the chain: the tables are as of its snapshot
     target: str
     tables: list[TableResult]
     seconds: float
+    chain: list[str]
 
     def to_json(self) -> dict[str, object]:
-        return {"backup": self.manifest.id, "shard": self.manifest.shard, "target": self.target,
+        return {"backup": self.manifest.id, "chain": self.chain, "shard": self.manifest.shard, "target": self.target,
                 "snapshot_at": self.manifest.snapshot_at.isoformat().replace("+00:00", "Z"),
                 "verified": True, "seconds": round(self.seconds, 3),
                 "tables": [{"table": t.source, "restored_as": t.restored_as, "replaced": t.replaced,
@@ -91,22 +95,20 @@ def select_tables(manifest: Manifest, patterns: Sequence[str]) -> list[Section]:
     return sorted(chosen.values(), key=lambda s: s.name)
 
 
-def check_chain(plan: RestorePlan) -> Manifest:
-    """The backup whose tables can be restored alone, or a UsageError saying why not."""
+def check_chain(plan: RestorePlan) -> list[Manifest]:
+    """The backups (a full, then an incremental) whose tables can be restored alone, or a
+    UsageError saying why not."""
     full = plan.full
     if full.is_physical:
         raise UsageError(f"backup {full.id} of shard {full.shard} is physical ({full.method}): restoring single "
                          "tables needs a logical backup", hint="take one with method = \"mysqldump\", or restore "
                                                                 "the whole shard elsewhere and copy the table")
-    if not full.is_table_addressed:
-        raise UsageError(f"backup {full.id} of shard {full.shard} predates table-addressed backups (format 4): its "
-                         "tables cannot be restored alone",
-                         hint="restore the whole shard elsewhere, or take a new full")
-    if plan.final is not full:
-        raise UsageError(f"shard {full.shard}: the newest point is incremental {plan.final.id}, and single tables "
-                         "are restored from a full only", hint=f"--backup {full.id} restores them as of that full "
-                                                               f"({full.snapshot_at.isoformat()})")
-    return full
+    for step in plan.steps:
+        if not step.is_table_addressed:
+            raise UsageError(f"backup {step.id} of shard {step.shard} predates table-addressed backups (format 4): "
+                             "its tables cannot be restored alone",
+                             hint="restore the whole shard elsewhere, or take a new full")
+    return plan.steps
 
 
 def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patterns: Sequence[str], *,
@@ -114,8 +116,10 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
     """Restore the tables matching ``patterns`` (see the module docstring). Raises UsageError,
     TargetNotEmpty, CorruptPart, RestoreFailed or DataMismatch (exit 3, the target untouched)."""
     started = time.monotonic()
-    manifest = check_chain(plan)
+    steps = check_chain(plan)
+    manifest, final = steps[0], steps[-1]
     sections = select_tables(manifest, patterns)
+    later = [(step, _sections_in(step, sections)) for step in steps[1:]]
     if rename_to is not None and len(sections) != 1:
         raise UsageError(f"--as names one table, but --table matched {len(sections)}: "
                          f"{', '.join(s.name for s in sections[:5])}")
@@ -128,11 +132,17 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
         fetcher = PartFetcher(target.stores, manifest.id,
                               [p for s in sections for p in manifest.section_parts(s)])
         fetcher.preflight()
+        fetchers = [PartFetcher(target.stores, step.id, [p for s in chosen for p in step.section_parts(s)])
+                    for step, chosen in later]
+        for later_fetcher in fetchers:
+            later_fetcher.preflight()
         scratch = f"backupd_restore_{secrets.token_hex(4)}"
         _create_databases(conn, target, manifest, {d for d, _ in destinations.values()} | {scratch})
         try:
-            _load(settings, target, manifest, fetcher, sections, scratch, jobs)
-            rows = _verify(conn, target, manifest, sections, scratch)
+            _load(settings, target, manifest, fetcher, sections, scratch, jobs, data_only=True)
+            for (step, chosen), step_fetcher in zip(later, fetchers, strict=True):
+                _load(settings, target, step, step_fetcher, chosen, scratch, jobs, data_only=False)
+            rows = _verify(conn, target, final, sections, scratch)
             results = []
             for section in sections:
                 results.append(_move_into_place(settings, target, conn, manifest, fetcher, section, scratch,
@@ -142,7 +152,7 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
             query(conn, f"DROP DATABASE IF EXISTS {quote_identifier(scratch)}", label=target.label)
     finally:
         conn.close()
-    return TablesReport(manifest, target.name, results, time.monotonic() - started)
+    return TablesReport(final, target.name, results, time.monotonic() - started, [step.id for step in steps])
 
 
 def _check_destinations(conn: pymysql.connections.Connection, target: Target,
@@ -176,15 +186,26 @@ def _create_databases(conn: pymysql.connections.Connection, target: Target, mani
         query(conn, f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", label=target.label)
 
 
+def _sections_in(step: Manifest, sections: list[Section]) -> list[Section]:
+    """``step``'s sections of the chosen tables; a table it does not hold did not exist at its snapshot."""
+    held = {s.name: s for s in step.sections or [] if s.kind == "table"}
+    missing = [s.name for s in sections if s.name not in held]
+    if missing:
+        raise UsageError(f"table {missing[0]} no longer exists at incremental {step.id}'s snapshot "
+                         f"({step.snapshot_at.isoformat()})",
+                         hint=f"--backup {step.parent_id} restores it as of the full")
+    return [held[s.name] for s in sections]
+
+
 def _load(settings: Settings, target: Target, manifest: Manifest, fetcher: PartFetcher, sections: list[Section],
-          scratch: str, jobs: int) -> None:
+          scratch: str, jobs: int, *, data_only: bool) -> None:
     load = LoadProgress(total=len(sections))
-    raw = sum(s.data_end or 0 for s in sections)
+    raw = sum((s.data_end or 0) if data_only else s.raw_bytes for s in sections)
     with Progress(f"{target.label}: loading {len(sections)} table(s) of {manifest.id}", raw) as progress:
         loader = SectionLoader(settings, target, manifest, fetcher, verifier=None, jobs=jobs, progress=progress,
                                rename=lambda _: scratch)
         try:
-            loader.load_tables(sections, load, data_only=True)
+            loader.load_tables(sections, load, data_only=data_only)
         except BaseException as exc:
             if hasattr(exc, "hint"):
                 exc.hint = (f"{target.label} is untouched: the tables were being loaded into scratch database "

@@ -12,8 +12,10 @@ import logging
 import re
 from collections.abc import Iterator
 
+import pymysql
+
 from backupd.errors import SourceError
-from backupd.mysql.connection import major_minor
+from backupd.mysql.connection import major_minor, query, quote_identifier
 from backupd.mysql.tools import ToolProcess, version_output
 from backupd.repo.model import Coordinates
 
@@ -61,6 +63,14 @@ def table_run_args(common: list[str], database: str, tables: list[str], *, rows:
     on the command line)."""
     return [*common, "--skip-routines", "--skip-events", "--triggers", *([] if rows else ["--where=1=0"]),
             database, *tables]
+
+
+def create_database_sql(conn: pymysql.connections.Connection, database: str, *, label: str) -> bytes:
+    """``CREATE DATABASE IF NOT EXISTS`` with the database's options, as the server shows them."""
+    statement = str(query(conn, f"SHOW CREATE DATABASE {quote_identifier(database)}", label=label)[0][1])
+    if "IF NOT EXISTS" not in statement:
+        statement = statement.replace("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1)
+    return f"{statement};\n".encode()
 
 
 class DumpProcess:

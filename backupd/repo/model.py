@@ -52,7 +52,10 @@ class Section(_Record):
     ``preamble``: the session settings every load starts with (character set, time zone, SQL
     mode, checks off). ``database``: its ``CREATE DATABASE``. ``table``: one table's ``DROP`` and
     ``CREATE TABLE``, its rows and then its triggers, which start ``data_end`` raw bytes in.
-    ``objects``: a database's views, procedures, functions and events, loaded after its tables.
+    ``objects``: a database's views, procedures, functions and events (an incremental's:
+    every database's, and the triggers; ``database`` is then None), loaded after the tables.
+    An incremental's table section holds what its mode carries: deletes and changed rows, or
+    the whole table; it has no triggers.
     """
 
     kind: Literal["preamble", "database", "table", "objects"]
@@ -70,8 +73,10 @@ class Section(_Record):
     def _fields(self) -> Section:
         if (self.kind == "table") != (self.table is not None and self.data_end is not None):
             raise ValueError("a table section needs its table and data_end, and only it")
-        if (self.kind in ("database", "table", "objects")) != (self.database is not None):
-            raise ValueError("a database, table or objects section needs its database, and only it")
+        if self.kind in ("database", "table") and self.database is None:
+            raise ValueError("a database or table section needs its database")
+        if self.kind == "preamble" and self.database is not None:
+            raise ValueError("a preamble belongs to no database")
         return self
 
 

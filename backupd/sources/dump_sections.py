@@ -17,7 +17,7 @@ checked by ``DumpProcess``); ``finish()`` fails if a table never appeared.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,15 +46,24 @@ Event = SectionStart | DataEnd | bytes
 
 
 def structure_line(table: str) -> bytes:
+    """The line that starts a table in a run that writes its structure."""
     return b"-- Table structure for table `" + table.replace("`", "``").encode("utf-8") + b"`\n"
+
+
+def data_line(table: str) -> bytes:
+    """The line that starts a table in a run without structure (``--no-create-info``)."""
+    return b"-- Dumping data for table `" + table.replace("`", "``").encode("utf-8") + b"`\n"
 
 
 class DumpSplitter:
     """See the module docstring. ``preamble``: whether this run's preamble is kept (one run's
     is enough: every run has the same settings)."""
 
-    def __init__(self, database: str, tables: list[str], *, preamble: bool, label: str):
+    def __init__(self, database: str, tables: list[str], *, preamble: bool, label: str,
+                 boundary: Callable[[str], bytes] = structure_line):
+        """``boundary(table)``: the line a table starts at (``data_line`` for a run without structure)."""
         self.database = database
+        self.boundary = boundary
         self.tables = tables
         self.label = label
         self._carry = b""
@@ -118,7 +127,7 @@ class DumpSplitter:
     def _next_boundary(self, body: bytes, start: int) -> tuple[int, str] | None:
         """Where the next table's structure line (or, after the last table, the trailer) starts."""
         if self._next < len(self.tables):
-            at = _find_line(body, structure_line(self.tables[self._next]), start)
+            at = _find_line(body, self.boundary(self.tables[self._next]), start)
             return (at, "table") if at >= 0 else None
         if self._state == "table":
             at = _find_line(body, _TRAILER, start)

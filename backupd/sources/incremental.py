@@ -34,7 +34,9 @@ import fnmatch
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 import pymysql
 import pymysql.cursors
@@ -42,13 +44,14 @@ import pymysql.cursors
 from backupd.config import Settings
 from backupd.errors import SourceError
 from backupd.mysql.connection import query, quote_identifier
-from backupd.mysql.dump import DumpProcess
+from backupd.mysql.dump import DumpProcess, create_database_sql
 from backupd.mysql.exact_rows import data_section, exact_rows, needs_exact_rows
 from backupd.mysql.reference import TableInfo, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.model import Incremental, Manifest, TableChange, Window
 from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
+from backupd.sources.dump_sections import DataEnd, DumpSplitter, Event, SectionStart, data_line, structure_line
 from backupd.sources.exact_splice import ExactDataSplicer
 
 log = logging.getLogger(__name__)
@@ -134,13 +137,15 @@ class IncrementalSource:
                 log.info("%s: %d of %d tables are copied whole in incrementals: %s", label,
                          len(whole), len(plan), _summarize(plan))
             window: list[Window] = []
+            runs: list[IncrementalRun] = []
             wheres: dict[str, str] = {}
 
             def commands(info: SnapshotInfo) -> list[list[str]]:
                 since = window_start(info.snapshot_at, self.window, self.base)
                 window.append(Window(since=since, until=info.snapshot_at))
                 wheres.update(change_conditions(tables, plan, info, info.snapshot_at - since))
-                return self._commands(session, databases, tables, plan, wheres)
+                runs.extend(plan_runs(tables, plan, wheres))
+                return [run.args(session.common_args()) for run in runs]
 
             info, dumps = session.open_dumps(commands)
             keys_conn = session.snapshots[1]
@@ -152,47 +157,13 @@ class IncrementalSource:
             # long pole, so it runs on two connections (the shard's two cores, say) at once.
             scanner = session.scan_reference(databases, tables=seen, connections=[0, 2])
             by_name = {t.name: t for t in tables}
-            changed = [by_name[c.name] for c in plan if c.mode == "changed"]
             exact_changed = [(by_name[name], where) for name, where in wheres.items()
                              if needs_exact_rows(by_name[name])]
-            exact_whole = [by_name[c.name] for c in plan if c.mode == "whole" and needs_exact_rows(by_name[c.name])]
-            splicer = None
-            if exact_whole:
-                whole_tables = {(t.database, t.table): t for t in exact_whole}
-                splicer = ExactDataSplicer(whole_tables, lambda d, t: data_section(
-                    keys_conn, whole_tables[(d, t)], label=label), label=label)
+            creates = [(d, create_database_sql(session.control, d, label=label)) for d in databases]
             later = self._object_runs(session, databases, tables)
-            yield IncrementalStream(session, dumps, later, scanner, keys_conn, changed, databases,
-                                    info, Incremental(window=window[0], tables=plan),
-                                    exact_changed=exact_changed, splicer=splicer)
-
-    def _commands(self, session: SnapshotSession, databases: list[str], tables: list[TableInfo],
-                  plan: list[TableChange], wheres: dict[str, str]) -> list[list[str]]:
-        """mysqldump runs: one per change-column condition, the whole tables with the views,
-        and the triggers, routines and events; tables with FLOAT columns are left out of the
-        first and have their data left out of the second (their rows are written exactly)."""
-        by_name = {t.name: t for t in tables}
-        conditions: dict[str, set[str]] = {}
-        for name, where in wheres.items():
-            if not needs_exact_rows(by_name[name]):
-                conditions.setdefault(where, set()).add(name)
-        runs = []
-        for where, names in conditions.items():
-            dbs = sorted({n.split(".", 1)[0] for n in names})
-            skip = [t.name for t in tables if t.database in dbs and t.name not in names]
-            runs.append(session.common_args() + [
-                "--no-create-info", "--replace", "--skip-triggers", f"--where={where}",
-                *[f"--ignore-table={name}" for name in skip], "--databases", *dbs])
-        whole = [c.name for c in plan if c.mode == "whole"]
-        if whole:
-            dbs = sorted({n.split(".", 1)[0] for n in whole})
-            skip = [t.name for t in tables if t.database in dbs and t.name not in whole]
-            views = list_views(session.control, dbs, label=session.label)
-            exact = [f"--ignore-table-data={name}" for name in whole if needs_exact_rows(by_name[name])]
-            runs.append(session.common_args() + [
-                "--skip-triggers", *[f"--ignore-table={name}" for name in skip + views], *exact,
-                "--databases", *dbs])
-        return runs
+            yield IncrementalStream(session, list(zip(runs, dumps, strict=True)), later, scanner, keys_conn,
+                                    creates, databases, info, Incremental(window=window[0], tables=plan),
+                                    exact_changed=exact_changed)
 
     def _object_runs(self, session: SnapshotSession, databases: list[str],
                      tables: list[TableInfo]) -> list[list[str]]:
@@ -205,6 +176,48 @@ class IncrementalSource:
             uncoordinated + ["--no-create-info", "--no-data", "--triggers", "--routines", "--events",
                              "--databases", *databases],
         ]
+
+
+RunKind = Literal["changed", "whole", "whole-exact"]
+
+
+@dataclass(frozen=True)
+class IncrementalRun:
+    """One mysqldump run of an incremental, over tables of one database in a known order:
+    ``changed`` (their rows in the window, as REPLACE), ``whole`` (structure and rows) or
+    ``whole-exact`` (structure only: backupd writes the rows of these FLOAT tables itself)."""
+
+    kind: RunKind
+    database: str
+    tables: tuple[TableInfo, ...]
+    where: str | None = None
+
+    def args(self, common: list[str]) -> list[str]:
+        names = [t.table for t in self.tables]
+        if self.kind == "changed":
+            return [*common, "--no-create-info", "--replace", "--skip-triggers", f"--where={self.where}",
+                    self.database, *names]
+        rows = ["--where=1=0"] if self.kind == "whole-exact" else []
+        return [*common, "--skip-triggers", *rows, self.database, *names]
+
+
+def plan_runs(tables: list[TableInfo], plan: list[TableChange], wheres: dict[str, str]) -> list[IncrementalRun]:
+    """The incremental's mysqldump runs (pure): the changed tables grouped by condition and
+    database, then the whole tables by database (FLOAT tables apart); changed FLOAT tables have
+    no run (their rows are written exactly)."""
+    by_name = {t.name: t for t in tables}
+    groups: dict[tuple[RunKind, str, str | None], list[TableInfo]] = {}
+    for name, where in wheres.items():
+        table = by_name[name]
+        if not needs_exact_rows(table):
+            groups.setdefault(("changed", table.database, where), []).append(table)
+    for change in plan:
+        if change.mode == "whole":
+            table = by_name[change.name]
+            kind: RunKind = "whole-exact" if needs_exact_rows(table) else "whole"
+            groups.setdefault((kind, table.database, None), []).append(table)
+    return [IncrementalRun(kind, database, tuple(group), where)
+            for (kind, database, where), group in groups.items()]
 
 
 def change_conditions(tables: list[TableInfo], plan: list[TableChange], info: SnapshotInfo,
@@ -233,55 +246,83 @@ def list_views(conn: pymysql.connections.Connection, databases: list[str], *, la
 
 
 class IncrementalStream:
-    """The incremental's stream: the deletes, the changed rows, the whole tables, then views,
-    triggers, routines and events."""
+    """The incremental's sections: the preamble, its databases, one section per table (the
+    deletes then the changed rows, or the whole table), then views, triggers, routines and
+    events (``objects``)."""
 
-    def __init__(self, session: SnapshotSession, dumps: list[DumpProcess], later: list[list[str]],
-                 scanner: ReferenceScanner, keys_conn: pymysql.connections.Connection, changed: list[TableInfo],
-                 databases: list[str], info: SnapshotInfo, incremental: Incremental, *,
-                 exact_changed: list[tuple[TableInfo, str]] | None = None,
-                 splicer: ExactDataSplicer | None = None):
+    def __init__(self, session: SnapshotSession, runs: list[tuple[IncrementalRun, DumpProcess]],
+                 later: list[list[str]], scanner: ReferenceScanner, keys_conn: pymysql.connections.Connection,
+                 creates: list[tuple[str, bytes]], databases: list[str], info: SnapshotInfo,
+                 incremental: Incremental, *, exact_changed: list[tuple[TableInfo, str]]):
         self.session = session
-        self.dumps = dumps
+        self.runs = runs
         self.later = later
         self.scanner = scanner
         self.keys_conn = keys_conn
-        self.changed = changed
+        self.creates = creates
         self.databases = databases
         self.info = info
         self.incremental = incremental
-        self.exact_changed = exact_changed or []
-        self.splicer = splicer
-        self._drained = False
+        self.exact_changed = exact_changed
 
-    def chunks(self) -> Iterator[bytes]:
+    def streams(self) -> list[Iterator[Event]]:
+        return [self._events()]
+
+    def _events(self) -> Iterator[Event]:
+        label = self.session.label
         window = self.incremental.window
+        yield SectionStart("preamble")
         yield (f"-- backupd incremental of shard {self.session.shard.id}: rows changed since "
                f"{window.since.isoformat()} up to the snapshot at {window.until.isoformat()}\n"
                "SET NAMES utf8mb4;\nSET SESSION FOREIGN_KEY_CHECKS=0;\nSET SESSION UNIQUE_CHECKS=0;\n"
                "SET SESSION time_zone='+00:00';\nSET SESSION sql_mode='NO_AUTO_VALUE_ON_ZERO';\n").encode()
-        for table in self.changed:
-            yield from _batched(delete_statements(self.keys_conn, table, label=self.session.label))
-        log.debug("%s: live keys of %d tables sent", self.session.label, len(self.changed))
+        for database, statement in self.creates:
+            yield SectionStart("database", database)
+            yield statement
         for table, where in self.exact_changed:
-            yield from exact_rows(self.keys_conn, table, label=self.session.label, where=where,
-                                  verb="REPLACE", qualified=True)
-        for number, dump in enumerate(self.dumps, 1):
-            if self.splicer is None or number < len(self.dumps):
-                yield from dump.chunks()
-                continue
-            for chunk in dump.chunks():  # the whole tables' run is the last (``_commands``)
-                yield from self.splicer.feed(chunk)
-            yield from self.splicer.finish()
+            yield SectionStart("table", table.database, table.table)
+            yield from _batched(delete_statements(self.keys_conn, table, label=label))
+            yield from exact_rows(self.keys_conn, table, label=label, where=where, verb="REPLACE")
+            yield DataEnd()
+        for run, dump in self.runs:
+            by_table = {t.table: t for t in run.tables}
+            splitter = DumpSplitter(run.database, list(by_table), preamble=False, label=label,
+                                    boundary=data_line if run.kind == "changed" else structure_line)
+            splicer = self._splicer(run) if run.kind == "whole-exact" else None
+            for chunk in dump.chunks():
+                for piece in (splicer.feed(chunk) if splicer else (chunk,)):
+                    yield from self._with_deletes(run, splitter.feed(piece), by_table)
+            if splicer is not None:
+                for piece in splicer.finish():
+                    yield from splitter.feed(piece)
+            yield from self._with_deletes(run, splitter.finish(), by_table)
+
+    def _splicer(self, run: IncrementalRun) -> ExactDataSplicer:
+        tables = {(t.database, t.table): t for t in run.tables}
+        label = self.session.label
+        return ExactDataSplicer(tables, lambda d, t: data_section(self.keys_conn, tables[(d, t)], label=label),
+                                label=label, database=run.database)
+
+    def _with_deletes(self, run: IncrementalRun, events: Iterator[Event],
+                      tables: dict[str, TableInfo]) -> Iterator[Event]:
+        """A changed table's section starts with the deletes of the rows gone since the full."""
+        for event in events:
+            yield event
+            if run.kind == "changed" and isinstance(event, SectionStart) and event.table:
+                yield from _batched(delete_statements(self.keys_conn, tables[event.table], label=self.session.label))
+
+    def objects(self) -> Iterator[Event]:
+        yield SectionStart("objects")
         for args in self.later:
             yield from self.session.start_dump(args).chunks()
-        self._drained = True
+
+    def abort(self) -> None:
+        for _, dump in self.runs:
+            dump.reap()
 
     def result(self) -> SourceResult:
-        if not self._drained:
-            raise SourceError(f"{self.session.label}: result() called before the stream was drained")
         reference = self.scanner.join()
-        for dump in self.dumps:
+        for _, dump in self.runs:
             dump.check_trailer_gtid(self.info.coordinates)
         return SourceResult(method=IncrementalSource.method, databases=self.databases,
                             snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
@@ -291,27 +332,30 @@ class IncrementalStream:
 
 def delete_statements(conn: pymysql.connections.Connection, table: TableInfo, *,
                       label: str) -> Iterator[str]:
-    """SQL deleting every row of ``table`` whose primary key is not live in ``conn``'s snapshot."""
-    target = f"{quote_identifier(table.database)}.{quote_identifier(table.table)}"
+    """SQL deleting every row of ``table`` whose primary key is not live in ``conn``'s snapshot.
+    The statements name the table without its database (they run after ``USE``: a table
+    restored alone is loaded into a scratch database)."""
+    source = f"{quote_identifier(table.database)}.{quote_identifier(table.table)}"
     key = table.primary_key
     columns = {c.name: c for c in table.columns}
     if len(key) == 1 and columns[key[0]].data_type in INTEGER_TYPES:
-        yield from _integer_key_deletes(conn, target, quote_identifier(key[0]), label=label)
+        yield from _integer_key_deletes(conn, source, quote_identifier(table.table), quote_identifier(key[0]),
+                                        label=label)
     else:
-        yield from _listed_key_deletes(conn, target, table.database, [quote_identifier(k) for k in key],
+        yield from _listed_key_deletes(conn, source, quote_identifier(table.table), [quote_identifier(k) for k in key],
                                        label=label)
 
 
-def _integer_key_deletes(conn: pymysql.connections.Connection, target: str, pk: str, *,
+def _integer_key_deletes(conn: pymysql.connections.Connection, source: str, target: str, pk: str, *,
                          label: str) -> Iterator[str]:
     """Live keys as runs of consecutive integers: delete outside [min, max] and in every gap."""
-    low, high = query(conn, f"SELECT MIN({pk}), MAX({pk}) FROM {target}", label=label)[0]
+    low, high = query(conn, f"SELECT MIN({pk}), MAX({pk}) FROM {source}", label=label)[0]
     if low is None:
         yield f"DELETE FROM {target};\n"
         return
     yield f"DELETE FROM {target} WHERE {pk} < {int(low)} OR {pk} > {int(high)};\n"
     gaps = f"SELECT prev, k FROM (SELECT {pk} AS k, LAG({pk}) OVER (ORDER BY {pk}) AS prev " \
-           f"FROM {target}) g WHERE k > prev + 1"
+           f"FROM {source}) g WHERE k > prev + 1"
     batch: list[str] = []
     for prev, current in _stream(conn, gaps, label=label):
         batch.append(f"({pk} > {int(str(prev))} AND {pk} < {int(str(current))})")
@@ -322,17 +366,16 @@ def _integer_key_deletes(conn: pymysql.connections.Connection, target: str, pk: 
         yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
 
 
-def _listed_key_deletes(conn: pymysql.connections.Connection, target: str, database: str,
+def _listed_key_deletes(conn: pymysql.connections.Connection, source: str, target: str,
                         key: list[str], *, label: str) -> Iterator[str]:
     """Live keys listed in a temporary table (beside the table); delete every row without a match."""
     columns = ", ".join(key)
-    keys = f"{quote_identifier(database)}.backupd_live_keys"
-    yield (f"USE {quote_identifier(database)};\n"  # a multi-table DELETE wants a default database
-           f"DROP TEMPORARY TABLE IF EXISTS {keys};\n"
+    keys = "backupd_live_keys"
+    yield (f"DROP TEMPORARY TABLE IF EXISTS {keys};\n"
            f"CREATE TEMPORARY TABLE {keys} ENGINE=InnoDB AS SELECT {columns} FROM {target} LIMIT 0;\n"
            f"ALTER TABLE {keys} ADD PRIMARY KEY ({columns});\n")
     batch: list[str] = []
-    for row in _stream(conn, f"SELECT {columns} FROM {target}", label=label):
+    for row in _stream(conn, f"SELECT {columns} FROM {source}", label=label):
         batch.append("(" + ",".join(conn.escape(value) for value in row) + ")")
         if len(batch) == KEY_BATCH:
             yield f"INSERT INTO {keys} VALUES {','.join(batch)};\n"

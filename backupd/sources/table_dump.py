@@ -27,8 +27,8 @@ import pymysql
 
 from backupd.config import Settings
 from backupd.errors import SourceError
-from backupd.mysql.connection import query, quote_identifier
-from backupd.mysql.dump import DumpProcess, table_run_args
+from backupd.mysql.connection import query
+from backupd.mysql.dump import DumpProcess, create_database_sql, table_run_args
 from backupd.mysql.exact_rows import data_section, needs_exact_rows
 from backupd.mysql.reference import TableInfo, list_objects, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
@@ -104,7 +104,7 @@ class TableDumpSource:
                 raise SourceError(f"{label}: tables were created, dropped or altered while the backup was "
                                   "starting; refusing it", hint="retry: the next run picks the new definitions up")
             scanner = session.scan_reference(databases, tables=seen)
-            creates = [(d, _create_database(session.control, d, label=label)) for d in databases]
+            creates = [(d, create_database_sql(session.control, d, label=label)) for d in databases]
             dumps_by_stream: list[list[tuple[Run, DumpProcess]]] = []
             remaining = iter(dumps)
             for stream in plan:
@@ -118,13 +118,6 @@ class TableDumpSource:
                 producers.append(_Producer(label, [], None, exact, preamble=False, databases=creates))
             log.info("%s: dumping %d tables in %d streams", label, len(tables), len(producers))
             yield SectionedDump(session, dumps, producers, scanner, databases, info)
-
-
-def _create_database(conn: pymysql.connections.Connection, database: str, *, label: str) -> bytes:
-    statement = query(conn, f"SHOW CREATE DATABASE {quote_identifier(database)}", label=label)[0][1]
-    statement = str(statement).replace("CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1) \
-        if "IF NOT EXISTS" not in str(statement) else str(statement)
-    return f"{statement};\n".encode()
 
 
 class _Producer:

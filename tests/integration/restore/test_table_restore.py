@@ -131,7 +131,7 @@ def test_one_bucket_restored_into_a_live_shard_touches_nothing_else(tmp_path, so
     assert not [r for r in live.query("SHOW DATABASES") if r[0].startswith("backupd_")]  # no scratch left
 
 
-def test_patterns_triggers_and_what_cannot_be_restored_alone(tmp_path, source, live):
+def test_patterns_triggers_refusals_and_a_chain_with_an_incremental(tmp_path, source, live):
     config = write_config(tmp_path / "backupd.toml", shards={"1": source}, targets={"live": live})
     backup(config, "1")
     restore(config)
@@ -158,10 +158,21 @@ def test_patterns_triggers_and_what_cannot_be_restored_alone(tmp_path, source, l
     live.execute("CREATE TABLE edge.child (id INT PRIMARY KEY, o INT, FOREIGN KEY (o) REFERENCES edge.oddities (id))")
     assert "has foreign keys" in restore(config, "--table", "edge.oddities", "--force", expect=1)
 
+    # a chain: the full, then an incremental carrying changed rows and deletes (a bucket) and a
+    # whole table (no primary key)
+    bucket = names[0]
+    source.execute(f"UPDATE app.`{bucket}` SET data = JSON_SET(data, '$.later', 1), updated_at = NOW(6) "
+                   "ORDER BY id LIMIT 3")
+    source.execute(f"DELETE FROM app.`{bucket}` ORDER BY id DESC LIMIT 2")
+    source.execute("INSERT INTO edge.no_pk (a, b) VALUES (99, 'after the full')")
     result = run("backupd", "--config", str(config), "backup", "--shard", "1", "--kind", "incremental")
     assert result.code == 0, result.stderr
-    stderr = restore(config, "--table", "edge.no_pk", expect=2)
-    assert "single tables are restored from a full only" in stderr and "--backup" in stderr
+    at_incremental = table_fingerprint(source, "app") | table_fingerprint(source, "edge")
+    report = restore(config, "--table", f"app.{bucket}", "--table", "edge.no_pk", "--force", "--json")
+    assert len(report["chain"]) == 2 and report["backup"] == report["chain"][1]
+    restored = table_fingerprint(live, "app") | table_fingerprint(live, "edge")
+    assert restored[bucket] == at_incremental[bucket] and restored["no_pk"] == at_incremental["no_pk"]
+    assert restored[bucket] != expected[bucket]  # the incremental's changes are there
 
 
 def test_a_table_that_differs_from_its_reference_is_never_moved_into_place(tmp_path, source, live):
