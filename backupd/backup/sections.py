@@ -93,7 +93,11 @@ def write_sections(stream: SectionedSourceStream, uploader: Uploader, settings: 
     if producers:
         with ThreadPoolExecutor(len(producers), thread_name_prefix="dump-stream") as pool:
             futures = [pool.submit(w.write, events) for w, events in zip(writers, producers, strict=True)]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # stopped (a signal): the producers must not be waited for
+                stream.abort()
+                raise
             first = next((f.exception() for f in done if f.exception() is not None), None)
             if first is not None:
                 stream.abort()  # the other producers' runs end, so they stop too
