@@ -1,5 +1,5 @@
 """scripts/bench backup-restore: backupd next to mysqldump (| zstd) and mydumper; restore next to
-``zstd -dc | mysql`` and myloader."""
+``zstd -dc | mysql`` and myloader; one bucket restored into the live shard next to the whole one."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
     config = work / "backupd.toml"
     try:
         write_config(config, source, None)
+        one_stream = work / "one-stream.toml"
+        write_config(one_stream, source, None)
+        one_stream.write_text(one_stream.read_text().replace("[backupd]\n", "[backupd]\ndump_streams = 1\n", 1))
         dump = dump_command(work, source)
         zst = work / "dump.sql.zst"
         backup_jobs: dict[str, Callable[[], Sample]] = {
@@ -36,7 +39,11 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
             "mysqldump | zstd -3 -T2 > file": lambda: timed(f"{dump} | zstd -q -3 -T2 -f -o {zst}"),
             "backupd backup (reference=digest)": lambda: timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "digest"])[0],
             "backupd backup (reference=counts)": lambda: timed_rss([str(BIN / "backupd"), "-q", "--config", str(config), "backup", "--shard", "counts"])[0],
+            "backupd backup (reference=digest, dump_streams = 1)": lambda: timed_rss([str(BIN / "backupd"), "-q", "--config", str(one_stream), "backup", "--shard", "digest"])[0],
             "mydumper -t 2 (no compression)": lambda: timed(f"rm -rf {work}/mydumper && mydumper -S {source.socket} -u root -B app -t 2 -o {work}/mydumper"),
+            "mydumper -t 2, then zstd -3 -T2 of its files": lambda: timed(
+                f"rm -rf {work}/mydumper-z && mydumper -S {source.socket} -u root -B app -t 2 -o {work}/mydumper-z "
+                f"&& zstd -q -3 -T2 --rm -r {work}/mydumper-z"),
         }
         results: dict[str, list[Sample]] = {name: [] for name in backup_jobs}
         for r in range(rounds):
@@ -53,10 +60,16 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
 
         restore_results: dict[str, list[Sample]] = {"zstd -dc | mysql": [], "myloader -t 2": [],
                                                     "restore (apply + verify digests)": [],
-                                                    "restore: load only (most verification overlapped)": []}
+                                                    "restore: load only (most verification overlapped)": [],
+                                                    "restore --jobs 1 (apply + verify digests)": [],
+                                                    "restore --table (one bucket, --force, into the live shard)": []}
+        tables = [r[0] for r in source.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
+                                             "TABLE_SCHEMA = 'app' ORDER BY TABLE_NAME")]
+        bucket = tables[0]
         n = 0
         for r in range(rounds):
-            for name in ("zstd -dc | mysql", "myloader -t 2", "restore (apply + verify digests)"):
+            for name in ("zstd -dc | mysql", "myloader -t 2", "restore (apply + verify digests)",
+                         "restore --jobs 1 (apply + verify digests)"):
                 n += 1
                 target = fresh_target(n)
                 try:
@@ -64,6 +77,12 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
                         restore_results[name].append(timed(f"zstd -dc {zst} | mysql -S {target.socket} -uroot"))
                     elif name == "myloader -t 2":
                         restore_results[name].append(timed(f"myloader -S {target.socket} -u root -t 2 -d {work}/mydumper"))
+                    elif name.startswith("restore --jobs 1"):
+                        write_config(config, source, target)
+                        sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config), "--shard", "digest",
+                                                 "--target", "bench", "--json", "--jobs", "1"])
+                        assert json.loads(out)["verified"]
+                        restore_results[name].append(sample)
                     else:
                         write_config(config, source, target)
                         sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config), "--shard", "digest",
@@ -72,11 +91,17 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
                         assert report["verified"], report
                         restore_results[name].append(sample)
                         restore_results["restore: load only (most verification overlapped)"].append(Sample(report["apply_seconds"]))
+                        sample, out = timed_rss([str(BIN / "restore"), "-q", "--config", str(config), "--shard", "digest",
+                                                 "--target", "bench", "--table", f"app.{bucket}", "--force", "--json"])
+                        assert json.loads(out)["verified"]
+                        restore_results["restore --table (one bucket, --force, into the live shard)"].append(sample)
                 finally:
                     target.destroy()
             print(f"bench: restore round {r + 1}/{rounds} done", flush=True)
-        print_table("Restore of the same shard into a fresh server", list(restore_results.items()), "zstd -dc | mysql",
-                    "`restore` applies with sql_log_bin=0 (no binlog on the target), `zstd -dc | mysql` with the "
-                    "server's default (binlog on); verification computes the digest of every restored table.")
+        print_table("Restore of the same shard into a fresh server", list(restore_results.items()), "myloader -t 2",
+                    "`restore` loads with one mysql client per core (2 here) and sql_log_bin=0 (no binlog on the "
+                    "target), `zstd -dc | mysql` with the server's default (binlog on); verification computes the "
+                    "digest of every restored table; the one-bucket restore loads, verifies and swaps one of the "
+                    f"{len(tables)} tables.")
     finally:
         source.stop()

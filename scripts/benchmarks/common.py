@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from backupd.mysql.dump import client_version, mysqldump_args  # noqa: E402
+from backupd.mysql.dump import client_version, common_args  # noqa: E402
 from tests.servers.moto import MotoServer  # noqa: E402
 from tests.testbed import MariaDBServer, find_free_port, seed_bulk  # noqa: E402
 
@@ -148,12 +148,15 @@ read_from = ["local"]
 
 
 def dump_command(work: Path, source: MariaDBServer) -> str:
-    """The same mysqldump command line backupd runs, for the plain-tool baselines."""
+    """A plain mysqldump of the shard with backupd's flags (one snapshot, one stream), for the
+    plain-tool baselines."""
     option = work / "client.cnf"
     option.write_text(f"[client]\nuser=root\nsocket={source.socket}\n")
     option.chmod(0o600)
     flavour, version = client_version("mysqldump")
-    return " ".join(shlex.quote(a) for a in mysqldump_args("mysqldump", str(option), flavour, version, ["app"]))
+    args = common_args("mysqldump", str(option), flavour, version) + \
+        ["--routines", "--triggers", "--events", "--databases", "app"]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def med(samples: list[Sample]) -> float:

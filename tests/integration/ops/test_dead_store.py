@@ -8,6 +8,7 @@ the bounds below are what those timeouts allow, with room for a busy CI machine,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 
@@ -84,14 +85,20 @@ def test_every_command_goes_on_without_a_dead_store_and_names_it(fleet, mode):
 
 
 def test_a_download_that_stalls_falls_back_to_the_other_store(fleet):
-    config, proxy, _, _ = fleet
+    config, proxy, source, _ = fleet
     c = ("--config", str(config))
+    # a table of 1.5 MiB that does not compress: its parts are full 256 KiB ones, which stall
+    source.execute("CREATE TABLE app.noise (id INT PRIMARY KEY, v MEDIUMBLOB)")
+    for i in range(3):
+        source.execute(f"INSERT INTO app.noise VALUES ({i}, 0x{os.urandom(512 * 1024).hex()})")
+    result = run("backupd", *c, "backup", "--shard", "1")
+    assert result.code == 0, result.stderr
     healthy, result = timed("restore", *c, "--shard", "1", "--target", "dr", "--json")
     assert result.code == 0, result.stderr
-    proxy.mode = "stall"  # listings and manifests still arrive; parts stop after 256 KiB
+    proxy.mode = "stall"  # listings and manifests still arrive; parts stop after 48 KiB
     seconds, result = timed("restore", *c, "--shard", "1", "--target", "dr", "--force", "--json")
     assert result.code == 0 and json.loads(result.stdout)["verified"], result.stderr
-    assert "store cloud" in result.stderr
+    assert "store cloud" in result.stderr, result.stderr
     assert seconds < healthy + SLACK, (seconds, healthy)
     seconds, result = timed("backupd", *c, "audit", "--level", "deep", "--store", "cloud", "--json")
     assert result.code == 3, result.stderr
