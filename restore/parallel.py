@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from backupd.config import Settings
-from backupd.errors import BackupdError, CorruptPart, RestoreFailed
+from backupd.errors import BackupdError, CorruptPart
 from backupd.mysql.connection import quote_identifier
 from backupd.progress import Progress
 from backupd.repo.codec import PartDecodeError, decode_part
@@ -213,12 +213,3 @@ def _name_table(exc: BaseException, section: Section) -> BaseException:
         exc.message = f"table {section.name}: {exc.message}"
         exc.args = (exc.message,)
     return exc
-
-
-def table_sections(manifest: Manifest) -> list[Section]:
-    return [s for s in manifest.sections or [] if s.kind == "table"]
-
-
-def check_sections(manifest: Manifest) -> None:
-    if manifest.sections is None:
-        raise RestoreFailed(f"backup {manifest.id} is not table-addressed")

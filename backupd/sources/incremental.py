@@ -39,7 +39,6 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 import pymysql
-import pymysql.cursors
 
 from backupd.config import Settings
 from backupd.errors import SourceError
@@ -53,14 +52,12 @@ from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
 from backupd.sources.dump_sections import DataEnd, DumpSplitter, Event, SectionStart, data_line, structure_line
 from backupd.sources.exact_splice import ExactDataSplicer
+from backupd.sources.live_keys import batched, delete_statements
 
 log = logging.getLogger(__name__)
 
 LONG_TRANSACTION_MARGIN = timedelta(hours=1)
 TEMPORAL_TYPES = frozenset({"datetime", "timestamp"})
-INTEGER_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint"})
-DELETE_BATCH = 1000
-KEY_BATCH = 1000
 _LITERAL_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -281,7 +278,7 @@ class IncrementalStream:
             yield statement
         for table, where in self.exact_changed:
             yield SectionStart("table", table.database, table.table)
-            yield from _batched(delete_statements(self.keys_conn, table, label=label))
+            yield from batched(delete_statements(self.keys_conn, table, label=label))
             yield from exact_rows(self.keys_conn, table, label=label, where=where, verb="REPLACE")
             yield DataEnd()
         for run, dump in self.runs:
@@ -309,7 +306,7 @@ class IncrementalStream:
         for event in events:
             yield event
             if run.kind == "changed" and isinstance(event, SectionStart) and event.table:
-                yield from _batched(delete_statements(self.keys_conn, tables[event.table], label=self.session.label))
+                yield from batched(delete_statements(self.keys_conn, tables[event.table], label=self.session.label))
 
     def objects(self) -> Iterator[Event]:
         yield SectionStart("objects")
@@ -328,90 +325,6 @@ class IncrementalStream:
                             snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
                             server=self.session.server, reference=reference,
                             tool_versions=self.session.tool_versions, incremental=self.incremental)
-
-
-def delete_statements(conn: pymysql.connections.Connection, table: TableInfo, *,
-                      label: str) -> Iterator[str]:
-    """SQL deleting every row of ``table`` whose primary key is not live in ``conn``'s snapshot.
-    The statements name the table without its database (they run after ``USE``: a table
-    restored alone is loaded into a scratch database)."""
-    source = f"{quote_identifier(table.database)}.{quote_identifier(table.table)}"
-    key = table.primary_key
-    columns = {c.name: c for c in table.columns}
-    if len(key) == 1 and columns[key[0]].data_type in INTEGER_TYPES:
-        yield from _integer_key_deletes(conn, source, quote_identifier(table.table), quote_identifier(key[0]),
-                                        label=label)
-    else:
-        yield from _listed_key_deletes(conn, source, quote_identifier(table.table), [quote_identifier(k) for k in key],
-                                       label=label)
-
-
-def _integer_key_deletes(conn: pymysql.connections.Connection, source: str, target: str, pk: str, *,
-                         label: str) -> Iterator[str]:
-    """Live keys as runs of consecutive integers: delete outside [min, max] and in every gap."""
-    low, high = query(conn, f"SELECT MIN({pk}), MAX({pk}) FROM {source}", label=label)[0]
-    if low is None:
-        yield f"DELETE FROM {target};\n"
-        return
-    yield f"DELETE FROM {target} WHERE {pk} < {int(low)} OR {pk} > {int(high)};\n"
-    gaps = f"SELECT prev, k FROM (SELECT {pk} AS k, LAG({pk}) OVER (ORDER BY {pk}) AS prev " \
-           f"FROM {source}) g WHERE k > prev + 1"
-    batch: list[str] = []
-    for prev, current in _stream(conn, gaps, label=label):
-        batch.append(f"({pk} > {int(str(prev))} AND {pk} < {int(str(current))})")
-        if len(batch) == DELETE_BATCH:
-            yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
-            batch = []
-    if batch:
-        yield f"DELETE FROM {target} WHERE {' OR '.join(batch)};\n"
-
-
-def _listed_key_deletes(conn: pymysql.connections.Connection, source: str, target: str,
-                        key: list[str], *, label: str) -> Iterator[str]:
-    """Live keys listed in a temporary table (beside the table); delete every row without a match."""
-    columns = ", ".join(key)
-    keys = "backupd_live_keys"
-    yield (f"DROP TEMPORARY TABLE IF EXISTS {keys};\n"
-           f"CREATE TEMPORARY TABLE {keys} ENGINE=InnoDB AS SELECT {columns} FROM {target} LIMIT 0;\n"
-           f"ALTER TABLE {keys} ADD PRIMARY KEY ({columns});\n")
-    batch: list[str] = []
-    for row in _stream(conn, f"SELECT {columns} FROM {source}", label=label):
-        batch.append("(" + ",".join(conn.escape(value) for value in row) + ")")
-        if len(batch) == KEY_BATCH:
-            yield f"INSERT INTO {keys} VALUES {','.join(batch)};\n"
-            batch = []
-    if batch:
-        yield f"INSERT INTO {keys} VALUES {','.join(batch)};\n"
-    match = " AND ".join(f"t.{k} = k.{k}" for k in key)
-    yield (f"DELETE t FROM {target} t LEFT JOIN {keys} k ON {match} WHERE k.{key[0]} IS NULL;\n"
-           f"DROP TEMPORARY TABLE {keys};\n")
-
-
-def _stream(conn: pymysql.connections.Connection, sql: str, *, label: str) -> Iterator[tuple[object, ...]]:
-    """Rows of ``sql`` read unbuffered (memory stays small whatever the table's size)."""
-    cursor = pymysql.cursors.SSCursor(conn)
-    try:
-        cursor.execute(sql)
-        while rows := cursor.fetchmany(10_000):
-            yield from rows
-    except pymysql.MySQLError as exc:
-        raise SourceError(f"{label}: reading live keys failed: {exc} (while running: {sql[:120]})") from None
-    finally:
-        cursor.close()
-
-
-def _batched(statements: Iterator[str], size: int = 1024 * 1024) -> Iterator[bytes]:
-    """Join small statements into chunks of about ``size`` bytes."""
-    pending: list[str] = []
-    length = 0
-    for statement in statements:
-        pending.append(statement)
-        length += len(statement)
-        if length >= size:
-            yield "".join(pending).encode("utf-8")
-            pending, length = [], 0
-    if pending:
-        yield "".join(pending).encode("utf-8")
 
 
 def _summarize(plan: list[TableChange], limit: int = 8) -> str:
