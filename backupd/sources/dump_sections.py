@@ -10,13 +10,15 @@ from ``SET TIME_ZONE=@OLD_TIME_ZONE`` on, and says ``Dump completed``).
 ``DumpSplitter`` turns that output into events: ``SectionStart`` where a section begins, the
 bytes, and ``DataEnd`` where a table's data ends and its triggers begin. It cuts only at the
 structure line of the table expected next and at the lines above, which are whole lines of
-mysqldump's own (values never contain raw newlines in its output), so a value or a trigger
-body can never be mistaken for a boundary. The trailer is dropped (the run's trailer is still
+mysqldump's own: values never contain raw newlines in its output, and a line inside a trigger
+body (between mysqldump's ``DELIMITER ;;`` and ``DELIMITER ;`` lines) is never taken for one, so
+neither a value nor a trigger body can be mistaken for a boundary. The trailer is dropped (the run's trailer is still
 checked by ``DumpProcess``); ``finish()`` fails if a table never appeared.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -25,6 +27,7 @@ from backupd.errors import SourceError
 
 SectionKind = Literal["preamble", "database", "table", "objects"]
 _UNLOCK = b"UNLOCK TABLES;\n"
+_DELIMITER = re.compile(rb"^DELIMITER (;;|;)$", re.M)
 _TRAILER = b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
 
 
@@ -72,6 +75,7 @@ class DumpSplitter:
         self._state: Literal["preamble", "table", "trailer"] = "preamble"
         self._keep_preamble = preamble
         self._preamble_started = False
+        self._in_body = False  # between DELIMITER ;; and DELIMITER ; (a trigger's body)
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
         """Events for ``chunk`` (whole lines; a partial last line waits for the next chunk)."""
@@ -125,14 +129,25 @@ class DumpSplitter:
             position = at
 
     def _next_boundary(self, body: bytes, start: int) -> tuple[int, str] | None:
-        """Where the next table's structure line (or, after the last table, the trailer) starts."""
+        """Where the next table's structure line (or, after the last table, the trailer) starts,
+        outside trigger bodies. After a table's data (triggers come there), the lines from
+        ``start`` are consumed: call it once per position there."""
         if self._next < len(self.tables):
-            at = _find_line(body, self.boundary(self.tables[self._next]), start)
-            return (at, "table") if at >= 0 else None
-        if self._state == "table":
-            at = _find_line(body, _TRAILER, start)
-            return (at, "trailer") if at >= 0 else None
-        return None
+            line, what = self.boundary(self.tables[self._next]), "table"
+        elif self._state == "table":
+            line, what = _TRAILER, "trailer"
+        else:
+            return None
+        while True:
+            at = _find_line(body, line, start)
+            if not self._in_data:  # triggers may follow: skip what lies inside their bodies
+                for match in _DELIMITER.finditer(body, start, at if at >= 0 else len(body)):
+                    self._in_body = match.group(1) == b";;"
+            if at < 0:
+                return None
+            if not self._in_body:
+                return at, what
+            start = at + len(line)
 
     def _emit(self, data: bytes) -> Iterator[Event]:
         if not data:

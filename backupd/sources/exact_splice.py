@@ -20,6 +20,7 @@ from backupd.errors import SourceError
 
 _USE = re.compile(rb"^USE `((?:[^`]|``)+)`;$", re.M)
 _STRUCTURE = re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$", re.M)
+_DELIMITER = re.compile(rb"^DELIMITER (;;|;)$", re.M)
 _CREATE_END = b"/*!40101 SET character_set_client = @saved_cs_client */;\n"
 
 DataSection = Callable[[str, str], Iterable[bytes]]
@@ -38,6 +39,7 @@ class ExactDataSplicer:
         self._carry = b""
         self._database: str | None = database
         self._pending: tuple[str, str] | None = None
+        self._in_body = False
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         """The pieces to pass on for ``chunk`` (whole lines; a partial last line waits)."""
@@ -91,12 +93,17 @@ class ExactDataSplicer:
             self._track(body, position, match.start())
             key = (self._database or "", _name(match.group(1)))
             position = match.end()
-            if key in self.waiting:
+            if key in self.waiting and not self._in_body:
                 self.waiting.discard(key)
                 self._pending = key
                 return position
 
     def _track(self, body: bytes, start: int, end: int) -> None:
+        """Follow ``USE`` lines, and whether we are inside a trigger's body (between mysqldump's
+        ``DELIMITER ;;`` and ``DELIMITER ;`` lines), where no line is one of mysqldump's own."""
+        if body.find(b"DELIMITER ;", start, end) >= 0:
+            for delimiter in _DELIMITER.finditer(body, start, end):
+                self._in_body = delimiter.group(1) == b";;"
         if body.find(b"USE `", start, end) >= 0:
             for match in _USE.finditer(body, start, end):
                 self._database = _name(match.group(1))

@@ -56,3 +56,11 @@ def test_a_cut_off_create_statement_fails_the_backup():
     cut = DUMP[:DUMP.index(b"USE `b`;") + 60]
     with pytest.raises(SourceError, match="b.t"):
         splice(64, dump=cut)
+
+
+def test_a_trigger_body_that_looks_like_a_table_is_not_spliced_into():
+    body = (b"DELIMITER ;;\n/*!50003 CREATE TRIGGER x AFTER INSERT ON `t` FOR EACH ROW BEGIN\n"
+            b"-- Table structure for table `u`\n" + CREATE_END + b"END */;;\nDELIMITER ;\n")
+    dump = b"USE `a`;\n" + table(b"t") + body + table(b"u")
+    spliced = splice(11, tables=(("a", "u"),), dump=dump)
+    assert spliced.index(b"<rows of a.u>") > spliced.index(b"DELIMITER ;\n")  # after the real `u`, not the body
