@@ -22,7 +22,7 @@ from backupd.progress import Progress
 from backupd.repo.codec import CompressedPart, PartCompressor
 from backupd.repo.model import Section
 from backupd.sources.base import SectionedSourceStream
-from backupd.sources.dump_sections import DataEnd, Event, SectionStart
+from backupd.sources.dump_sections import DataEnd, DataStart, Event, SectionStart
 
 
 class SectionWriter:
@@ -37,6 +37,7 @@ class SectionWriter:
         self._start: SectionStart | None = None
         self._parts: list[int] = []
         self._raw = 0
+        self._data_start: int | None = None
         self._data_end: int | None = None
 
     def write(self, events: Iterator[Event]) -> list[Section]:
@@ -44,7 +45,10 @@ class SectionWriter:
             for event in events:
                 if isinstance(event, SectionStart):
                     self._close()
-                    self._start, self._parts, self._raw, self._data_end = event, [], 0, None
+                    self._start, self._parts, self._raw, self._data_start, self._data_end = event, [], 0, None, None
+                elif isinstance(event, DataStart):
+                    if self._data_start is None:  # the first one: an incremental's deletes are data too
+                        self._data_start = self._raw
                 elif isinstance(event, DataEnd):
                     self._data_end = self._raw
                 elif event:
@@ -70,6 +74,7 @@ class SectionWriter:
         start = self._start
         self.sections.append(Section(kind=start.kind, database=start.database, table=start.table,
                                      parts=list(self._parts), raw_bytes=self._raw,
+                                     data_start=self._data_start if start.kind == "table" else None,
                                      data_end=self._data_end if start.kind == "table" else None))
         self._start = None
 

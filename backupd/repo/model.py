@@ -51,7 +51,8 @@ class Section(_Record):
 
     ``preamble``: the session settings every load starts with (character set, time zone, SQL
     mode, checks off). ``database``: its ``CREATE DATABASE``. ``table``: one table's ``DROP`` and
-    ``CREATE TABLE``, its rows and then its triggers, which start ``data_end`` raw bytes in.
+    ``CREATE TABLE`` (raw bytes ``[0, data_start)``), its rows (``[data_start, data_end)``) and
+    then its triggers (``[data_end, raw_bytes)``).
     ``objects``: a database's views, procedures, functions and events (an incremental's:
     every database's, and the triggers; ``database`` is then None), loaded after the tables.
     An incremental's table section holds what its mode carries: deletes and changed rows, or
@@ -63,7 +64,8 @@ class Section(_Record):
     table: str | None = None
     parts: list[int]  # the indexes of its parts, in order
     raw_bytes: int = Field(ge=0)
-    data_end: int | None = None  # tables only
+    data_start: int | None = Field(default=None, ge=0)  # tables only
+    data_end: int | None = Field(default=None, ge=0)  # tables only
 
     @property
     def name(self) -> str:
@@ -73,6 +75,8 @@ class Section(_Record):
     def _fields(self) -> Section:
         if (self.kind == "table") != (self.table is not None and self.data_end is not None):
             raise ValueError("a table section needs its table and data_end, and only it")
+        if self.data_start is not None and not self.data_start <= (self.data_end or 0) <= self.raw_bytes:
+            raise ValueError("a table section needs data_start <= data_end <= raw_bytes")
         if self.kind in ("database", "table") and self.database is None:
             raise ValueError("a database or table section needs its database")
         if self.kind == "preamble" and self.database is not None:

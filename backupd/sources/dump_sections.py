@@ -8,7 +8,8 @@ for table `t``` line, ``DROP TABLE``, ``CREATE TABLE``), its data (``LOCK TABLES
 from ``SET TIME_ZONE=@OLD_TIME_ZONE`` on, and says ``Dump completed``).
 
 ``DumpSplitter`` turns that output into events: ``SectionStart`` where a section begins, the
-bytes, and ``DataEnd`` where a table's data ends and its triggers begin. It cuts only at the
+bytes, ``DataStart`` where a table's rows begin (its structure ends) and ``DataEnd`` where they
+end and its triggers begin. It cuts only at the
 structure line of the table expected next and at the lines above, which are whole lines of
 mysqldump's own: values never contain raw newlines in its output, and a line inside a trigger
 body (between mysqldump's ``DELIMITER ;;`` and ``DELIMITER ;`` lines) is never taken for one, so
@@ -41,11 +42,16 @@ class SectionStart:
 
 
 @dataclass(frozen=True)
+class DataStart:
+    """The current table's rows start here (what came before is its structure)."""
+
+
+@dataclass(frozen=True)
 class DataEnd:
     """The current table's data ends here; its triggers (if any) follow."""
 
 
-Event = SectionStart | DataEnd | bytes
+Event = SectionStart | DataStart | DataEnd | bytes
 
 
 def structure_line(table: str) -> bytes:
@@ -72,6 +78,7 @@ class DumpSplitter:
         self._carry = b""
         self._next = 0  # index of the next table to find
         self._in_data = False  # inside a table, before its DataEnd
+        self._data_started = False  # inside a table, after its DataStart
         self._state: Literal["preamble", "table", "trailer"] = "preamble"
         self._keep_preamble = preamble
         self._preamble_started = False
@@ -103,9 +110,22 @@ class DumpSplitter:
                 return
             boundary = self._next_boundary(body, position)
             unlock = _find_line(body, _UNLOCK, position) if self._in_data else -1
+            if self._in_data and not self._data_started:
+                table = self.tables[self._next - 1]
+                rows = _find_line(body, b"-- Dumping data for table `" + table.replace("`", "``").encode() + b"`",
+                                  position)
+                limits = [limit for limit in (unlock, boundary[0] if boundary else -1) if limit >= 0]
+                if rows >= 0 and all(rows <= limit for limit in limits):
+                    yield from self._emit(body[position:rows])
+                    yield DataStart()
+                    self._data_started = True
+                    position = rows
+                    continue
             if unlock >= 0 and (boundary is None or unlock < boundary[0]):
                 end = unlock + len(_UNLOCK)
                 yield from self._emit(body[position:end])
+                if not self._data_started:
+                    yield DataStart()
                 yield DataEnd()
                 self._in_data = False
                 position = end
@@ -116,6 +136,8 @@ class DumpSplitter:
             at, what = boundary
             yield from self._emit(body[position:at])
             if self._in_data:  # no UNLOCK TABLES (a table mysqldump wrote no data for)
+                if not self._data_started:
+                    yield DataStart()
                 yield DataEnd()
                 self._in_data = False
             if what == "trailer":
@@ -124,7 +146,7 @@ class DumpSplitter:
             self._state = "table"
             table = self.tables[self._next]
             self._next += 1
-            self._in_data = True
+            self._in_data, self._data_started = True, False
             yield SectionStart("table", self.database, table)
             position = at
 

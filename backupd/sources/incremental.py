@@ -50,7 +50,15 @@ from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSessi
 from backupd.repo.model import Incremental, Manifest, TableChange, Window
 from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
-from backupd.sources.dump_sections import DataEnd, DumpSplitter, Event, SectionStart, data_line, structure_line
+from backupd.sources.dump_sections import (
+    DataEnd,
+    DataStart,
+    DumpSplitter,
+    Event,
+    SectionStart,
+    data_line,
+    structure_line,
+)
 from backupd.sources.exact_splice import ExactDataSplicer
 from backupd.sources.live_keys import batched, delete_statements
 
@@ -278,6 +286,7 @@ class IncrementalStream:
             yield statement
         for table, where in self.exact_changed:
             yield SectionStart("table", table.database, table.table)
+            yield DataStart()
             yield from batched(delete_statements(self.keys_conn, table, label=label))
             yield from exact_rows(self.keys_conn, table, label=label, where=where, verb="REPLACE")
             yield DataEnd()
@@ -306,6 +315,7 @@ class IncrementalStream:
         for event in events:
             yield event
             if run.kind == "changed" and isinstance(event, SectionStart) and event.table:
+                yield DataStart()  # an incremental's changed table has no structure: deletes, then rows
                 yield from batched(delete_statements(self.keys_conn, tables[event.table], label=self.session.label))
 
     def objects(self) -> Iterator[Event]:

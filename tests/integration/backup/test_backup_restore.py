@@ -57,6 +57,11 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     assert manifest["reference"]["digest_algorithm"] == "crc32-crc32c-sum64-exact"
     floats = next(t for t in manifest["reference"]["tables"] if t["table"] == "floats")
     assert set(floats["column_digests"]) == {"f", "fu", "f4", "d", "twice"}
+    sections = {(x["kind"], x["database"], x["table"]): x for x in manifest["sections"]}  # table-addressed
+    assert {("preamble", None, None), ("database", "app", None), ("objects", "edge", None)} <= set(sections)
+    oddities = sections[("table", "edge", "oddities")]  # structure, rows, then its trigger
+    assert 0 < oddities["data_start"] < oddities["data_end"] < oddities["raw_bytes"]
+    assert sorted(i for x in manifest["sections"] for i in x["parts"]) == [p["index"] for p in manifest["parts"]]
     assert len(manifest["parts"]) > 1  # 64 KiB parts
     tables = {(t["database"], t["table"]) for t in manifest["reference"]["tables"]}
     assert ("edge", "oddities") in tables and ("edge", "no_pk") in tables

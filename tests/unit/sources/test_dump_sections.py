@@ -6,7 +6,7 @@ import pytest
 
 from backupd.errors import SourceError
 from backupd.mysql.reference import Column, TableInfo
-from backupd.sources.dump_sections import DataEnd, DumpSplitter, SectionStart, data_line, structure_line
+from backupd.sources.dump_sections import DataEnd, DataStart, DumpSplitter, SectionStart, data_line, structure_line
 from backupd.sources.table_dump import assign_streams
 
 PREAMBLE = b"/*M!999999\\- enable the sandbox mode */\n-- MariaDB dump\n/*!40101 SET NAMES utf8mb4 */;\n"
@@ -43,11 +43,13 @@ def split(dump: bytes, tables: list[str], chunk: int, *, preamble: bool = True, 
 def test_sections_whatever_the_chunking(chunk):
     events = split(DUMP, ["a", "b"], chunk)
     kinds = [e if not isinstance(e, bytes) else "bytes" for e in events]
-    assert kinds == [SectionStart("preamble"), "bytes", SectionStart("table", "app", "a"), "bytes", DataEnd(),
-                     "bytes", SectionStart("table", "app", "b"), "bytes", DataEnd(), ]
+    assert kinds == [SectionStart("preamble"), "bytes", SectionStart("table", "app", "a"), "bytes", DataStart(),
+                     "bytes", DataEnd(), "bytes", SectionStart("table", "app", "b"), "bytes", DataStart(), "bytes",
+                     DataEnd()]
     assert events[1].startswith(PREAMBLE)
-    assert events[3].startswith(structure_line("a")) and events[3].endswith(b"UNLOCK TABLES;\n")
-    assert events[5] == TRIGGER + b"\n--\n"  # a trigger body's look-alike lines cut nothing
+    assert events[3].startswith(structure_line("a")) and events[3].endswith(b"int);\n\n--\n")  # the structure
+    assert events[5].startswith(data_line("a")) and events[5].endswith(b"UNLOCK TABLES;\n")  # the rows
+    assert events[7] == TRIGGER + b"\n--\n"  # a trigger body's look-alike lines cut nothing
     assert b"".join(e for e in events if isinstance(e, bytes)) == DUMP[:DUMP.index(TRAILER)]  # the trailer dropped
 
 
@@ -55,8 +57,8 @@ def test_a_run_without_structure_starts_tables_at_their_data():
     dump = PREAMBLE + b"\n--\n" + data_line("a") + b"--\nLOCK TABLES `a` WRITE;\nREPLACE INTO `a` VALUES (1);\n" \
         b"UNLOCK TABLES;\n" + TRAILER
     events = split(dump, ["a"], 7, preamble=False, boundary=data_line)
-    assert events[0] == SectionStart("table", "app", "a") and events[-1] == DataEnd()
-    assert events[1].startswith(data_line("a"))
+    assert events[:2] == [SectionStart("table", "app", "a"), DataStart()] and events[-1] == DataEnd()
+    assert events[2].startswith(data_line("a"))
 
 
 def test_a_missing_or_cut_off_table_fails_the_backup():
