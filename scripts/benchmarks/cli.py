@@ -14,6 +14,7 @@ from .backup_restore import bench_backup_restore
 from .binlogs import bench_binlogs
 from .clouds import bench_clouds
 from .disaster import bench_disaster
+from .floats import bench_floats
 from .incremental import bench_incremental
 from .physical import bench_physical
 from .sync import bench_sync
@@ -21,8 +22,8 @@ from .sync import bench_sync
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "incremental",
-                                          "physical", "sync"])
+    parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "floats",
+                                          "incremental", "physical", "sync"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=40.0, help="binlogs: how long the write load runs")
@@ -45,6 +46,8 @@ def main() -> int:
         bench_disaster(args.rounds, args.gib)
     elif args.suite == "binlogs":
         bench_binlogs(args.rounds, args.gib, args.seconds)
+    elif args.suite == "floats":
+        bench_floats(args.rounds)
     else:
         bench_backup_restore(args.rounds, args.gib)
     return 0
