@@ -1,20 +1,22 @@
-"""Loading a table-addressed backup with several mysql clients at once, each table verified as
+"""Loading a table-addressed backup over several connections at once, each table verified as
 soon as it is loaded.
 
-Order: the preamble and every ``CREATE DATABASE`` through one client; then the tables, largest
-first, taken by ``jobs`` workers, each a mysql client of its own that gets the preamble once and
-then, per table, ``USE db``, the table's section (structure, rows, triggers) and a load marker
-(``restore.markers``): when the client prints the marker, the table is handed to the verifier,
+Order: the preamble and every ``CREATE DATABASE`` on one connection; then the tables, largest
+first, taken by ``jobs`` workers, each with a connection of its own (``restore.statements``:
+statements go to the server directly, without a mysql client parsing them first) that runs the
+preamble once, then per table ``USE db``, the table's section (structure, rows, triggers) and
+``COMMIT`` (autocommit is off: one commit per table); then the table is handed to the verifier,
 so verification overlaps the other tables' loads; last, each database's views, routines and
-events through one client.
+events on one connection.
 
 Every part is fetched and checked (size, sha256) before a byte of it is written, and decoded as
-it streams. When a worker fails (a part with no good copy, the client's error), the others stop
-at their next chunk and their clients are killed before their stdin closes, so no statement cut
-short runs. The error names the table; ``LoadProgress`` says which tables were loaded.
+it streams. When a worker fails (a part with no good copy, the server's error), the others stop
+at their next chunk and close their connections: their table's open transaction rolls back.
+The error names the table; ``LoadProgress`` says which tables were loaded.
 
-Memory: each worker holds at most two parts (the one it applies and the one being fetched) and
-a decode buffer, so ``jobs x 2 x part size`` (compressed) plus the clients' pipes.
+Memory: each worker holds at most two parts (the one it applies and the one being fetched), a
+decode buffer and its statement being read (about 1 MiB), so ``jobs x 2 x part size``
+(compressed) plus a few MiB.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ from backupd.repo.codec import PartDecodeError, decode_part
 from backupd.repo.fetch import PartFetcher
 from backupd.repo.model import Manifest, Section
 from backupd.repo.repository import Target
-from restore.apply import MysqlClientApplier
-from restore.markers import MARKER_PREFIX, parse_marker
+from restore.statements import ServerApplier
 from restore.verify import TableVerifier
 
 log = logging.getLogger(__name__)
@@ -82,23 +83,25 @@ class SectionLoader:
         self.rename = rename
         self.preamble = next((s for s in manifest.sections or [] if s.kind == "preamble"), None)
         self._stop = threading.Event()
-        self._markers: dict[int, Section] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
     def load_in_order(self, sections: Iterable[Section], *, use: bool = True, start: int = 0) -> None:
-        """``sections`` one after the other through one client (databases, objects); ``start``:
+        """``sections`` one after the other on one connection (databases, objects); ``start``:
         skip each section's first raw bytes (a table's triggers start at its ``data_end``)."""
-        with self._client() as client:
-            self._write_section(client, self.preamble)
+        applier = self._applier()
+        try:
+            self._write_section(applier, self.preamble)
             for section in sections:
                 if use and section.database:
-                    client.write(f"USE {quote_identifier(section.database)};\n".encode())
-                self._write_section(client, section, start=start)
-            client.finish()
+                    applier.execute(f"USE {quote_identifier(section.database)}".encode())
+                self._write_section(applier, section, start=start)
+                applier.finish()
+        finally:
+            applier.close()
 
     def load_tables(self, tables: list[Section], load: LoadProgress, *, data_only: bool = False) -> None:
-        """The table sections, largest first, over ``jobs`` clients; ``data_only``: without
+        """The table sections, largest first, over ``jobs`` connections; ``data_only``: without
         their triggers (loaded later by the caller)."""
         pending: queue.Queue[Section] = queue.Queue()
         for section in sorted(tables, key=lambda s: -s.raw_bytes):
@@ -125,55 +128,40 @@ class SectionLoader:
 
     # ------------------------------------------------------------------ workers
     def _work(self, pending: queue.Queue[Section], load: LoadProgress, data_only: bool) -> None:
-        sent: list[Section] = []  # this client's tables, in order; a table is done at its marker
-        with self._client(self._on_output(load)) as client:
-            try:
-                self._write_section(client, self.preamble)
-                while not self._stop.is_set():
-                    try:
-                        section = pending.get_nowait()
-                    except queue.Empty:
-                        break
-                    sent.append(section)
-                    database = self.rename(section) if self.rename else section.database
-                    assert database is not None
-                    client.write(f"USE {quote_identifier(database)};\n".encode())
-                    self._write_section(client, section, limit=section.data_end if data_only else None)
-                    with self._lock:
-                        number = len(self._markers) + 1
-                        self._markers[number] = section
-                    client.write(b"SELECT '%s%d';\n" % (MARKER_PREFIX, number))
-                if self._stop.is_set():
-                    raise _Stopped()
-                client.finish()
-            except _Stopped:
-                client.abort()
-                raise
-            except BaseException as exc:
-                client.abort()
-                # the client runs behind what was sent: the table at fault is its first unfinished one
-                failed = next((s for s in sent if s.name not in load.loaded), sent[-1] if sent else None)
-                if failed is not None:
-                    load.failed = failed.name
-                    raise _name_table(exc, failed) from None
-                raise
+        applier = self._applier()
+        try:
+            self._write_section(applier, self.preamble)
+            applier.finish()
+            applier.execute(b"SET SESSION autocommit = 0")  # one commit per table, not per INSERT
+            while not self._stop.is_set():
+                try:
+                    section = pending.get_nowait()
+                except queue.Empty:
+                    break
+                database = self.rename(section) if self.rename else section.database
+                assert database is not None
+                try:
+                    applier.execute(f"USE {quote_identifier(database)}".encode())
+                    self._write_section(applier, section, limit=section.data_end if data_only else None)
+                    applier.finish()
+                    applier.execute(b"COMMIT")
+                except _Stopped:
+                    raise
+                except BaseException as exc:
+                    load.failed = section.name
+                    raise _name_table(exc, section) from None
+                load.done(section.name)
+                if self.verifier is not None and section.table:
+                    self.verifier.table_loaded(database, section.table)
+            if self._stop.is_set():
+                raise _Stopped()
+        finally:
+            applier.close()  # a table cut short is never committed: its transaction rolls back
 
-    def _on_output(self, load: LoadProgress) -> Callable[[bytes], None]:
-        def handle(line: bytes) -> None:
-            number = parse_marker(line)
-            section = self._markers.get(number) if number is not None else None
-            if section is None:
-                return
-            load.done(section.name)
-            if self.verifier is not None and section.database and section.table:
-                self.verifier.table_loaded(self.rename(section) if self.rename else section.database, section.table)
-        return handle
+    def _applier(self) -> ServerApplier:
+        return ServerApplier(self.target.config, label=self.target.label)
 
-    def _client(self, on_output: Callable[[bytes], None] | None = None) -> MysqlClientApplier:
-        return MysqlClientApplier(self.target, mysql=self.settings.mysql, work_dir=self.settings.work_dir,
-                                  on_output=on_output)
-
-    def _write_section(self, client: MysqlClientApplier, section: Section | None, *, start: int = 0,
+    def _write_section(self, client: ServerApplier, section: Section | None, *, start: int = 0,
                        limit: int | None = None) -> None:
         """Stream ``section``'s verified parts into ``client``: its raw bytes from ``start`` up to
         ``limit`` (parts wholly outside are not fetched)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import zstandard
 
 from backupd.errors import TransientStoreError
 from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store
@@ -248,3 +251,26 @@ def whole_second_after_now() -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
     time.sleep(1.2)
     return stamp
+
+
+def rewrite_parts(store_dir: Path, shard: str, backup_id: str, change: Callable[[bytes], bytes]) -> int:
+    """Rewrite the SQL of every part of a backup in a local store through ``change`` (which must
+    keep the length: sections record offsets), recompress it and record its new size and sha256
+    in the manifest: a backup that lies consistently, which only verifying the data can catch.
+    Returns how many parts changed."""
+    manifest_path = store_dir / shard / backup_id / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    changed = 0
+    for part in manifest["parts"]:
+        path = store_dir / part["key"]
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+        new = change(raw)
+        assert len(new) == len(raw), "the change must keep the length"
+        if new == raw:
+            continue
+        data = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(new)
+        path.write_bytes(data)
+        part["size"], part["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        changed += 1
+    manifest_path.write_text(json.dumps(manifest))
+    return changed

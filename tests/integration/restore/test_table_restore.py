@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from tests.integration.backup.test_exact_values import lossy_mysql
-from tests.integration.support import backup, run, write_config
+from tests.integration.backup.test_exact_values import round_floats
+from tests.integration.support import backup, rewrite_parts, run, write_config
 from tests.testbed import seed_edge_cases, seed_shard, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -176,11 +176,10 @@ def test_patterns_triggers_refusals_and_a_chain_with_an_incremental(tmp_path, so
 
 
 def test_a_table_that_differs_from_its_reference_is_never_moved_into_place(tmp_path, source, live):
-    """A lossy load (the mysql client rounds FLOATs): exit 3 naming the table and columns; the live
-    table stays as it was and the scratch database is gone."""
-    config = write_config(tmp_path / "backupd.toml", shards={"1": source}, targets={"live": live},
-                          settings={"mysql": str(lossy_mysql(tmp_path))})
-    backup(config, "1")
+    """A backup whose FLOAT rows are lossy (and whose parts and manifest agree): exit 3 naming the
+    table and columns; the live table stays as it was and the scratch database is gone."""
+    config = write_config(tmp_path / "backupd.toml", shards={"1": source}, targets={"live": live})
+    assert rewrite_parts(tmp_path / "store", "1", backup(config, "1"), round_floats) > 0
     live.execute("CREATE DATABASE edge")
     live.execute("CREATE TABLE edge.floats (id INT PRIMARY KEY)")
     live.execute("INSERT INTO edge.floats VALUES (7)")
