@@ -73,7 +73,7 @@ def parse_time(text: str) -> datetime:
 @click.option("--as", "as_name", metavar="DB.NEWNAME", help="With one --table: restore it under this name, "
               "beside the original.")
 @click.option("--jobs", type=click.IntRange(1, 64), metavar="N",
-              help="Load a table-addressed logical backup with N mysql clients, largest tables first "
+              help="Load a table-addressed logical backup over N connections, largest tables first "
                    "(default: [backupd] restore_jobs, else one per core).")
 @click.option("--parallel-shards", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Several shards: how many are restored at once (largest first).")

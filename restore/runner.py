@@ -188,7 +188,7 @@ def _apply_sections(settings: Settings, target: Target, manifest: Manifest, fetc
         try:
             loader.load_in_order([s for s in sections if s.kind == "database"], use=False)
             loader.load_tables(tables, load)
-            loader.load_in_order([s for s in sections if s.kind == "objects"])
+            loader.load_in_order([s for s in sections if s.kind == "objects"], client=True)
         except (CorruptPart, RestoreFailed) as exc:
             exc.hint = (f"{target.label} is partially restored from {manifest.kind} {manifest.id}: "
                         f"{load.describe()}; fix the cause and rerun with --force")

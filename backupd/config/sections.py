@@ -264,7 +264,7 @@ class Settings(_Section):
     parts_in_flight: int = Field(default=1, ge=1, le=16)
     # A logical full dumps its tables in this many mysqldump streams, all in one snapshot.
     dump_streams: int = Field(default=2, ge=1, le=32)
-    # A logical restore loads tables with this many mysql clients (0: one per core).
+    # A logical restore loads tables over this many connections (0: one per core).
     restore_jobs: int = Field(default=0, ge=0, le=64)
     mysqldump: str = "mysqldump"
     mysql: str = "mysql"
