@@ -99,7 +99,7 @@ def bench_backup_restore(rounds: int, gib: float) -> None:
                     target.destroy()
             print(f"bench: restore round {r + 1}/{rounds} done", flush=True)
         print_table("Restore of the same shard into a fresh server", list(restore_results.items()), "myloader -t 2",
-                    "`restore` loads with one mysql client per core (2 here) and sql_log_bin=0 (no binlog on the "
+                    "`restore` loads over one connection per core (2 here) and sql_log_bin=0 (no binlog on the "
                     "target), `zstd -dc | mysql` with the server's default (binlog on); verification computes the "
                     "digest of every restored table; the one-bucket restore loads, verifies and swaps one of the "
                     f"{len(tables)} tables.")
