@@ -28,7 +28,7 @@ def _server() -> MariaDBServer:
         server.execute(f"CREATE TABLE {database}.sensor (id BIGINT PRIMARY KEY, a {kind}, b {kind}, c {kind}, "
                        "label VARCHAR(32), at DATETIME(6))")
         server.execute(f"INSERT INTO {database}.sensor SELECT seq, seq / 3e0, SIN(seq), seq * 1.1e-7, "
-                       f"CONCAT('sensor-', seq % 97), '2026-01-01' + INTERVAL seq SECOND FROM seq_1_to_{ROWS}")
+                       f"CONCAT('sensor-', seq % 97), '2026-01-01' + INTERVAL seq SECOND FROM {database}.seq_1_to_{ROWS}")
     return server
 
 
