@@ -4,8 +4,9 @@ The sections hold SQL written by mysqldump and by backupd (``INSERT`` of about 1
 ``CREATE TABLE``, triggers between ``DELIMITER ;;`` and ``DELIMITER ;``). Sent through the mysql
 client, every byte is parsed twice (by the client, to find statement ends, then by the server);
 measured on the 1 GiB bench shard, the clients used ~4 of the restore's 6.7 CPU seconds on a
-2-core machine the server needed; without them the restore took 11.8 s instead of 13.0 s. ``SqlStatements`` finds the statement ends itself, the way
-the client does for this SQL: a statement ends at a line that ends with the delimiter (values
+2-core machine the server needed; without them the restore took 11.8 s instead of 13.0 s.
+``SqlStatements`` finds the statement ends itself, the way the client does for this SQL: a
+statement ends at a line that ends with the delimiter (values
 never contain raw newlines in these dumps, so a line end inside a statement is never a value's);
 ``DELIMITER x`` lines change the delimiter; what holds only comments or blanks is not sent (the
 server would answer "Query was empty"). ``ServerApplier`` sends each statement over one
