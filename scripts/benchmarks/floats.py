@@ -23,12 +23,17 @@ def _server() -> MariaDBServer:
     shutil.rmtree(root, ignore_errors=True)
     server = MariaDBServer.create(root, "bench-floats", 1, CACHE)
     server.start()
-    for database, kind in (("floats", "FLOAT"), ("doubles", "DOUBLE")):
-        server.execute(f"CREATE DATABASE {database}")
-        server.execute(f"CREATE TABLE {database}.sensor (id BIGINT PRIMARY KEY, a {kind}, b {kind}, c {kind}, "
-                       "label VARCHAR(32), at DATETIME(6))")
-        server.execute(f"INSERT INTO {database}.sensor SELECT seq, seq / 3e0, SIN(seq), seq * 1.1e-7, "
-                       f"CONCAT('sensor-', seq % 97), '2026-01-01' + INTERVAL seq SECOND FROM {database}.seq_1_to_{ROWS}")
+    try:
+        for database, kind in (("floats", "FLOAT"), ("doubles", "DOUBLE")):
+            server.execute(f"CREATE DATABASE {database}")
+            server.execute(f"CREATE TABLE {database}.sensor (id BIGINT PRIMARY KEY, a {kind}, b {kind}, c {kind}, "
+                           "label VARCHAR(32), at DATETIME(6))")
+            server.execute(f"INSERT INTO {database}.sensor SELECT seq, seq / 3e0, SIN(seq), seq * 1.1e-7, "
+                           f"CONCAT('sensor-', seq % 97), '2026-01-01' + INTERVAL seq SECOND "
+                           f"FROM {database}.seq_1_to_{ROWS}")
+    except BaseException:
+        server.destroy()  # a bench that fails leaves no server running
+        raise
     return server
 
 
