@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 
+from backupd.mysql.dump import USE_LINE, find_line, unquote_name
+
 MARKER_PREFIX = b"backupd-loaded:"
 _UNLOCK = b"UNLOCK TABLES;\n"
 _LOCK = re.compile(rb"^LOCK TABLES `((?:[^`]|``)+)` WRITE;$", re.M)
-_USE = re.compile(rb"^USE `((?:[^`]|``)+)`;$", re.M)
 _MARKER_LINE = re.compile(rb"^backupd-loaded:(\d+)$")
 
 
@@ -43,7 +44,7 @@ class LoadMarkers:
         pieces: list[bytes] = []
         start = 0
         while True:
-            at = _find_line(body, _UNLOCK, start)
+            at = find_line(body, _UNLOCK, start)
             if at < 0:
                 break
             self._track(body, start, at)
@@ -63,29 +64,14 @@ class LoadMarkers:
     def _track(self, body: bytes, start: int, end: int) -> None:
         """Update the current database and locked table from lines in ``body[start:end]``."""
         if body.find(b"USE `", start, end) >= 0:
-            for match in _USE.finditer(body, start, end):
-                self._database = _name(match.group(1))
+            for match in USE_LINE.finditer(body, start, end):
+                self._database = unquote_name(match.group(1))
         if body.find(b"LOCK TABLES `", start, end) >= 0:
             for match in _LOCK.finditer(body, start, end):
-                self._table = _name(match.group(1))
+                self._table = unquote_name(match.group(1))
 
 
 def parse_marker(line: bytes) -> int | None:
     """The table number of a marker line printed by the mysql client, else None."""
     match = _MARKER_LINE.match(line.strip())
     return int(match.group(1)) if match else None
-
-
-def _find_line(body: bytes, text: bytes, start: int) -> int:
-    """Index of the next line in ``body`` equal to ``text`` (with its newline), or -1.
-
-    ``start`` is at a line start (0 or just after a newline).
-    """
-    if body.startswith(text, start):
-        return start
-    at = body.find(b"\n" + text, start)
-    return at + 1 if at >= 0 else -1
-
-
-def _name(raw: bytes) -> str:
-    return raw.decode("utf-8").replace("``", "`")

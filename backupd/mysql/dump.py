@@ -29,6 +29,25 @@ _HEADER_COORDS = re.compile(
 _TRAILER = re.compile(rb"^-- Dump completed", re.M)
 _TRAILER_GTID = re.compile(rb"^-- SET GLOBAL gtid_slave_pos='([^']*)';", re.M)
 
+# Lines of mysqldump's output that the restore and the sources read (values never hold raw
+# newlines in it, so these whole lines are mysqldump's own, except inside trigger and routine
+# bodies, which sit between DELIMITER lines).
+USE_LINE = re.compile(rb"^USE `((?:[^`]|``)+)`;$", re.M)
+DELIMITER_LINE = re.compile(rb"^DELIMITER (;;|;)$", re.M)
+
+
+def find_line(body: bytes, text: bytes, start: int) -> int:
+    """Index of the next line of ``body``, from ``start``, that starts with ``text``, or -1."""
+    if body.startswith(text, start) and (start == 0 or body[start - 1:start] == b"\n"):
+        return start
+    at = body.find(b"\n" + text, start)
+    return at + 1 if at >= 0 else -1
+
+
+def unquote_name(raw: bytes) -> str:
+    """A name as mysqldump writes it between backquotes (doubled backquotes undone)."""
+    return raw.decode("utf-8").replace("``", "`")
+
 
 def client_version(binary: str) -> tuple[str, str]:
     """``(flavour, version)`` of a mysqldump binary: ``("mariadb", "10.11.19")`` or ``("mysql", "8.0.36")``."""

@@ -19,16 +19,15 @@ checked by ``DumpProcess``); ``finish()`` fails if a table never appeared.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from backupd.errors import SourceError
+from backupd.mysql.dump import DELIMITER_LINE, find_line
 
 SectionKind = Literal["preamble", "database", "table", "objects"]
 _UNLOCK = b"UNLOCK TABLES;\n"
-_DELIMITER = re.compile(rb"^DELIMITER (;;|;)$", re.M)
 _TRAILER = b"/*!40103 SET TIME_ZONE=@OLD_TIME_ZONE */;\n"
 
 
@@ -109,10 +108,10 @@ class DumpSplitter:
             if self._state == "trailer":
                 return
             boundary = self._next_boundary(body, position)
-            unlock = _find_line(body, _UNLOCK, position) if self._in_data else -1
+            unlock = find_line(body, _UNLOCK, position) if self._in_data else -1
             if self._in_data and not self._data_started:
                 table = self.tables[self._next - 1]
-                rows = _find_line(body, b"-- Dumping data for table `" + table.replace("`", "``").encode() + b"`",
+                rows = find_line(body, b"-- Dumping data for table `" + table.replace("`", "``").encode() + b"`",
                                   position)
                 limits = [limit for limit in (unlock, boundary[0] if boundary else -1) if limit >= 0]
                 if rows >= 0 and all(rows <= limit for limit in limits):
@@ -161,9 +160,9 @@ class DumpSplitter:
         else:
             return None
         while True:
-            at = _find_line(body, line, start)
+            at = find_line(body, line, start)
             if not self._in_data:  # triggers may follow: skip what lies inside their bodies
-                for match in _DELIMITER.finditer(body, start, at if at >= 0 else len(body)):
+                for match in DELIMITER_LINE.finditer(body, start, at if at >= 0 else len(body)):
                     self._in_body = match.group(1) == b";;"
             if at < 0:
                 return None
@@ -181,11 +180,3 @@ class DumpSplitter:
                 self._preamble_started = True
                 yield SectionStart("preamble")
         yield data
-
-
-def _find_line(body: bytes, text: bytes, start: int) -> int:
-    """Index of the next line in ``body`` (from ``start``, a line start) equal to ``text``, or -1."""
-    if body.startswith(text, start):
-        return start
-    at = body.find(b"\n" + text, start)
-    return at + 1 if at >= 0 else -1

@@ -17,10 +17,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 
 from backupd.errors import SourceError
+from backupd.mysql.dump import DELIMITER_LINE, USE_LINE, find_line, unquote_name
 
-_USE = re.compile(rb"^USE `((?:[^`]|``)+)`;$", re.M)
 _STRUCTURE = re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$", re.M)
-_DELIMITER = re.compile(rb"^DELIMITER (;;|;)$", re.M)
 _CREATE_END = b"/*!40101 SET character_set_client = @saved_cs_client */;\n"
 
 DataSection = Callable[[str, str], Iterable[bytes]]
@@ -69,7 +68,7 @@ class ExactDataSplicer:
                     break
                 search = found
                 continue
-            end = _find_line(body, _CREATE_END, search)
+            end = find_line(body, _CREATE_END, search)
             if end < 0:
                 break
             end += len(_CREATE_END)
@@ -91,7 +90,7 @@ class ExactDataSplicer:
                 self._track(body, position, len(body))
                 return None
             self._track(body, position, match.start())
-            key = (self._database or "", _name(match.group(1)))
+            key = (self._database or "", unquote_name(match.group(1)))
             position = match.end()
             if key in self.waiting and not self._in_body:
                 self.waiting.discard(key)
@@ -102,20 +101,8 @@ class ExactDataSplicer:
         """Follow ``USE`` lines, and whether we are inside a trigger's body (between mysqldump's
         ``DELIMITER ;;`` and ``DELIMITER ;`` lines), where no line is one of mysqldump's own."""
         if body.find(b"DELIMITER ;", start, end) >= 0:
-            for delimiter in _DELIMITER.finditer(body, start, end):
+            for delimiter in DELIMITER_LINE.finditer(body, start, end):
                 self._in_body = delimiter.group(1) == b";;"
         if body.find(b"USE `", start, end) >= 0:
-            for match in _USE.finditer(body, start, end):
-                self._database = _name(match.group(1))
-
-
-def _find_line(body: bytes, text: bytes, start: int) -> int:
-    """Index of the next line in ``body`` (from ``start``) equal to ``text``, or -1."""
-    if body.startswith(text, start) and (start == 0 or body[start - 1:start] == b"\n"):
-        return start
-    at = body.find(b"\n" + text, start)
-    return at + 1 if at >= 0 else -1
-
-
-def _name(raw: bytes) -> str:
-    return raw.decode("utf-8").replace("``", "`")
+            for match in USE_LINE.finditer(body, start, end):
+                self._database = unquote_name(match.group(1))
