@@ -19,12 +19,13 @@ checked by ``DumpProcess``); ``finish()`` fails if a table never appeared.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from backupd.errors import SourceError
 from backupd.mysql.dump import DELIMITER_LINE, find_line
+from backupd.sources.exact_splice import ExactDataSplicer
 
 SectionKind = Literal["preamble", "database", "table", "objects"]
 _UNLOCK = b"UNLOCK TABLES;\n"
@@ -180,3 +181,16 @@ class DumpSplitter:
                 self._preamble_started = True
                 yield SectionStart("preamble")
         yield data
+
+
+def run_events(chunks: Iterable[bytes], splitter: DumpSplitter,
+               splicer: ExactDataSplicer | None = None) -> Iterator[Event]:
+    """One mysqldump run's output as events: its chunks through ``splicer`` (exact FLOAT rows
+    put in), then cut by ``splitter``."""
+    for chunk in chunks:
+        for piece in (splicer.feed(chunk) if splicer else (chunk,)):
+            yield from splitter.feed(piece)
+    if splicer is not None:
+        for piece in splicer.finish():
+            yield from splitter.feed(piece)
+    yield from splitter.finish()

@@ -16,8 +16,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 
+import pymysql
+
 from backupd.errors import SourceError
 from backupd.mysql.dump import DELIMITER_LINE, USE_LINE, find_line, unquote_name
+from backupd.mysql.exact_rows import data_section
+from backupd.mysql.reference import TableInfo
 
 _STRUCTURE = re.compile(rb"^-- Table structure for table `((?:[^`]|``)+)`$", re.M)
 _CREATE_END = b"/*!40101 SET character_set_client = @saved_cs_client */;\n"
@@ -106,3 +110,12 @@ class ExactDataSplicer:
         if body.find(b"USE `", start, end) >= 0:
             for match in USE_LINE.finditer(body, start, end):
                 self._database = unquote_name(match.group(1))
+
+
+def exact_splicer(conn: pymysql.connections.Connection, tables: Iterable[TableInfo], *, label: str,
+                  database: str) -> ExactDataSplicer:
+    """The splice of ``tables``' exact rows into a run of ``database`` (``mysqldump ... db t1 t2``),
+    the rows read on ``conn`` (a connection of the run's snapshot)."""
+    by_key = {(t.database, t.table): t for t in tables}
+    return ExactDataSplicer(by_key, lambda d, t: data_section(conn, by_key[(d, t)], label=label),
+                            label=label, database=database)

@@ -44,7 +44,7 @@ from backupd.config import Settings
 from backupd.errors import SourceError
 from backupd.mysql.connection import query, quote_identifier
 from backupd.mysql.dump import DumpProcess, create_database_sql
-from backupd.mysql.exact_rows import data_section, exact_rows, needs_exact_rows
+from backupd.mysql.exact_rows import exact_rows, needs_exact_rows
 from backupd.mysql.reference import TableInfo, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.model import Incremental, Manifest, TableChange, Window
@@ -57,9 +57,10 @@ from backupd.sources.dump_sections import (
     Event,
     SectionStart,
     data_line,
+    run_events,
     structure_line,
 )
-from backupd.sources.exact_splice import ExactDataSplicer
+from backupd.sources.exact_splice import exact_splicer
 from backupd.sources.live_keys import batched, delete_statements
 
 log = logging.getLogger(__name__)
@@ -294,20 +295,9 @@ class IncrementalStream:
             by_table = {t.table: t for t in run.tables}
             splitter = DumpSplitter(run.database, list(by_table), preamble=False, label=label,
                                     boundary=data_line if run.kind == "changed" else structure_line)
-            splicer = self._splicer(run) if run.kind == "whole-exact" else None
-            for chunk in dump.chunks():
-                for piece in (splicer.feed(chunk) if splicer else (chunk,)):
-                    yield from self._with_deletes(run, splitter.feed(piece), by_table)
-            if splicer is not None:
-                for piece in splicer.finish():
-                    yield from splitter.feed(piece)
-            yield from self._with_deletes(run, splitter.finish(), by_table)
-
-    def _splicer(self, run: IncrementalRun) -> ExactDataSplicer:
-        tables = {(t.database, t.table): t for t in run.tables}
-        label = self.session.label
-        return ExactDataSplicer(tables, lambda d, t: data_section(self.keys_conn, tables[(d, t)], label=label),
-                                label=label, database=run.database)
+            splicer = exact_splicer(self.keys_conn, run.tables, label=label, database=run.database) \
+                if run.kind == "whole-exact" else None
+            yield from self._with_deletes(run, run_events(dump.chunks(), splitter, splicer), by_table)
 
     def _with_deletes(self, run: IncrementalRun, events: Iterator[Event],
                       tables: dict[str, TableInfo]) -> Iterator[Event]:

@@ -19,7 +19,6 @@ snapshots, so that run starts after the data, outside the hand-off, as in the in
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,13 +28,13 @@ from backupd.config import Settings
 from backupd.errors import SourceError
 from backupd.mysql.connection import query
 from backupd.mysql.dump import DumpProcess, create_database_sql, table_run_args
-from backupd.mysql.exact_rows import data_section, needs_exact_rows
+from backupd.mysql.exact_rows import needs_exact_rows
 from backupd.mysql.reference import TableInfo, list_objects, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.repository import Shard
 from backupd.sources.base import SourceResult
-from backupd.sources.dump_sections import DumpSplitter, Event, SectionStart
-from backupd.sources.exact_splice import ExactDataSplicer
+from backupd.sources.dump_sections import DumpSplitter, Event, SectionStart, run_events
+from backupd.sources.exact_splice import exact_splicer
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,6 @@ class TableDumpSource:
             tables = list_tables(session.control, databases, label=label)
             plan = assign_streams(tables, table_sizes(session.control, databases, label=label),
                                   self.settings.dump_streams)
-            exact = {(t.database, t.table): t for t in tables if needs_exact_rows(t)}
             rows_conns = {k: session.open_snapshot_connection() for k, stream in enumerate(plan)
                           if any(needs_exact_rows(t) for _, run in stream for t in run)}
             runs = [run for stream in plan for run in stream]
@@ -112,10 +110,10 @@ class TableDumpSource:
             producers = []
             for k, stream_runs in enumerate(dumps_by_stream):
                 conn = session.snapshots[rows_conns[k]] if k in rows_conns else None
-                producers.append(_Producer(label, stream_runs, conn, exact, preamble=k == 0,
+                producers.append(_Producer(label, stream_runs, conn, preamble=k == 0,
                                            databases=creates if k == 0 else []))
             if not producers:  # no table at all: the databases still need creating
-                producers.append(_Producer(label, [], None, exact, preamble=False, databases=creates))
+                producers.append(_Producer(label, [], None, preamble=False, databases=creates))
             log.info("%s: dumping %d tables in %d streams", label, len(tables), len(producers))
             yield SectionedDump(session, dumps, producers, scanner, databases, info)
 
@@ -124,12 +122,11 @@ class _Producer:
     """One stream's events: its runs' output cut into sections (exact rows spliced in)."""
 
     def __init__(self, label: str, runs: list[tuple[Run, DumpProcess]],
-                 rows_conn: pymysql.connections.Connection | None, exact: dict[tuple[str, str], TableInfo],
-                 *, preamble: bool, databases: list[tuple[str, bytes]]):
+                 rows_conn: pymysql.connections.Connection | None, *, preamble: bool,
+                 databases: list[tuple[str, bytes]]):
         self.label = label
         self.runs = runs
         self.rows_conn = rows_conn
-        self.exact = exact
         self.preamble = preamble
         self.databases = databases
 
@@ -140,23 +137,11 @@ class _Producer:
         for number, ((database, tables), dump) in enumerate(self.runs):
             splitter = DumpSplitter(database, [t.table for t in tables], preamble=self.preamble and number == 0,
                                     label=self.label)
-            splicer = self._splicer(tables)
-            for chunk in dump.chunks():
-                for piece in (splicer.feed(chunk) if splicer else (chunk,)):
-                    yield from splitter.feed(piece)
-            if splicer is not None:
-                for piece in splicer.finish():
-                    yield from splitter.feed(piece)
-            yield from splitter.finish()
-
-    def _splicer(self, tables: list[TableInfo]) -> ExactDataSplicer | None:
-        wanted = {(t.database, t.table): t for t in tables if (t.database, t.table) in self.exact}
-        if not wanted:
-            return None
-        assert self.rows_conn is not None
-        conn = self.rows_conn
-        return ExactDataSplicer(wanted, lambda d, t: data_section(conn, wanted[(d, t)], label=self.label),
-                                label=self.label, database=tables[0].database)
+            splicer = None
+            if needs_exact_rows(tables[0]):  # a run holds FLOAT tables only, or none (assign_streams)
+                assert self.rows_conn is not None
+                splicer = exact_splicer(self.rows_conn, tables, label=self.label, database=database)
+            yield from run_events(dump.chunks(), splitter, splicer)
 
 
 class SectionedDump:
@@ -170,7 +155,6 @@ class SectionedDump:
         self.scanner = scanner
         self.databases = databases
         self.info = info
-        self._lock = threading.Lock()
 
     def streams(self) -> list[Iterator[Event]]:
         """One event iterator per stream: each must be drained (in a thread of its own)."""
