@@ -24,35 +24,24 @@ from backupd.errors import RestoreFailed
 from backupd.mysql.options import option_file
 from backupd.mysql.tools import ToolProcess
 from backupd.repo.repository import Target
+from restore.server_messages import OUT_OF_SPACE_HINT, OUT_OF_SPACE_WORDS, out_of_space, withhold_values
 
 _MESSAGE_LINE = re.compile(r"^(ERROR|WARNING|Warning|mysql:|mariadb:|\S*/mysql:|\S*/mariadb:)")
-_QUOTED_VALUES = (  # server messages that quote row values
-    re.compile(r"(Duplicate entry )'.*?'( for key)"),
-    re.compile(r"(Incorrect \w+ value: )'.*?'( for column)"),
-    re.compile(r"(Truncated incorrect \w+ value: )'.*?'()"),
-)
-_OUT_OF_SPACE = re.compile(
-    r"ERROR \d+ .*(is full|Disk full|Errcode: 28|errno: 28|No space left|No more room|errno: 135)", re.I)
+_OUT_OF_SPACE = re.compile(rf"ERROR \d+ .*({OUT_OF_SPACE_WORDS})", re.I)
 
 
 def redact_client_output(text: str) -> str:
     """Keep only the client's own message lines (never an echoed statement), values withheld."""
-    lines = [line for line in text.splitlines() if _MESSAGE_LINE.match(line)]
-    redacted = []
-    for line in lines:
-        for pattern in _QUOTED_VALUES:
-            line = pattern.sub(r"\1(value withheld)\2", line)
-        redacted.append(line)
-    return "\n".join(redacted) or "(no message; the statement it echoed is withheld: it holds row data)"
+    lines = [withhold_values(line) for line in text.splitlines() if _MESSAGE_LINE.match(line)]
+    return "\n".join(lines) or "(no message; the statement it echoed is withheld: it holds row data)"
 
 
 def explain_client_error(error: RestoreFailed, target: Target) -> RestoreFailed:
     """``error`` with its message saying what the server's words mean, where they are obscure."""
     if _OUT_OF_SPACE.search(error.message):
-        error.message = (f"{target.label} ran out of space (its disk or tablespace is full): "
-                         f"{error.message}")
+        error.message = out_of_space(target.label, error.message)
         error.args = (error.message,)
-        error.hint = error.hint or "free space on the target (or grow its tablespace), then rerun with --force"
+        error.hint = error.hint or OUT_OF_SPACE_HINT
     return error
 
 

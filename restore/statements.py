@@ -24,15 +24,11 @@ import pymysql
 from backupd.config import TargetConfig
 from backupd.errors import RestoreFailed
 from backupd.mysql.connection import connect
+from restore.server_messages import OUT_OF_SPACE_HINT, OUT_OF_SPACE_WORDS, out_of_space, withhold_values
 
 _DELIMITER = re.compile(rb"^DELIMITER[ \t]+(\S+)[ \t]*$")
 _OUT_OF_SPACE_CODES = frozenset({1114, 1021, 3})
-_OUT_OF_SPACE = re.compile(r"is full|Disk full|Errcode: 28|errno: 28|No space left|No more room|errno: 135", re.I)
-_QUOTED_VALUES = (  # server messages that quote row values
-    re.compile(r"(Duplicate entry )'.*?'( for key)"),
-    re.compile(r"(Incorrect \w+ value: )'.*?'( for column)"),
-    re.compile(r"(Truncated incorrect \w+ value: )'.*?'()"),
-)
+_OUT_OF_SPACE = re.compile(OUT_OF_SPACE_WORDS, re.I)
 
 
 class SqlStatements:
@@ -126,9 +122,7 @@ def describe_error(exc: pymysql.MySQLError) -> tuple[int | None, str]:
     """The server's code and message, quoted values withheld."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     message = str(exc.args[1]) if len(exc.args) >= 2 else str(exc)
-    for pattern in _QUOTED_VALUES:
-        message = pattern.sub(r"\1(value withheld)\2", message)
-    return code, message
+    return code, withhold_values(message)
 
 
 class ServerApplier:
@@ -208,9 +202,7 @@ class ServerApplier:
             code, message = describe_error(exc)
             text = f"ERROR {code}: {message}" if code is not None else message
             if code in _OUT_OF_SPACE_CODES or _OUT_OF_SPACE.search(message):
-                raise RestoreFailed(f"{self.label} ran out of space (its disk or tablespace is full): {text}",
-                                    hint="free space on the target (or grow its tablespace), then rerun "
-                                         "with --force") from None
+                raise RestoreFailed(out_of_space(self.label, text), hint=OUT_OF_SPACE_HINT) from None
             raise RestoreFailed(f"{self.label}: the server refused a statement: {text}") from None
 
 

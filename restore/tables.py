@@ -42,9 +42,10 @@ from backupd.mysql.reference import MD5_SUM64, list_tables, table_reference
 from backupd.policy.planner import RestorePlan
 from backupd.progress import Progress
 from backupd.repo.fetch import PartFetcher
-from backupd.repo.model import Manifest, Section, TableReference
+from backupd.repo.model import Manifest, Section
 from backupd.repo.repository import Target
 from restore.parallel import LoadProgress, SectionLoader
+from restore.verify import TableCheck
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
         for later_fetcher in fetchers:
             later_fetcher.preflight()
         scratch = f"backupd_restore_{secrets.token_hex(4)}"
-        _create_databases(conn, target, manifest, {d for d, _ in destinations.values()} | {scratch})
+        _create_databases(conn, target, {d for d, _ in destinations.values()} | {scratch})
         try:
             _load(settings, target, manifest, fetcher, sections, scratch, jobs, data_only=True)
             for (step, chosen), step_fetcher in zip(later, fetchers, strict=True):
@@ -180,8 +181,7 @@ def _check_destinations(conn: pymysql.connections.Connection, target: Target,
     return existing
 
 
-def _create_databases(conn: pymysql.connections.Connection, target: Target, manifest: Manifest,
-                      databases: set[str]) -> None:
+def _create_databases(conn: pymysql.connections.Connection, target: Target, databases: set[str]) -> None:
     for database in sorted(databases):
         query(conn, f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}", label=target.label)
 
@@ -228,27 +228,14 @@ def _verify(conn: pymysql.connections.Connection, target: Target, manifest: Mani
             continue
         got = table_reference(conn, found[0], reference.mode, label=target.label,
                               algorithm=reference.digest_algorithm or MD5_SUM64)
-        problem = _compare(want, got)
-        if problem:
-            failures.append(f"{section.name}: {problem}")
+        check = TableCheck(want, got)  # the same comparison as a whole restore's
+        if not check.ok:
+            failures.append(check.describe())
         rows[section.name] = got.rows
     if failures:
         raise DataMismatch(f"target {target.name}: restored table differs from backup {manifest.id}: {failures[0]}; "
                            "nothing was moved into place", detail="\n".join(failures))
     return rows
-
-
-def _compare(want: TableReference, got: TableReference) -> str | None:
-    problems = []
-    if got.rows != want.rows:
-        problems.append(f"rows {got.rows}, expected {want.rows}")
-    if got.digest != want.digest:
-        problems.append(f"digest {got.digest}, expected {want.digest}")
-        changed = [c for c, d in (want.column_digests or {}).items() if (got.column_digests or {}).get(c) != d]
-        if changed:
-            problems.append(f"column{'s' if len(changed) > 1 else ''} {', '.join(changed)} "
-                            f"differ{'' if len(changed) > 1 else 's'}")
-    return ", ".join(problems) or None
 
 
 def _move_into_place(settings: Settings, target: Target, conn: pymysql.connections.Connection, manifest: Manifest,
