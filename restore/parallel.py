@@ -96,27 +96,15 @@ class SectionLoader:
         ``client``: through the mysql client (views, routines and events: their definitions may
         hold string literals with raw newlines, which only a parser that knows SQL quoting splits
         right; they are small)."""
-        applier: ServerApplier | MysqlClientApplier
-        if client:
-            applier = MysqlClientApplier(self.target, mysql=self.settings.mysql, work_dir=self.settings.work_dir)
-            with applier:
-                self._write_section(applier, self.preamble)
-                for section in sections:
-                    if use and section.database:
-                        applier.write(f"USE {quote_identifier(section.database)};\n".encode())
-                    self._write_section(applier, section, start=start)
-                applier.finish()
-            return
-        applier = self._applier()
-        try:
+        applier = MysqlClientApplier(self.target, mysql=self.settings.mysql, work_dir=self.settings.work_dir) \
+            if client else self._applier()
+        with applier:
             self._write_section(applier, self.preamble)
             for section in sections:
                 if use and section.database:
-                    applier.execute(f"USE {quote_identifier(section.database)}".encode())
+                    applier.write(f"USE {quote_identifier(section.database)};\n".encode())
                 self._write_section(applier, section, start=start)
-                applier.finish()
-        finally:
-            applier.close()
+            applier.finish()
 
     def load_tables(self, tables: list[Section], load: LoadProgress, *, data_only: bool = False) -> None:
         """The table sections, largest first, over ``jobs`` connections; ``data_only``: without
@@ -146,8 +134,7 @@ class SectionLoader:
 
     # ------------------------------------------------------------------ workers
     def _work(self, pending: queue.Queue[Section], load: LoadProgress, data_only: bool) -> None:
-        applier = self._applier()
-        try:
+        with self._applier() as applier:
             self._write_section(applier, self.preamble)
             applier.finish()
             while not self._stop.is_set():
@@ -171,8 +158,6 @@ class SectionLoader:
                     self.verifier.table_loaded(database, section.table)
             if self._stop.is_set():
                 raise _Stopped()
-        finally:
-            applier.close()
 
     def _applier(self) -> ServerApplier:
         return ServerApplier(self.target.config, label=self.target.label)

@@ -149,6 +149,12 @@ class ServerApplier:
         if not target.write_binlog:
             self.execute(b"SET SESSION sql_log_bin = 0")
 
+    def __enter__(self) -> ServerApplier:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def write(self, data: bytes) -> None:
         for statement in self.statements.feed(data):
             self.execute(statement)
