@@ -40,26 +40,26 @@ def restore(config, *args, expect=0) -> dict | str:
     return json.loads(result.stdout) if "--json" in args and expect == 0 else result.stderr
 
 
-class Writer:
-    """Commits inserts to ``table`` of ``server`` in a thread until stopped; the ids it wrote."""
+class Loop:
+    """Runs ``round(cursor)`` on a connection to ``server``'s ``app`` in a thread, again and
+    again, for as long as the ``with`` block lasts."""
 
     def __init__(self, server, table: str):
-        self.server, self.table, self.ids = server, table, []
+        self.server, self.table = server, table
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run)
 
     def run(self) -> None:
         conn = self.server.connect(database="app", autocommit=True)
-        i = 900_000_000
         while not self.stop.is_set():
             with conn.cursor() as cur:
-                cur.execute(f"INSERT INTO `{self.table}` (id, data, created_at, updated_at) VALUES "
-                            "(%s, '{\"w\": 1}', NOW(6), NOW(6))", (i,))
-            self.ids.append(i)
-            i += 1
+                self.round(cur)
         conn.close()
 
-    def __enter__(self) -> Writer:
+    def round(self, cur) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
         self.thread.start()
         return self
 
@@ -68,32 +68,34 @@ class Writer:
         self.thread.join()
 
 
-class Reader:
-    """Counts the rows of ``table`` in a loop; every error it saw (a missing table would be one)."""
+class Writer(Loop):
+    """Commits inserts to ``table``; the ids it wrote."""
 
     def __init__(self, server, table: str):
-        self.server, self.table, self.errors, self.counts = server, table, [], set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
+        super().__init__(server, table)
+        self.ids: list[int] = []
 
-    def run(self) -> None:
-        conn = self.server.connect(database="app", autocommit=True)
-        while not self.stop.is_set():
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(f"SELECT COUNT(*) FROM `{self.table}`")
-                    self.counts.add(cur.fetchone()[0])
-            except Exception as exc:  # recorded for the assertion
-                self.errors.append(repr(exc))
-        conn.close()
+    def round(self, cur) -> None:
+        i = 900_000_000 + len(self.ids)
+        cur.execute(f"INSERT INTO `{self.table}` (id, data, created_at, updated_at) VALUES "
+                    "(%s, '{\"w\": 1}', NOW(6), NOW(6))", (i,))
+        self.ids.append(i)
 
-    def __enter__(self) -> Reader:
-        self.thread.start()
-        return self
 
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join()
+class Reader(Loop):
+    """Counts the rows of ``table``; every error it saw (a missing table would be one)."""
+
+    def __init__(self, server, table: str):
+        super().__init__(server, table)
+        self.errors: list[str] = []
+        self.counts: set[int] = set()
+
+    def round(self, cur) -> None:
+        try:
+            cur.execute(f"SELECT COUNT(*) FROM `{self.table}`")
+            self.counts.add(cur.fetchone()[0])
+        except Exception as exc:  # recorded for the assertion
+            self.errors.append(repr(exc))
 
 
 def test_one_bucket_restored_into_a_live_shard_touches_nothing_else(tmp_path, source, live):
