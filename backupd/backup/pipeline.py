@@ -16,7 +16,7 @@ from datetime import datetime
 from backupd import __version__
 from backupd.backup.sections import write_sections
 from backupd.backup.uploader import Uploader
-from backupd.config import Config
+from backupd.config import Config, Settings
 from backupd.errors import BackupFailed, UsageError
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog, commit_manifest
@@ -24,7 +24,7 @@ from backupd.repo.codec import PartCompressor
 from backupd.repo.layout import new_backup_id
 from backupd.repo.model import BackupKind, Codec, Manifest, Section, StoreStatus, utc_now
 from backupd.repo.repository import Shard
-from backupd.sources.base import SectionedSourceStream, Source
+from backupd.sources.base import SectionedSourceStream, Source, SourceStream
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.physical import PhysicalSource
 from backupd.sources.table_dump import TableDumpSource
@@ -92,8 +92,6 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     log.info("shard %s: backup %s started (%s %s%s, to %s)", shard_id, backup_id, source.method,
              kind, f" on base {parent_id}" if parent_id else "", ", ".join(s.name for s in stores))
     uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
-    compressor = PartCompressor(settings.part_size, settings.compression_level,
-                                settings.compression_threads)
     previous = [m for m in (backups or []) if m.kind == kind]  # the last one's size: an estimate
     progress = Progress(f"shard {shard_id}: {kind} backup",
                         max(previous, key=lambda m: m.snapshot_at).raw_bytes if previous else None, estimate=True)
@@ -101,13 +99,9 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     try:
         with source.open() as stream:
             if isinstance(stream, SectionedSourceStream):
-                compressor.close()
                 sections = write_sections(stream, uploader, settings, progress)
             else:
-                for chunk in stream.chunks():
-                    progress.advance(len(chunk))
-                    uploader.submit_all(compressor.write(chunk))
-                uploader.submit_all(compressor.finish())
+                _write_stream(stream, uploader, settings, progress)
             progress.finish()  # what follows (the reference, the last uploads) reads no more source bytes
             result = stream.result()
         complete = uploader.finish()
@@ -131,7 +125,6 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     except BaseException:
         progress.finish()
         log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)
-        compressor.close()
         uploader.abort()
         raise
     lost = [s for s in complete if s not in committed]
@@ -147,3 +140,15 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
              shard_id, backup_id, len(manifest.parts), manifest.raw_bytes, manifest.stored_bytes,
              manifest.compression_ratio, report.seconds)
     return report
+
+
+def _write_stream(stream: SourceStream, uploader: Uploader, settings: Settings, progress: Progress) -> None:
+    """A single stream (a physical backup's), compressed once into parts for the uploader."""
+    compressor = PartCompressor(settings.part_size, settings.compression_level, settings.compression_threads)
+    try:
+        for chunk in stream.chunks():
+            progress.advance(len(chunk))
+            uploader.submit_all(compressor.write(chunk))
+        uploader.submit_all(compressor.finish())
+    finally:
+        compressor.close()
