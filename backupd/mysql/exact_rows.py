@@ -67,20 +67,20 @@ def rows_sql(table: TableInfo, where: str | None = None) -> str:
         (f" WHERE {where}" if where else "")
 
 
-def insert_prefix(table: TableInfo, verb: str, *, qualified: bool) -> bytes:
+def insert_prefix(table: TableInfo, verb: str) -> bytes:
+    """``verb INTO `t` (columns) VALUES``: the table without its database (statements run after
+    ``USE``; a table restored alone is loaded into a scratch database)."""
     name = quote_identifier(table.table)
-    if qualified:
-        name = f"{quote_identifier(table.database)}.{name}"
     columns = ",".join(quote_identifier(c.name) for c in table.columns if not c.generated)
     return f"{verb} INTO {name} ({columns}) VALUES ".encode()
 
 
 def exact_rows(conn: pymysql.connections.Connection, table: TableInfo, *, label: str,
-               where: str | None = None, verb: str = "INSERT", qualified: bool = False) -> Iterator[bytes]:
+               where: str | None = None, verb: str = "INSERT") -> Iterator[bytes]:
     """``verb`` statements (``INSERT`` or ``REPLACE``) holding every row of ``table`` (matching
     ``where``) as ``conn``'s snapshot sees it, about ``STATEMENT_BYTES`` each; rows are read
     unbuffered, so memory stays at one statement whatever the table's size."""
-    prefix = insert_prefix(table, verb, qualified=qualified)
+    prefix = insert_prefix(table, verb)
     sql = rows_sql(table, where)
     cursor = pymysql.cursors.SSCursor(conn)
     pending: list[bytes] = []
