@@ -24,16 +24,9 @@ from backupd.errors import RestoreFailed
 from backupd.mysql.options import option_file
 from backupd.mysql.tools import ToolProcess
 from backupd.repo.repository import Target
-from restore.server_messages import OUT_OF_SPACE_HINT, OUT_OF_SPACE_WORDS, out_of_space, withhold_values
+from restore.server_messages import OUT_OF_SPACE_HINT, OUT_OF_SPACE_WORDS, out_of_space, redact_client_output
 
-_MESSAGE_LINE = re.compile(r"^(ERROR|WARNING|Warning|mysql:|mariadb:|\S*/mysql:|\S*/mariadb:)")
 _OUT_OF_SPACE = re.compile(rf"ERROR \d+ .*({OUT_OF_SPACE_WORDS})", re.I)
-
-
-def redact_client_output(text: str) -> str:
-    """Keep only the client's own message lines (never an echoed statement), values withheld."""
-    lines = [withhold_values(line) for line in text.splitlines() if _MESSAGE_LINE.match(line)]
-    return "\n".join(lines) or "(no message; the statement it echoed is withheld: it holds row data)"
 
 
 def explain_client_error(error: RestoreFailed, target: Target) -> RestoreFailed:

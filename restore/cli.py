@@ -69,7 +69,8 @@ def parse_time(text: str) -> datetime:
 @click.option("--table", "table_patterns", multiple=True, metavar="DB.TABLE",
               help="Restore only this table (repeatable; shell-style patterns such as app.bucket_05*) into the "
                    "target, which may be live: other tables are never touched; an existing table is refused "
-                   "unless --force (swapped atomically) or --as.")
+                   "unless --force (swapped atomically) or --as. With archived binlogs it is taken on to --at, "
+                   "--gtid or the newest archived point by its own rows events.")
 @click.option("--as", "as_name", metavar="DB.NEWNAME", help="With one --table: restore it under this name, "
               "beside the original.")
 @click.option("--jobs", type=click.IntRange(1, 64), metavar="N",
@@ -124,7 +125,8 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
     target = repo.target(target_name, shard_id, host=host, port=port)
     if table_patterns or as_name:
         return _restore_tables(config, target, shard_id, table_patterns, as_name, backup_id=backup_id, at=at,
-                               gtid=gtid, replica_of=replica_of, force=force, jobs=jobs, as_json=as_json)
+                               gtid=gtid, to_backup=to_backup, replica_of=replica_of, force=force, jobs=jobs,
+                               as_json=as_json)
     source = resolve_source(config, shard_id, replica_of) if replica_of else None  # checked before restoring
     plan = plan_for(target, shard_id, backup_id=backup_id, at=at, before_gtid=gtid)
     point = None if to_backup or backup_id else PointInTime(until=at, gtid=gtid.strip() if gtid else None)
@@ -161,31 +163,36 @@ def cli(config_path: str | None, shard_ids: tuple[str, ...], shard_list: str | N
 
 
 def _restore_tables(config: Config, target: Target, shard_id: str, patterns: Sequence[str], as_name: str | None, *,
-                    backup_id: str | None, at: datetime | None, gtid: str | None, replica_of: str | None,
-                    force: bool, jobs: int | None, as_json: bool) -> int:
-    """``--table``: restore some tables of one shard (``restore.tables``) and print what was done."""
+                    backup_id: str | None, at: datetime | None, gtid: str | None, to_backup: bool,
+                    replica_of: str | None, force: bool, jobs: int | None, as_json: bool) -> int:
+    """``--table``: restore some tables of one shard (``restore.tables``), to a point in time
+    unless ``--backup``/``--to-backup``, and print what was done."""
     if not patterns:
         raise UsageError("--as renames the table given with --table: give --table DB.TABLE too")
-    if gtid or replica_of:
-        raise UsageError(f"{'--gtid' if gtid else '--replica-of'} cannot be given with --table: single tables "
-                         "are restored to a backup's own point")
+    if replica_of:
+        raise UsageError("--replica-of cannot be given with --table: a restored table is not a replica")
     rename_to = parse_table_name(as_name, "--as") if as_name else None
-    plan = plan_for(target, shard_id, backup_id=backup_id, at=at)
-    if backup_id is None:
-        log.warning("shard %s: restoring %s as of backup %s (%s): single tables are restored to a backup's own "
-                    "point, no binlogs are replayed", shard_id, ", ".join(patterns), plan.final.id,
-                    plan.final.snapshot_at.isoformat())
+    plan = plan_for(target, shard_id, backup_id=backup_id, at=at, before_gtid=gtid)
+    point = None if to_backup or backup_id else PointInTime(until=at, gtid=gtid.strip() if gtid else None)
+    replay_plan = plan_replay(target, shard_id, plan.final, point) if point else None
     report = restore_tables(config.settings, target, plan, patterns, rename_to=rename_to, force=force,
-                            jobs=jobs or default_jobs(config.settings))
+                            jobs=jobs or default_jobs(config.settings), replay_plan=replay_plan)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return 0
     chain = " + ".join(report.chain)
+    replayed = report.replay
     for t in report.tables:
         how = "replaced atomically" if t.replaced else "created"
         named = f" as {t.restored_as}" if t.restored_as != t.source else ""
-        click.echo(f"restored {t.source}{named} from {chain} (state at {report.manifest.snapshot_at.isoformat()}) "
-                   f"into target {report.target}: {t.rows} rows, verified, {how}; {t.triggers} trigger(s)")
+        if replayed is not None and replayed.tables is not None:
+            changes = replayed.tables.per_table.get(t.source, 0)
+            state = (f"verified as of {report.manifest.snapshot_at.isoformat()}, then taken to "
+                     f"{replayed.point.describe()} by {changes} rows event(s) of the binlog")
+        else:
+            state = f"state at {report.manifest.snapshot_at.isoformat()}, verified"
+        click.echo(f"restored {t.source}{named} from {chain} into target {report.target}: {t.rows} rows, {state}; "
+                   f"{how}; {t.triggers} trigger(s)")
     return 0
 
 

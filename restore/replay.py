@@ -17,6 +17,14 @@ session writing to the target's binlog: the replayed transactions keep their GTI
 The proof: afterwards the target's ``@@gtid_binlog_pos`` must hold, for every GTID domain
 replayed, exactly the archive's last transaction at or before the point. A target without
 ``log_bin`` cannot show that, so a replay into one is refused before the restore starts.
+
+A replay for single tables (``tables``: ``restore --table ... --at``) sends the same bytes
+through ``backupd.mysql.binlog_filter`` first: only the chosen tables' rows events reach the
+target, re-addressed to their scratch copies, with no GTIDs (the session writes to the binlog
+only if the target says ``write_binlog``). Its proof is the strictness of row application: a
+rows event whose row is not there (an update or delete) or already there (an insert) stops the
+replay with the server's error; ``TableReplayRefused`` when the range holds a change rows
+events do not show.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import zstandard
 from backupd.config import Settings
 from backupd.errors import CorruptPart, NoBackupFound, RestoreFailed, VerificationError
 from backupd.mysql.binlog_events import MAGIC, BinlogFormatError, TransactionReader, event_at, gtid_position
+from backupd.mysql.binlog_filter import FilterReport, RowEventFilter, UnreplayableChange
 from backupd.mysql.connection import connect, query
 from backupd.mysql.options import option_file
 from backupd.mysql.tools import ToolProcess
@@ -41,12 +50,17 @@ from backupd.repo.binlogs import FIRST_EVENT_POS, BinlogArchive, SegmentRecord, 
 from backupd.repo.fetch import PartFetcher
 from backupd.repo.model import Coordinates, Manifest
 from backupd.repo.repository import Target
+from restore.server_messages import redact_client_output
 
 log = logging.getLogger(__name__)
 
 
 class ReplayNotProven(VerificationError):
     """The replay ran, but the target's GTID position is not the archive's at the point (exit 3)."""
+
+
+class TableReplayRefused(RestoreFailed):
+    """A single table's replay met a change that its rows events do not show (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class ReplayReport:
     last_gtids: dict[str, str] = field(default_factory=dict)  # per domain: the last replayed
     last_committed_at: datetime | None = None
     target_gtid_position: str | None = None
+    tables: FilterReport | None = None  # a single tables' replay: what reached them
 
     @property
     def last_gtid(self) -> str | None:
@@ -109,7 +124,9 @@ class ReplayReport:
                 "segments": self.segments, "raw_bytes": self.raw_bytes, "seconds": round(self.seconds, 3),
                 "last_gtid": self.last_gtid, "target_gtid_position": self.target_gtid_position,
                 "last_committed_at": self.last_committed_at.isoformat().replace("+00:00", "Z")
-                if self.last_committed_at else None}
+                if self.last_committed_at else None} | ({} if self.tables is None else {"tables": {
+                    "transactions": self.tables.transactions, "rows_events": self.tables.rows_events,
+                    "per_table": self.tables.per_table, "last_gtid": self.tables.last_gtid}})
 
 
 def plan_replay(target: Target, shard_id: str, manifest: Manifest, point: PointInTime) -> ReplayPlan | None:
@@ -123,6 +140,9 @@ def plan_replay(target: Target, shard_id: str, manifest: Manifest, point: PointI
         if point.gtid:
             raise NoBackupFound(f"shard {shard_id}: no binlog archive in the target's stores: cannot restore to "
                                 f"GTID {point.gtid}", hint="archive the shard's binlogs: [binlogs] enabled = true")
+        if point.until is not None and point.until > manifest.snapshot_at:
+            log.warning("shard %s: no binlog archive in the target's stores: restoring backup %s's own point (%s), "
+                        "not %s", shard_id, manifest.id, _iso(manifest.snapshot_at), _iso(point.until))
         return None
     coordinates = manifest.coordinates
     if not coordinates.binlog_file or coordinates.binlog_pos is None:
@@ -254,17 +274,18 @@ class _Selector:
 class _FilePipeline:
     """``mysqlbinlog - | mysql`` for one binlog file's bytes (module docstring)."""
 
-    def __init__(self, settings: Settings, target: Target, file: str, stack: ExitStack):
+    def __init__(self, settings: Settings, target: Target, file: str, stack: ExitStack, *, log_bin: bool = True):
         what = f"{target.label}: replaying {file}"
         options = stack.enter_context(option_file(target.config, settings.work_dir))
+        session = [] if log_bin else ["--init-command=SET SESSION sql_log_bin=0"]
         self.binlog = stack.enter_context(ToolProcess(
             what, "mysqlbinlog", [settings.mysqlbinlog, "-"], error=RestoreFailed, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, work_dir=settings.work_dir,
             missing_hint="install mariadb-client (mariadb-binlog) or set [backupd] mysqlbinlog")).start()
         self.client = stack.enter_context(ToolProcess(
             what, "mysql client", [settings.mysql, f"--defaults-file={options}", "--binary-mode",
-                                   "--max-allowed-packet=1G", "--batch"],
-            error=RestoreFailed, stdin=self.binlog.stdout, stdout=subprocess.DEVNULL,
+                                   "--max-allowed-packet=1G", "--batch", *session],
+            error=RestoreFailed, redact=redact_client_output, stdin=self.binlog.stdout, stdout=subprocess.DEVNULL,
             work_dir=settings.work_dir, missing_hint="install mariadb-client or set [backupd] mysql")).start()
         self.binlog.stdout.close()  # the client holds it now
 
@@ -277,12 +298,16 @@ class _FilePipeline:
         self.client.check()
 
 
-def replay(settings: Settings, target: Target, plan: ReplayPlan) -> ReplayReport:
-    """Replay ``plan`` into ``target`` and prove it (module docstring). Raises ``CorruptPart``
-    (a segment has no good copy: nothing after it is applied), ``RestoreFailed`` (a tool
-    failed) or ``ReplayNotProven``."""
+def replay(settings: Settings, target: Target, plan: ReplayPlan,
+           tables: dict[tuple[str, str], tuple[str, str]] | None = None) -> ReplayReport:
+    """Replay ``plan`` into ``target`` and prove it (module docstring); with ``tables``
+    (``(db, table)`` in the backup to ``(db, table)`` on the target), only those tables'
+    changes. Raises ``CorruptPart`` (a segment has no good copy: nothing after it is applied),
+    ``RestoreFailed`` (a tool failed), ``TableReplayRefused`` or ``ReplayNotProven``."""
     report = ReplayReport(plan.point, plan.start, plan.start)
     selector = _Selector(plan, report)
+    row_filter = RowEventFilter(tables) if tables is not None else None
+    log_bin = row_filter is None or target.config.write_binlog
     started = time.monotonic()
     fetcher = PartFetcher(target.stores, f"binlog archive of shard {plan.shard}",
                           [r.as_part(i + 1) for i, r in enumerate(plan.records)],
@@ -307,10 +332,11 @@ def replay(settings: Settings, target: Target, plan: ReplayPlan) -> ReplayReport
                         pipeline.finish()
                         stack.close()
                     stack = outer.enter_context(ExitStack())
-                    pipeline, current = _FilePipeline(settings, target, record.file, stack), record.file
+                    pipeline, current = _FilePipeline(settings, target, record.file, stack,
+                                                      log_bin=log_bin), record.file
                 assert pipeline is not None
                 for chunk in selector.select(record, raw, first_in_file=first):
-                    pipeline.write(chunk)
+                    pipeline.write(_filtered(row_filter, chunk, target, plan))
                 report.segments += 1
                 report.raw_bytes += record.raw_size
                 progress.advance(record.raw_size)
@@ -321,10 +347,31 @@ def replay(settings: Settings, target: Target, plan: ReplayPlan) -> ReplayReport
         finally:
             progress.finish()
     report.seconds = time.monotonic() - started
+    if row_filter is not None:
+        report.tables = row_filter.report
+        log.info("%s: replayed %d of %d transactions (%d rows events) into %s, up to %s", target.label,
+                 row_filter.report.transactions, report.transactions, row_filter.report.rows_events,
+                 ", ".join(f"{d}.{t}" for d, t in tables or {}), plan.point.describe())
+        return report
     _prove(target, report)
     log.info("%s: replayed %d transactions from %s:%d to %s:%d (%s), last GTID %s", target.label,
              report.transactions, *report.start, *report.end, plan.point.describe(), report.last_gtid)
     return report
+
+
+def _filtered(row_filter: RowEventFilter | None, chunk: bytes, target: Target, plan: ReplayPlan) -> bytes:
+    if row_filter is None:
+        return chunk
+    try:
+        return row_filter.feed(chunk)
+    except UnreplayableChange as exc:
+        tables = ", ".join(f"{d}.{t}" for d, t in row_filter.tables)
+        raise TableReplayRefused(f"{target.label}: cannot replay {tables} of shard {plan.shard} to "
+                                 f"{plan.point.describe()}: {exc}",
+                                 hint="restore the table to a point before that transaction, or restore the whole "
+                                      "shard to another target with --at and copy the table from there") from None
+    except BinlogFormatError as exc:
+        raise CorruptPart(f"binlog archive of shard {plan.shard}: {exc}") from None
 
 
 def _prove(target: Target, report: ReplayReport) -> None:

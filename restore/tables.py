@@ -21,7 +21,14 @@ A chain of a full and an incremental is restored the same way: the table's secti
 then the incremental's (its deletes and changed rows, or the whole table), both into the scratch
 database, verified against the incremental's reference. The triggers are the full's. Only
 table-addressed logical chains (format 4) can be restored this way: a physical backup or an
-older format is refused with a usage error (exit 2). Binlogs are not replayed for single tables.
+older format is refused with a usage error (exit 2).
+
+To a point in time (``replay_plan``, ``restore.replay``): once the scratch copies are verified
+against the chain's reference, the archived binlogs from the chain's coordinates to the point
+are replayed into them, only their own rows events (``backupd.mysql.binlog_filter``), before
+anything is moved into place. A table with foreign keys is refused there (exit 2): InnoDB's
+cascades are not in the binlog. A change the rows events do not show (statement-logged data,
+DDL on the table) stops the restore with the target untouched.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from backupd.repo.fetch import PartFetcher
 from backupd.repo.model import Manifest, Section
 from backupd.repo.repository import Target
 from restore.parallel import LoadProgress, SectionLoader
+from restore.replay import ReplayPlan, ReplayReport, replay
 from restore.verify import TableCheck
 
 log = logging.getLogger(__name__)
@@ -66,11 +74,13 @@ class TablesReport:
     tables: list[TableResult]
     seconds: float
     chain: list[str]
+    replay: ReplayReport | None = None  # to a point in time: the binlogs replayed after the verified chain
 
     def to_json(self) -> dict[str, object]:
         return {"backup": self.manifest.id, "chain": self.chain, "shard": self.manifest.shard, "target": self.target,
                 "snapshot_at": self.manifest.snapshot_at.isoformat().replace("+00:00", "Z"),
                 "verified": True, "seconds": round(self.seconds, 3),
+                "replay": self.replay.to_json() if self.replay is not None else None,
                 "tables": [{"table": t.source, "restored_as": t.restored_as, "replaced": t.replaced,
                             "rows": t.rows, "triggers": t.triggers} for t in self.tables]}
 
@@ -113,9 +123,12 @@ def check_chain(plan: RestorePlan) -> list[Manifest]:
 
 
 def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patterns: Sequence[str], *,
-                   rename_to: tuple[str, str] | None, force: bool, jobs: int) -> TablesReport:
-    """Restore the tables matching ``patterns`` (see the module docstring). Raises UsageError,
-    TargetNotEmpty, CorruptPart, RestoreFailed or DataMismatch (exit 3, the target untouched)."""
+                   rename_to: tuple[str, str] | None, force: bool, jobs: int,
+                   replay_plan: ReplayPlan | None = None) -> TablesReport:
+    """Restore the tables matching ``patterns`` (see the module docstring), then, with
+    ``replay_plan`` (made for the plan's last backup), replay their binlog changes to its point.
+    Raises UsageError, TargetNotEmpty, CorruptPart, RestoreFailed (``TableReplayRefused``) or
+    DataMismatch (exit 3); on any of them nothing has been moved into place."""
     started = time.monotonic()
     steps = check_chain(plan)
     manifest, final = steps[0], steps[-1]
@@ -144,6 +157,12 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
             for (step, chosen), step_fetcher in zip(later, fetchers, strict=True):
                 _load(settings, target, step, step_fetcher, chosen, scratch, jobs, data_only=False)
             rows = _verify(conn, target, final, sections, scratch)
+            replayed = None
+            if replay_plan is not None:
+                _refuse_foreign_keys(conn, target, sections, scratch)
+                replayed = replay(settings, target, replay_plan,
+                                  {(s.database or "", s.table or ""): (scratch, s.table or "") for s in sections})
+                rows = {s.name: _count(conn, target, scratch, s) for s in sections}
             results = []
             for section in sections:
                 results.append(_move_into_place(settings, target, conn, manifest, fetcher, section, scratch,
@@ -153,7 +172,27 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
             query(conn, f"DROP DATABASE IF EXISTS {quote_identifier(scratch)}", label=target.label)
     finally:
         conn.close()
-    return TablesReport(final, target.name, results, time.monotonic() - started, [step.id for step in steps])
+    return TablesReport(final, target.name, results, time.monotonic() - started, [step.id for step in steps],
+                        replayed)
+
+
+def _refuse_foreign_keys(conn: pymysql.connections.Connection, target: Target, sections: list[Section],
+                         scratch: str) -> None:
+    """A table that references another cannot be replayed alone: the binlog does not hold the
+    changes InnoDB cascades to it."""
+    for section in sections:
+        found = query(conn, "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                            "CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (scratch, section.table), label=target.label)
+        if found[0][0]:
+            raise UsageError(f"{section.name} has foreign keys: its changes cascaded from other tables are not in "
+                             "the binlog, so it cannot be taken to a point in time alone",
+                             hint="restore it to a backup's own point (--backup, or --at with --to-backup), or "
+                                  "restore the whole shard to another target with --at")
+
+
+def _count(conn: pymysql.connections.Connection, target: Target, scratch: str, section: Section) -> int:
+    table = f"{quote_identifier(scratch)}.{quote_identifier(section.table or '')}"
+    return int(query(conn, f"SELECT COUNT(*) FROM {table}", label=target.label)[0][0])
 
 
 def _check_destinations(conn: pymysql.connections.Connection, target: Target,

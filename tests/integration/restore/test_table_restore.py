@@ -155,8 +155,10 @@ def test_patterns_triggers_refusals_and_a_chain_with_an_incremental(tmp_path, so
 
     assert "--table app.nope*: no such table in backup" in restore(config, "--table", "app.nope*", expect=2)
     assert "--as names one table" in restore(config, "--table", "app.bucket_01*", "--as", "app.x", expect=2)
-    assert "cannot be given with --table" in restore(config, "--table", "edge.oddities", "--gtid", "0-1-1",
-                                                     expect=2)
+    assert "--replica-of cannot be given with --table" in restore(config, "--table", "edge.oddities",
+                                                                  "--replica-of", "primary", expect=2)
+    assert "no binlog archive in the target's stores: cannot restore to GTID 0-1-1" in \
+        restore(config, "--table", "edge.oddities", "--gtid", "0-1-1", expect=1)
     live.execute("CREATE TABLE edge.child (id INT PRIMARY KEY, o INT, FOREIGN KEY (o) REFERENCES edge.oddities (id))")
     assert "has foreign keys" in restore(config, "--table", "edge.oddities", "--force", expect=1)
 
