@@ -173,7 +173,10 @@ def bench_binlogs(rounds: int, gib: float, seconds: float = 40.0, rows_per_secon
                                         "backupd binlogs: rpo_seconds (its metric)": [],
                                         "mariadb-binlog --raw --stop-never: lag behind the server": []}
         print(f"bench: {seconds:.0f}s of writes ({rows_per_second} rows/s of ~1 KiB JSON) ...", flush=True)
-        with Load(source, rows_per_second) as load:
+        load = Load(source, rows_per_second)
+        file, pos = source.query("SHOW MASTER STATUS")[0][:2]
+        after_ddl = (str(file), int(pos))  # one table's replay starts after the load's DDL
+        with load:
             ends = time.monotonic() + seconds
             while time.monotonic() < ends:
                 now = time.monotonic()
@@ -190,7 +193,6 @@ def bench_binlogs(rounds: int, gib: float, seconds: float = 40.0, rows_per_secon
                         (datetime.now(UTC) - until).total_seconds())
                 time.sleep(0.5)
             rows = load.rows
-        end = source.query("SHOW MASTER STATUS")[0][:2]
         time.sleep(FLUSH_EVERY + 2)
         cpu = {"backupd": _tree_cpu(archiver.pid) - cpu_before["backupd"],
                "hand": _tree_cpu(hand.pid) - cpu_before["hand"]}
@@ -209,7 +211,7 @@ def bench_binlogs(rounds: int, gib: float, seconds: float = 40.0, rows_per_secon
         archiver.wait(timeout=60)
         hand.terminate()
         hand.wait(timeout=30)
-        _bench_replay(rounds, work, config, source, target, start, (str(end[0]), int(end[1])), by_hand)
+        _bench_replay(rounds, work, config, source, target, start, after_ddl, by_hand)
     finally:
         for process in (archiver, hand):
             if process is not None and process.poll() is None:
@@ -225,7 +227,7 @@ def bench_binlogs(rounds: int, gib: float, seconds: float = 40.0, rows_per_secon
 
 
 def _bench_replay(rounds: int, work: Path, config: Path, source, target, start: tuple[str, int],
-                  end: tuple[str, int], by_hand: Path) -> None:
+                  after_ddl: tuple[str, int], by_hand: Path) -> None:
     """backupd's replay of the archived segments vs mariadb-binlog FILES | mariadb, interleaved."""
     import sys
 
@@ -268,7 +270,8 @@ def _bench_replay(rounds: int, work: Path, config: Path, source, target, start: 
     for name, values in samples.items():
         print(f"| {name} | {med(values):.2f} | {med(values) / base:.2f}x |")
     print("Target: backupd replay <= 1.0x the hand pipeline.")
-    _bench_table_replay(rounds, repo, bench_target, plan, target, files, start, option)
+    table_plan = ReplayPlan("bench", manifest, after_ddl, archive.replay_path(*after_ddl), PointInTime())
+    _bench_table_replay(rounds, repo, bench_target, table_plan, target, files, after_ddl, option)
 
 
 def _bench_table_replay(rounds: int, repo, bench_target, plan, target, files: list[Path], start: tuple[str, int],
