@@ -206,13 +206,15 @@ def list_backups(ctx: click.Context, shard_id: str | None, binlogs: bool, as_jso
         config.shard(shard_id)  # raises UsageError naming the shard
     if binlogs:
         return _list_binlogs(Repository(config), [shard_id] if shard_id else sorted(config.shards), as_json)
-    catalog = Repository(config).catalog()
+    repo = Repository(config)
+    catalog = repo.catalog()
     entries = catalog.entries(shard_id)
     _warn_unreadable(catalog)
     chains = _chains([e.manifest for e in entries])
+    suspect = _suspect_copies(repo, {e.manifest.shard for e in entries})
     if as_json:
-        rows = [{**e.manifest.summary(), "found_in": e.found_in,
-                 "restores_on": chains.get(e.manifest.id)} for e in entries]
+        rows = [{**e.manifest.summary(), "found_in": e.found_in, "restores_on": chains.get(e.manifest.id),
+                 "suspect": suspect.get(e.manifest.id, {})} for e in entries]
         click.echo(json.dumps(rows, indent=2))
         return 0
     header = ("ID", "SHARD", "KIND", "SNAPSHOT (UTC)", "WINDOW", "RAW", "STORED", "RATIO", "PARTS", "STORES")
@@ -227,11 +229,27 @@ def list_backups(ctx: click.Context, shard_id: str | None, binlogs: bool, as_jso
             ident, window = m.id, ""
         table.append((ident, m.shard, m.kind, m.snapshot_at.strftime("%Y-%m-%d %H:%M:%S"), window,
                       format_size(m.raw_bytes), format_size(m.stored_bytes), f"{m.compression_ratio:.2f}x",
-                      str(len(m.parts)), ",".join(entry.found_in)))
+                      str(len(m.parts)), ",".join(f"{name} ({suspect[m.id][name]})" if name in suspect.get(m.id, {})
+                                                  else name for name in entry.found_in)))
     print_table(table)
     if not entries:
         click.echo("no committed backups" + (f" for shard {shard_id}" if shard_id else ""), err=True)
     return 0
+
+
+def _suspect_copies(repo: Repository, shards: set[str]) -> dict[str, dict[str, str]]:
+    """Per backup id, the stores where the newest audit that looked found something wrong with
+    it: ``{store: "suspect (audit <time>: part-corrupt)"}``."""
+    from backupd.repo.annotations import store_verdicts
+
+    suspect: dict[str, dict[str, str]] = {}
+    for shard in shards:
+        stores = repo.shard(shard).stores if shard in repo.config.shards else repo.stores()
+        for verdict in store_verdicts(stores, shard).values():
+            for backup_id, checks in verdict.backups.items():
+                suspect.setdefault(backup_id, {})[verdict.store] = \
+                    f"suspect ({'sync' if verdict.level == 'sync' else 'audit'} {verdict.at}: {', '.join(checks)})"
+    return suspect
 
 
 def _list_binlogs(repo: Repository, shards: list[str], as_json: bool) -> int:
@@ -286,20 +304,34 @@ def _chain_order(entries: list[CatalogEntry], chains: dict[str, str]) -> list[Ca
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--shard", "shard_id", help="Only this shard.")
+@click.option("--verify", is_flag=True, help="Also check every copy a store holds (the provider's checksum, "
+              "else its sha256) and replace the bad ones from a good copy.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was repaired as JSON.")
 @click.pass_context
-def sync(ctx: click.Context, shard_id: str | None) -> int:
-    """Copy every part and manifest a store lacks from a store that has it (sha256 verified)."""
+def sync(ctx: click.Context, shard_id: str | None, verify: bool, as_json: bool) -> int:
+    """Make every store whole: copy the parts and manifests a store lacks (or holds at the wrong
+    size), replace bad manifest copies, and with --verify bad part copies, from a good copy.
+    Exit 0 only when every store is whole, 3 when something has no good copy anywhere."""
     from backupd.ops.sync import sync_stores
 
     config = _config(ctx)
     if shard_id is not None:
         config.shard(shard_id)
-    report = sync_stores(Repository(config), shard_id)
-    click.echo(f"sync: {report.backups} backups checked, {report.parts_copied} parts "
-               f"({format_size(report.bytes_copied)}) and {report.manifests_copied} manifests copied")
+    report = sync_stores(Repository(config), shard_id, verify=verify)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for repair in report.repairs:
+            click.echo(f"sync: shard {repair.shard}: {repair.describe()}")
+        checked = f", {report.copies_checked} copies verified" if verify else ""
+        click.echo(f"sync: {report.backups} backups checked{checked}, {report.parts_copied} parts "
+                   f"({format_size(report.bytes_copied)}) and {report.manifests_copied} manifests written: "
+                   f"{'every store is whole' if report.whole else 'NOT whole'}")
+    for missing in report.no_good_copy:
+        click.echo(f"backupd: error: {missing}", err=True)
     for problem in report.problems:
         click.echo(f"backupd: error: {problem}", err=True)
-    if report.corrupt:
+    if report.no_good_copy:
         return 3
     return 1 if report.problems else 0
 
@@ -325,8 +357,7 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     if level == "drill":
         return _drill(repo, shard_id, as_json)
     report = run_audit(repo, shard=shard_id, store=store_name, level=level, sample=sample)
-    if level == "deep":
-        record_audit(repo, report)
+    record_audit(repo, report)
     _publish(config, [report])
     if as_json:
         click.echo(encode(report))
@@ -335,7 +366,8 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
                 f"{format_size(report.throughput)}/s" if level == "deep" else "")
         sampled = f", {report.sample_percent:g}% sample" if report.sample_percent < 100 else ""
         click.echo(f"audit ({level}{sampled}): {len(report.shards)} shard(s), {report.backups} backup(s), "
-                   f"{report.parts_checked} part copies in {len(report.stores)} store(s){read} in "
+                   f"{report.parts_checked} part copies in {len(report.stores)} store(s), {report.heads} provider "
+                   f"checksums (HEAD){read} in "
                    f"{format_duration(report.seconds)}: "
                    f"{'everything holds' if report.ok else f'{len(report.findings)} finding(s)'}")
         if report.findings:
@@ -412,7 +444,8 @@ def status(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
                       f"{full['compression_ratio']:.2f}x" if full else "-",
                       inc["id"] if inc else "none", format_duration(inc["age_seconds"]) if inc else "-",
                       ", ".join(row["stores_complete"]) + (f" (degraded: {', '.join(row['stores_degraded'])})"
-                                                           if row["stores_degraded"] else ""),
+                                                           if row["stores_degraded"] else "")
+                      + "".join(f" ({name}: {why})" for name, why in row["stores_suspect"].items()),
                       row["next_due"], _drill_cell(row["last_drill"]), _audit_cell(row["last_deep_audit"]),
                       *_binlog_cells(row["binlogs"])))
     print_table(table)

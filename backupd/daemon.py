@@ -12,6 +12,9 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
 
 * A failed backup is retried after a backoff (30 s, doubling, at most ``retry_after``).
 * After each committed full the daemon runs ``backupd prune --shard ID``.
+* After a deep audit that found a copy to repair (``REPAIRABLE``: a missing, short, corrupt or
+  rewritten part, a mismatched manifest, a store lacking a backup) it runs ``backupd sync
+  --shard ID --verify``, which replaces bad copies from good ones.
 * SIGTERM/SIGINT: no new job starts; running backups get ``shutdown_grace`` to finish, then
   SIGTERM (they abort cleanly: no manifest, parts deleted); a second signal aborts them at once.
 * SIGHUP: the configuration file is read again; a bad one is rejected (logged) and the running
@@ -75,6 +78,9 @@ ARCHIVER_RETRY_MAX = 60.0
 ARCHIVER_STOP_WAIT = 60.0
 ABORT_WAIT = 120.0
 POLL = 0.2
+# what a deep audit finds that sync --verify can put right from a good copy in another store
+REPAIRABLE = frozenset({"part-missing", "part-size", "part-corrupt", "part-checksum", "part-etag",
+                        "manifest-mismatch", "store-lacks"})
 
 
 class Daemon:
@@ -324,9 +330,12 @@ class Daemon:
         for child in list(self.chores):
             if child.process.poll() is not None:
                 self.chores.remove(child)
-                if child.kind is JobKind.PRUNE:
+                if child.kind in (JobKind.PRUNE, JobKind.REPAIR):
                     if child.process.returncode != 0:
-                        log.error("shard %s: prune failed with exit status %d", child.shard, child.process.returncode)
+                        log.error("shard %s: %s failed with exit status %d", child.shard, child.kind.description,
+                                  child.process.returncode)
+                    elif child.kind is JobKind.REPAIR:
+                        log.info("shard %s: repair (sync --verify): every store is whole", child.shard)
                 else:
                     self._finished_audit(child)
                 child.stdout.close()
@@ -367,6 +376,9 @@ class Daemon:
             log.error("shard %s: audit (%s): %s: %s", child.shard, outcome.level, finding.check, finding.message)
         if not outcome.findings:
             log.info("shard %s: %s audit: everything holds", child.shard, outcome.level)
+        elif outcome.level == "deep" and {f.check for f in outcome.findings} & REPAIRABLE and not self.signals:
+            log.warning("shard %s: the deep audit found copies to repair: starting sync --verify", child.shard)
+            self.chores.append(self._spawn(child.shard, JobKind.REPAIR))
 
     def _finished_backup(self, child: Child) -> None:
         code = child.process.returncode
@@ -478,7 +490,7 @@ class Daemon:
                 child.process.wait()
             self.reap()
         for child in self.chores:
-            if child.kind is not JobKind.PRUNE and child.process.poll() is None:
+            if child.kind not in (JobKind.PRUNE, JobKind.REPAIR) and child.process.poll() is None:
                 log.warning("shard %s: stopping: aborting its %s", child.shard, child.kind.description)
                 child.signal(signal.SIGTERM)  # a drill may restore for a long time
             child.process.wait()

@@ -49,6 +49,7 @@ class JobKind(Enum):
     AUDIT_DEEP = "audit-deep"
     DRILL = "drill"
     BINLOGS = "binlogs"
+    REPAIR = "repair"  # sync --verify of a shard, after a deep audit found something
 
     @classmethod
     def backup(cls, kind: BackupKind) -> JobKind:
@@ -72,7 +73,8 @@ class JobKind(Enum):
     def description(self) -> str:
         return {JobKind.FULL: "full backup", JobKind.INCREMENTAL: "incremental backup", JobKind.PRUNE: "prune",
                 JobKind.AUDIT_QUICK: "quick audit", JobKind.AUDIT_DEEP: "deep audit",
-                JobKind.DRILL: "drill", JobKind.BINLOGS: "binlog archiver"}[self]
+                JobKind.DRILL: "drill", JobKind.BINLOGS: "binlog archiver",
+                JobKind.REPAIR: "repair (sync --verify)"}[self]
 
     def command(self, shard: str, config: Config) -> list[str]:
         """The ``backupd`` arguments of this job's child process for ``shard``."""
@@ -82,6 +84,8 @@ class JobKind(Enum):
             return ["prune", "--shard", shard]
         if self is JobKind.BINLOGS:
             return ["binlogs", "--shard", shard, "--json"]
+        if self is JobKind.REPAIR:
+            return ["sync", "--shard", shard, "--verify"]
         audit = ["audit", "--shard", shard, "--json"]
         if self is JobKind.AUDIT_DEEP:
             return audit + ["--level", self.level, "--sample", f"{config.audit.deep_sample:g}"]

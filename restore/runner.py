@@ -227,7 +227,10 @@ def _apply(settings: Settings, target: Target, manifest: Manifest, fetcher: Part
         except BaseException as exc:
             progress.finish()
             applier.abort()
-            if isinstance(exc, (CorruptPart, RestoreFailed)):
+            if isinstance(exc, (CorruptPart, RestoreFailed)) and not applied:
+                exc.hint = (f"nothing of {manifest.kind} {manifest.id} was applied to {target.label}; fix the cause "
+                            "and rerun")
+            elif isinstance(exc, (CorruptPart, RestoreFailed)):
                 exc.hint = (f"{target.label} is partially restored ({applied} of "
                             f"{len(manifest.parts)} parts of {manifest.kind} {manifest.id} applied); "
                             "fix the cause and rerun with --force")

@@ -69,7 +69,8 @@ class Uploader:
     def submit(self, part: CompressedPart) -> None:
         """Queue ``part`` for every healthy store; blocks while ``parts_in_flight`` are held."""
         key = part_key(self.shard, self.backup_id, part.index)
-        record = PartRecord(index=part.index, key=key, size=part.size, raw_size=part.raw_size, sha256=part.sha256)
+        record = PartRecord(index=part.index, key=key, size=part.size, raw_size=part.raw_size, sha256=part.sha256,
+                            md5=part.payload.md5())
         self.records.append(record)
         targets = self.healthy
         if not targets or (all(_is_down(s) for s in targets) and not self._wait_for_a_store(targets)):

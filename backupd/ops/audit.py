@@ -2,7 +2,15 @@
 
 ``quick`` reads listings and manifests only (no part data):
 
-* every manifest parses and has a known format version (``manifest-unreadable``);
+* every manifest parses, has a known format version and passes its self-check
+  (``manifest-unreadable`` when no store holds a good copy); copies of one manifest that differ
+  between stores, a bad one beside a good one or two good ones that disagree, are
+  ``manifest-mismatch`` (naming the stores; the good copy is used for every other check);
+* the provider's own checksum of every part copy (``part-checksum``): a HEAD per copy, in stores
+  whose provider keeps one (Swift's ETag and S3's single-request ETag are the MD5 the manifest
+  records; S3 with SSE-KMS reports the ``ChecksumSHA256`` it verified at upload); a copy the
+  provider lists but no longer serves (its own auditor quarantined it) is ``part-missing``.
+  No data is downloaded;
 * every part of every committed backup is in every store its manifest names as complete, at its
   recorded size (``part-missing``, ``part-size``), and so is the manifest (``store-lacks``);
   where stores list an MD5 ETag (S3, Swift), the copies of a part agree (``part-etag``);
@@ -33,9 +41,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,13 +51,14 @@ from typing import Any
 import zstandard
 
 from backupd.config import Config
-from backupd.errors import NoBackupFound, StoreError, UsageError
+from backupd.errors import NoBackupFound, ObjectNotFound, StoreError, UsageError
 from backupd.mysql.binlog_events import BinlogFormatError, read_events
+from backupd.ops.checksums import MD5, has_provider_checksum, provider_mismatch
 from backupd.policy.planner import plan_restore
 from backupd.progress import Progress
 from backupd.repo.annotations import AUDIT_ANNOTATION, annotate
 from backupd.repo.binlogs import BinlogArchive, SegmentRecord
-from backupd.repo.catalog import Catalog
+from backupd.repo.catalog import Catalog, CatalogEntry
 from backupd.repo.codec import PartDecodeError, decode_part
 from backupd.repo.fetch import check_part, prefetched
 from backupd.repo.layout import format_id_time, parse_id_time, parse_key
@@ -61,7 +70,7 @@ from backupd.units import format_duration
 log = logging.getLogger(__name__)
 
 LEVELS = ("quick", "deep")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
+HEAD_THREADS = 8  # concurrent HEADs of the provider check
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class AuditReport:
     stores: list[str]
     backups: int = 0
     parts_checked: int = 0
+    heads: int = 0  # provider-checksum HEAD requests (no data)
     bytes_read: int = 0
     seconds: float = 0.0
     sample_percent: float = 100.0
@@ -113,7 +123,7 @@ class AuditReport:
             "level": self.level, "ok": self.ok,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
             "seconds": round(self.seconds, 3), "shards": self.shards, "stores": self.stores,
-            "backups": self.backups, "parts_checked": self.parts_checked,
+            "backups": self.backups, "parts_checked": self.parts_checked, "heads": self.heads,
             "bytes_read": self.bytes_read, "throughput": round(self.throughput),
             "sample_percent": self.sample_percent,
             "findings": [asdict(f) for f in self.findings],
@@ -127,6 +137,7 @@ class AuditReport:
                        started_at=datetime.fromisoformat(str(document["started_at"]).replace("Z", "+00:00")),
                        shards=[str(s) for s in document["shards"]], stores=[str(s) for s in document["stores"]],
                        backups=int(document["backups"]), parts_checked=int(document["parts_checked"]),
+                       heads=int(document.get("heads", 0)),
                        bytes_read=int(document["bytes_read"]), seconds=float(document["seconds"]),
                        sample_percent=float(document["sample_percent"]),
                        findings=[Finding(**f) for f in document["findings"]])
@@ -136,14 +147,26 @@ class AuditReport:
 
 def record_audit(repo: Repository, report: AuditReport) -> None:
     """Annotate each audited shard's newest backup with the audit's outcome for that shard
-    (``audit-<level>-<time>``), so ``status`` and the daemon know when it last ran."""
+    (``audit-<level>-<time>``): when it ran, and per store it looked at the checks that found
+    something there (``stores``; ``backupd status`` and ``list`` call those stores suspect)."""
     stamp = format_id_time(report.started_at)
     for shard, (backup_id, found_in) in report.newest.items():
         findings = [f for f in report.findings if f.shard == shard]
+        by_store: dict[str, list[str]] = {name: [] for name in report.stores}
+        by_backup: dict[str, dict[str, list[str]]] = {}
+        for finding in findings:
+            for name in (finding.store or "").split(","):
+                if name in by_store and finding.check not in by_store[name]:
+                    by_store[name].append(finding.check)
+                if name in by_store and finding.backup:
+                    checks = by_backup.setdefault(finding.backup, {}).setdefault(name, [])
+                    if finding.check not in checks:
+                        checks.append(finding.check)
         annotate(repo.stores(s for s in found_in if s in report.stores), shard, backup_id,
                  f"{AUDIT_ANNOTATION}{report.level}-{stamp}",
                  {"kind": "audit", "level": report.level, "at": stamp, "ok": not findings,
                   "findings": len(findings), "checks": sorted({f.check for f in findings}),
+                  "stores": {name: sorted(checks) for name, checks in by_store.items()}, "backups": by_backup,
                   "sample_percent": report.sample_percent, "bytes_read": report.bytes_read,
                   "seconds": round(report.seconds, 3)})
 
@@ -206,6 +229,7 @@ class _ShardAudit:
         for manifest in manifests.values():
             self.check_parts(manifest, found_in[manifest.id])
             self.check_etags(manifest)
+            self.check_provider_checksums(manifest)
         self.check_orphans(set(manifests))
         self.check_chain_and_rpo(list(manifests.values()))
         if deep:
@@ -279,21 +303,41 @@ class _ShardAudit:
         return None if events else "holds no event"
 
     def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
-        """Every store's listing and copy of every manifest, through the catalog."""
+        """Every store's listing and copy of every manifest, through the catalog; ``found_in``
+        holds the stores with a copy, good or not (a bad copy is a mismatch, not a lack)."""
         entries = self.catalog.entries(self.shard)
         self.catalog.require_a_listing()  # no store at all: the audit could not run (exit 1), not a finding
         self.listings = self.catalog.listings
         for bad in self.catalog.unreadable:
             if bad.listing:
                 self.find("store-unreachable", f"store {bad.store} cannot be listed: {bad.error}", store=bad.store)
+        mismatched = {(store, e.manifest.id) for e in entries for store in e.bad_copies}
         for bad in self.catalog.unreadable:
             if not bad.listing:
                 parsed = parse_key(bad.key)
-                self.find("manifest-unreadable", bad.error, backup=parsed.backup_id if parsed else None,
-                          store=bad.store)
+                if parsed is None or (bad.store, parsed.backup_id) not in mismatched:
+                    self.find("manifest-unreadable", bad.error, backup=parsed.backup_id if parsed else None,
+                              store=bad.store)
+        for entry in entries:
+            if entry.copies_differ:
+                self.manifest_mismatch(entry)
         manifests = {e.manifest.id: e.manifest for e in entries}
-        found_in = {e.manifest.id: set(e.found_in) for e in entries}
+        found_in = {e.manifest.id: set(e.found_in) | set(e.bad_copies) for e in entries}
         return manifests, found_in
+
+    def manifest_mismatch(self, entry: CatalogEntry) -> None:
+        backup = entry.manifest.id
+        hint = f"backupd sync --shard {self.shard} --verify replaces the bad copy with the good one"
+        good = sorted(entry.copies)
+        for store, error in sorted(entry.bad_copies.items()):
+            self.find("manifest-mismatch", f"the manifest of backup {backup} in store {store} differs from the "
+                      f"copy in {', '.join(good)} and cannot be used ({error}); the copy in {good[0]} is used",
+                      backup=backup, store=store, hint=hint)
+        if len(set(entry.copies.values())) > 1:
+            shown = ", ".join(f"{name} {digest[:12]}..." for name, digest in sorted(entry.copies.items()))
+            self.find("manifest-mismatch", f"the stores hold different manifests of backup {backup}, each passing "
+                      f"its self-check ({shown})", backup=backup, store=",".join(good),
+                      hint=f"backupd sync --shard {self.shard} --verify keeps the copy whose parts verify")
 
     def check_parts(self, manifest: Manifest, found_in: set[str]) -> None:
         for store in self.stores:
@@ -321,16 +365,51 @@ class _ShardAudit:
 
     def check_etags(self, manifest: Manifest) -> None:
         """S3 and Swift list each object's MD5 as its ETag (backupd uploads every part in one
-        request): copies of a part whose ETags differ cannot both be the committed bytes."""
+        request): copies of a part whose ETags differ cannot both be the committed bytes. Only
+        for parts from before format 5, whose manifest records no MD5 to compare each with."""
         for part in manifest.parts:
+            if part.md5:
+                continue  # each copy is checked against the manifest's MD5 (check_provider_checksums)
             etags = {name: etag for name, listing in self.listings.items()
                      if part.key in listing and listing[part.key].size == part.size
-                     and (etag := listing[part.key].etag) is not None and _MD5.match(etag)}
+                     and (etag := listing[part.key].etag) is not None and MD5.match(etag)}
             if len(set(etags.values())) > 1:
                 shown = ", ".join(f"{name} {etag[:12]}..." for name, etag in sorted(etags.items()))
                 self.find("part-etag", f"copies of part {part.key} of backup {manifest.id} differ between "
                           f"stores (ETag/MD5: {shown})", backup=manifest.id, store=",".join(sorted(etags)),
                           part=part.key, hint="run a deep audit to find the bad copy")
+
+    def check_provider_checksums(self, manifest: Manifest) -> None:
+        """A HEAD of every listed copy in the stores whose provider keeps a checksum: the object
+        must still be served, and its ETag (an MD5) or ``ChecksumSHA256`` must be the manifest's."""
+        todo = [(store, part) for store in self.stores for part in manifest.parts
+                if has_provider_checksum(store, part)
+                and (listed := self.listings.get(store.name, {}).get(part.key)) is not None
+                and listed.size == part.size]
+        if not todo:
+            return
+
+        def head(job: tuple[Store, PartRecord]) -> ObjectInfo | StoreError:
+            try:
+                return job[0].stat(job[1].key)
+            except StoreError as exc:
+                return exc
+
+        with ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="audit-head") as pool:
+            answers = list(pool.map(head, todo))
+        self.report.heads += len(todo)
+        for (store, part), answer in zip(todo, answers, strict=True):
+            where = {"backup": manifest.id, "store": store.name, "part": part.key}
+            if isinstance(answer, ObjectNotFound):
+                self.find("part-missing", f"part {part.key} of backup {manifest.id} is listed by store {store.name} "
+                          "but not served (the provider lost or quarantined it)", **where)
+            elif isinstance(answer, StoreError):
+                self.find("part-checksum", f"part {part.key} of backup {manifest.id}: store {store.name} did not "
+                          f"report its checksum: {answer}", **where)
+            elif problem := provider_mismatch(store, part, answer):
+                self.find("part-checksum", f"part {part.key} of backup {manifest.id} in store {store.name}: "
+                          f"{problem}", **where, hint=f"backupd sync --shard {self.shard} --verify replaces it "
+                                                      "from a good copy")
 
     def check_orphans(self, committed: set[str]) -> None:
         max_age = timedelta(seconds=self.config.audit.orphan_age)

@@ -8,7 +8,7 @@ from typing import Any
 
 from backupd.config import Config
 from backupd.policy.scheduler import NEVER, History, cadence_of, next_job
-from backupd.repo.annotations import DEEP_AUDIT_ANNOTATION, DRILL_ANNOTATION, last_annotations
+from backupd.repo.annotations import DEEP_AUDIT_ANNOTATION, DRILL_ANNOTATION, last_annotations, store_verdicts
 from backupd.repo.binlogs import read_position
 from backupd.repo.catalog import Catalog
 from backupd.repo.model import Manifest, utc_now
@@ -28,8 +28,9 @@ def _summary(manifest: Manifest | None, now: datetime) -> dict[str, Any] | None:
 
 def shard_status(config: Config, catalog: Catalog, shard: str,
                  clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
-    """The shard's newest full and incremental, where the newest backup is complete or
-    degraded, and the next backup the schedule will take."""
+    """The shard's newest full and incremental, where the newest backup is complete, degraded
+    (a store lacks it) or suspect (the newest audit that looked at a store found something
+    there), and the next backup the schedule will take."""
     now = clock()
     entries = catalog.entries(shard)
     manifests = [e.manifest for e in entries]
@@ -41,8 +42,10 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
     found_in = next((e.found_in for e in entries if newest is not None and e.manifest.id == newest.id), [])
     wanted = config.shard_stores(shard)
     schedule = config.schedule.for_shard(shard)
-    annotations = last_annotations([s for s in catalog.stores if s.name in wanted], shard,
-                                   [DRILL_ANNOTATION, DEEP_AUDIT_ANNOTATION])
+    shard_stores = [s for s in catalog.stores if s.name in wanted]
+    annotations = last_annotations(shard_stores, shard, [DRILL_ANNOTATION, DEEP_AUDIT_ANNOTATION])
+    verdicts = store_verdicts(shard_stores, shard)
+    suspect = {name: v.describe() for name, v in verdicts.items() if name in wanted and v.checks}
     if schedule.enabled:
         job = next_job(shard, cadence_of(config, shard), History.of(manifests), now)
         if job.due_at <= now or job.due_at == NEVER:
@@ -54,7 +57,8 @@ def shard_status(config: Config, catalog: Catalog, shard: str,
     return {
         "shard": shard, "method": config.shard(shard).method, "backups": len(manifests),
         "newest_full": _summary(newest_full, now), "newest_incremental": _summary(newest_incremental, now),
-        "stores_complete": [s for s in wanted if s in found_in],
+        "stores_complete": [s for s in wanted if s in found_in and s not in suspect],
+        "stores_suspect": {s: suspect[s] for s in wanted if s in found_in and s in suspect},
         "stores_degraded": [s for s in wanted if newest is not None and s not in found_in],
         "next_due": next_due,
         "last_drill": annotations[DRILL_ANNOTATION],

@@ -16,7 +16,6 @@ caught up with the server, so an idle shard is not mistaken for a lagging one.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backupd.errors import CatalogError, NoBackupFound, StoreError
 from backupd.repo.layout import binlog_prefix, parse_segment_key, segment_key
 from backupd.repo.model import PartRecord
+from backupd.repo.sealed import parse_json, seal, unseal
 from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
 
-SEGMENT_FORMAT: Literal[1] = 1
+SEGMENT_FORMAT: Literal[2] = 2  # 2: sealed (``content_sha256``, backupd.repo.sealed); 1 is still read
 FIRST_EVENT_POS = 4  # a binlog file's events start after its magic number
 
 
@@ -40,7 +40,7 @@ class SegmentRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1] = SEGMENT_FORMAT
+    format_version: Literal[1, 2] = SEGMENT_FORMAT
     shard: str
     file: str
     start_pos: int = Field(ge=FIRST_EVENT_POS)
@@ -79,14 +79,17 @@ class SegmentRecord(BaseModel):
         return first <= seq <= last
 
     def to_json(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), indent=1).encode() + b"\n"
+        return seal({**self.model_dump(mode="json"), "format_version": SEGMENT_FORMAT}, indent=1)
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str) -> SegmentRecord:
+        what = f"binlog segment record {origin}"
+        document = parse_json(data, what=what)
+        document = unseal(document, what=what, required=document.get("format_version") != 1)
         try:
-            return cls.model_validate(json.loads(data))
+            return cls.model_validate(document)
         except (ValueError, ValidationError) as exc:
-            raise CatalogError(f"binlog segment record {origin} is unreadable: {exc}".splitlines()[0]) from None
+            raise CatalogError(f"{what} is unreadable: {exc}".splitlines()[0]) from None
 
 
 def split_gtid(gtid: str) -> tuple[str, int]:
@@ -134,13 +137,13 @@ class Position:
         return max(times) if times else None
 
     def to_json(self) -> bytes:
-        return json.dumps({"file": self.file, "pos": self.pos, "caught_up_at": _iso(self.caught_up_at),
-                           "last_event_at": _iso(self.last_event_at),
-                           "written_at": _iso(self.written_at)}).encode() + b"\n"
+        return seal({"file": self.file, "pos": self.pos, "caught_up_at": _iso(self.caught_up_at),
+                     "last_event_at": _iso(self.last_event_at), "written_at": _iso(self.written_at)}, indent=None)
 
     @classmethod
     def from_json(cls, data: bytes) -> Position:
-        document = json.loads(data)
+        """Raises ``CatalogError`` (unparseable, or altered: its seal does not match)."""
+        document = unseal(parse_json(data, what="binlog position"), what="binlog position", required=False)
 
         def moment(key: str) -> datetime | None:
             value = document.get(key)
@@ -156,7 +159,7 @@ def read_position(stores: list[Store], shard: str) -> Position | None:
     for store in stores:
         try:
             found.append(Position.from_json(store.get(position_key(shard))))
-        except (StoreError, ValueError, KeyError, TypeError):
+        except (StoreError, CatalogError, ValueError, KeyError, TypeError):
             continue
     return max(found, key=lambda p: p.written_at or datetime.min.replace(tzinfo=UTC), default=None)
 

@@ -37,10 +37,22 @@ class Unreadable:
 
 @dataclass
 class CatalogEntry:
-    """A committed backup and the stores where its manifest was found."""
+    """A committed backup and the stores where its manifest was found.
+
+    With ``every_copy``: ``copies`` maps each store whose copy is good to that copy's digest
+    (``Manifest.copy_digest``), and ``bad_copies`` each store whose copy is not (unparseable,
+    invalid, failing its self-check) to why. ``manifest`` is the first good copy.
+    """
 
     manifest: Manifest
     found_in: list[str] = field(default_factory=list)
+    copies: dict[str, str] = field(default_factory=dict)
+    bad_copies: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def copies_differ(self) -> bool:
+        """Whether the stores hold different copies (a bad one, or two good ones that differ)."""
+        return bool(self.bad_copies) or len(set(self.copies.values())) > 1
 
 
 class Catalog:
@@ -67,6 +79,7 @@ class Catalog:
     def entries(self, shard: str | None = None) -> list[CatalogEntry]:
         """Every committed backup (of ``shard``, or all), oldest first, merged across stores."""
         merged: dict[tuple[str, str], CatalogEntry] = {}
+        bad: dict[tuple[str, str], dict[str, str]] = {}  # every_copy: the copies that could not be read
         self.unreadable = []
         self.listings = {}
         prefixes = [shard_prefix(shard)] if shard else \
@@ -85,18 +98,25 @@ class Catalog:
                     continue
                 ident = (parsed.shard, parsed.backup_id)
                 entry = merged.get(ident)
+                digest = None
                 if entry is None or self.every_copy:
                     manifest = None if self.every_copy else self._manifests.get(ident)
                     if manifest is None:
                         try:
-                            manifest = self.read(store, parsed.shard, parsed.backup_id)
+                            manifest, digest = self.read_copy(store, parsed.shard, parsed.backup_id)
                         except (CatalogError, StoreError) as exc:
                             self.unreadable.append(Unreadable(store.name, key, str(exc)))
+                            bad.setdefault(ident, {})[store.name] = str(exc)
                             continue
                         self._manifests.setdefault(ident, manifest)
                     if entry is None:
                         entry = merged[ident] = CatalogEntry(manifest)
                 entry.found_in.append(store.name)
+                if digest is not None:
+                    entry.copies[store.name] = digest
+        for ident, copies in bad.items():
+            if ident in merged:
+                merged[ident].bad_copies = copies
         return sorted(merged.values(), key=lambda e: (e.manifest.started_at, e.manifest.id))
 
     @property
@@ -116,11 +136,16 @@ class Catalog:
 
     def read(self, store: Store, shard: str, backup_id: str) -> Manifest:
         """Read and validate one manifest; the manifest must describe the key it was found at."""
+        return self.read_copy(store, shard, backup_id)[0]
+
+    def read_copy(self, store: Store, shard: str, backup_id: str) -> tuple[Manifest, str]:
+        """One store's copy of a manifest, validated (its self-check too), and its digest."""
         key = manifest_key(shard, backup_id)
-        manifest = Manifest.from_json(store.get(key), origin=f"{store.name}:{key}")
+        data = store.get(key)
+        manifest = Manifest.from_json(data, origin=f"{store.name}:{key}")
         if manifest.shard != shard or manifest.id != backup_id:
             raise CatalogError(f"manifest {store.name}:{key} describes {manifest.shard}/{manifest.id}")
-        return manifest
+        return manifest, Manifest.copy_digest(data)
 
 
 def commit_manifest(manifest: Manifest, stores: list[Store]) -> list[Store]:

@@ -67,7 +67,8 @@ class _Frame:
 
     def close(self) -> CompressedPart:
         self._append(self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
-        return CompressedPart(self.index, Payload(self._chunks), self.raw, self._hash.hexdigest())
+        sha256 = self._hash.hexdigest()
+        return CompressedPart(self.index, Payload(self._chunks, sha256=sha256), self.raw, sha256)
 
 
 class PartCompressor:

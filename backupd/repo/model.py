@@ -1,26 +1,31 @@
 """The backup manifest: the one record that makes a backup exist.
 
 A manifest is immutable once committed. ``Manifest.from_json`` refuses any ``format_version`` it
-does not know (``UnsupportedFormat``) and any document that does not validate (``CatalogError``),
-so a reader never acts on a record it cannot fully understand.
+does not know (``UnsupportedFormat``), any document that does not validate (``CatalogError``)
+and, from format 5, any copy whose self-digest does not match its content (``SealBroken``,
+``backupd.repo.sealed``), so a reader never acts on a record it cannot fully understand or that
+was altered after it was written.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backupd.errors import CatalogError, UnsupportedFormat
+from backupd.repo.sealed import content_digest, parse_json, seal, unseal
 
 # 2 added incrementals (``incremental``) and per-table schema fingerprints; 3 added physical
 # backups (``physical``); 4 added exact digests (FLOAT read by its binary value), per-column
-# digests (``column_digests``) and table-addressed logical backups (``sections``). Older
-# versions are still read.
-FORMAT_VERSION = 4
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, FORMAT_VERSION})
+# digests (``column_digests``) and table-addressed logical backups (``sections``); 5 added the
+# manifest's self-digest (``content_sha256``, required) and each part's MD5 (``md5``: what Swift's
+# ETag and S3's single-request ETag report). Older versions are still read.
+FORMAT_VERSION = 5
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION})
+SEALED_FROM_VERSION = 5
 
 # The digest algorithms of format 4 (see backupd.mysql.reference): a reference using one of them
 # is written as format 4, so that a backupd that cannot compute it refuses the manifest.
@@ -43,6 +48,7 @@ class PartRecord(_Record):
     size: int = Field(ge=0)
     raw_size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")  # format 5: the providers' own checksum
 
 
 class Section(_Record):
@@ -241,10 +247,8 @@ class Manifest(_Record):
 
     @property
     def written_format_version(self) -> int:
-        """The oldest format that holds this manifest (see ``to_json``)."""
-        if self.reference.is_exact or self.sections is not None:
-            return 4
-        return 3 if self.physical is not None else 2
+        """The format a new manifest is written in: every new manifest is sealed (format 5)."""
+        return FORMAT_VERSION
 
     @property
     def is_physical(self) -> bool:
@@ -260,41 +264,46 @@ class Manifest(_Record):
         return [by_index[i] for i in section.parts]
 
     def to_json(self) -> bytes:
-        """Serialize for storage (stable key order, UTC timestamps).
-
-        Written in the oldest format that can hold it: a backup with an exact reference as
-        format 4; otherwise a logical backup as format 2 (without the ``physical`` key) and a
-        physical one as 3, so the release that wrote those can still read and restore them.
-        """
+        """Serialize for storage: sealed (``content_sha256``), stable key order, UTC timestamps,
+        keys a backup does not use (``physical``, ``sections``, a part's ``md5``) left out."""
         absent = {name for name in ("physical", "sections") if getattr(self, name) is None}
         document = self.model_dump(mode="json", exclude=absent or None)
         document["format_version"] = self.written_format_version
         for table in document["reference"]["tables"]:
             if table.get("column_digests") is None:
-                table.pop("column_digests", None)  # formats before 4 have no such key
-        return json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+                table.pop("column_digests", None)
+        for part in document["parts"]:
+            if part.get("md5") is None:
+                part.pop("md5", None)
+        return seal(document)
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str) -> Manifest:
         """Parse a stored manifest; ``origin`` (store and key) is named in every error."""
-        try:
-            document = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CatalogError(f"manifest {origin} is not valid JSON: {exc}") from None
-        if not isinstance(document, dict):
-            raise CatalogError(f"manifest {origin} is not a JSON object")
+        what = f"manifest {origin}"
+        document = parse_json(data, what=what)
         version = document.get("format_version")
         if version not in SUPPORTED_FORMAT_VERSIONS:
             raise UnsupportedFormat(
                 f"manifest {origin} has format_version {version!r}; this backupd reads "
                 f"{', '.join(map(str, sorted(SUPPORTED_FORMAT_VERSIONS)))}",
                 hint="upgrade backupd to read it")
+        document = unseal(document, what=what, required=version >= SEALED_FROM_VERSION)
         try:
             return cls.model_validate(document)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise CatalogError(f"manifest {origin} is invalid: {where}: {first['msg']}") from None
+
+    @staticmethod
+    def copy_digest(data: bytes) -> str:
+        """What tells two stored copies of a manifest apart: the sha256 of the parsed content's
+        canonical form (so whitespace does not count), or of the bytes if they do not parse."""
+        try:
+            return content_digest(parse_json(data, what="manifest"))
+        except CatalogError:
+            return "unparseable:" + hashlib.sha256(data).hexdigest()
 
     @property
     def complete_stores(self) -> list[str]:

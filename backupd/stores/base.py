@@ -38,9 +38,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """An object as a listing or a HEAD shows it: its size and what the provider reports of its
+    content (``etag``; ``sha256``, hex: a checksum the provider verified at upload, from a HEAD
+    where the provider keeps one, such as S3's ``ChecksumSHA256``)."""
+
     key: str
     size: int
     etag: str | None = None
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,14 +57,25 @@ class StoreProperties:
     # put_if_absent is atomic against racing creators (local files, S3). Swift checks
     # If-None-Match before writing, so two creators racing within milliseconds may both win.
     atomic_create: bool = True
+    # The ETag the provider lists and HEADs is the MD5 of the object's bytes, which it checked at
+    # upload (Swift always; S3 for an object written in one request without SSE-KMS): a
+    # checksum of every copy that costs no download (the quick audit's provider check).
+    etag_is_md5: bool = False
+    # A HEAD reports a checksum the provider verified at upload (``ObjectInfo.sha256``: S3's
+    # ChecksumSHA256), so one is worth asking for even where the ETag is not an MD5.
+    head_sha256: bool = False
 
 
 class Payload:
-    """Bytes held as a list of chunks (no joining copy), readable any number of times."""
+    """Bytes held as a list of chunks (no joining copy), readable any number of times. Its MD5
+    and sha256 are computed once, when first asked (``sha256`` may be given by whoever already
+    hashed the bytes)."""
 
-    def __init__(self, chunks: Sequence[bytes]):
+    def __init__(self, chunks: Sequence[bytes], *, sha256: str | None = None):
         self.chunks = list(chunks)
         self.size = sum(len(c) for c in self.chunks)
+        self._sha256 = sha256
+        self._md5: str | None = None
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Payload:
@@ -72,12 +88,23 @@ class Payload:
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.chunks)
 
-    def md5(self) -> hashlib._Hash:
-        """MD5 of the bytes (what S3's Content-MD5 and Swift's ETag check)."""
-        digest = hashlib.md5(usedforsecurity=False)
-        for chunk in self:
-            digest.update(chunk)
-        return digest
+    def md5(self) -> str:
+        """MD5 of the bytes, hex (what S3's Content-MD5 and Swift's ETag check)."""
+        if self._md5 is None:
+            digest = hashlib.md5(usedforsecurity=False)
+            for chunk in self:
+                digest.update(chunk)
+            self._md5 = digest.hexdigest()
+        return self._md5
+
+    def sha256(self) -> str:
+        """sha256 of the bytes, hex (what a manifest records; S3's ChecksumSHA256 checks it)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for chunk in self:
+                digest.update(chunk)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def to_bytes(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)

@@ -55,7 +55,9 @@ class S3Store(Store):
         self.bucket = config.bucket
         self.prefix = config.prefix.strip("/")
         self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3,
-                                          atomic_create=config.atomic_create)
+                                          atomic_create=config.atomic_create,
+                                          etag_is_md5=config.server_side_encryption != "aws:kms",
+                                          head_sha256=config.checksum_mode == "when_supported")
         keys: dict[str, Any] = {}
         if config.credentials:
             access, secret = config.credentials
@@ -125,8 +127,10 @@ class S3Store(Store):
 
     def _put(self, key: str, payload: Payload, **conditions: str) -> None:
         extra = dict(self._extra, **conditions)
-        if self.config.checksum_mode == "when_required":
-            extra["ContentMD5"] = base64.b64encode(payload.md5().digest()).decode()
+        if self.config.checksum_mode == "when_required":  # a server without flexible checksums
+            extra["ContentMD5"] = base64.b64encode(bytes.fromhex(payload.md5())).decode()
+        else:  # the provider checks it on receipt and keeps it (HEAD with ChecksumMode reports it)
+            extra["ChecksumSHA256"] = base64.b64encode(bytes.fromhex(payload.sha256())).decode()
         body = payload.reader()
         try:
             client = self.small if payload.size <= SMALL_OBJECT else self.client
@@ -157,12 +161,14 @@ class S3Store(Store):
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            head = self.small.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.small.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
         except StoreError:
             raise
         except Exception as exc:
             raise self._error(exc, "stat", key) from None
-        return ObjectInfo(key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"') or None)
+        checksum = head.get("ChecksumSHA256")
+        return ObjectInfo(key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"') or None,
+                          base64.b64decode(checksum).hex() if checksum else None)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix

@@ -120,7 +120,7 @@ class SwiftStore(Store):
         self.container = config.container
         self.prefix = config.prefix.strip("/")
         self.properties = StoreProperties(connections=config.connections, max_object_size=5 * 1024**3,
-                                          atomic_create=False)
+                                          atomic_create=False, etag_is_md5=True)
         self._local = threading.local()
         self._auth_lock = threading.Lock()
         self._token: tuple[str, str] | None = None  # (token, storage url) for tempauth
@@ -273,7 +273,7 @@ class SwiftStore(Store):
             try:
                 response = driver.connection.request(
                     self._path(driver, key), method="PUT", data=body, raw=True,
-                    headers={"Content-Type": "application/octet-stream", "ETag": md5.hexdigest(),
+                    headers={"Content-Type": "application/octet-stream", "ETag": md5,
                              **conditions})
                 status = response.status
             finally:

@@ -1,4 +1,6 @@
-"""scripts/bench audit: backupd audit next to sha256sum -c and zstd -t, locally and on S3."""
+"""scripts/bench audit: backupd audit next to sha256sum -c and zstd -t, locally and on S3, and
+the quick audit's provider-checksum check (a HEAD per part copy, no download) next to the deep
+audit of the same store (target: <= 1/20 of its time, no byte of data read)."""
 
 from __future__ import annotations
 
@@ -48,9 +50,15 @@ def bench_audit(rounds: int, gib: float) -> None:
                     f"sed 's#  .*/#  #' {hashes} | sha256sum -c --quiet && zstd -tq part-*.zst && rm -rf {copy}")
         audit = [str(BIN / "backupd"), "-q", "--config", str(config), "audit", "--shard", "bench", "--json"]
 
+        heads: list[int] = []
+
         def backupd_audit(*args: str) -> Sample:
             sample, out = timed_rss(audit + list(args))
-            assert json.loads(out)["ok"], out
+            report = json.loads(out)
+            assert report["ok"], out
+            if "quick" in args:
+                assert report["bytes_read"] == 0, out  # the provider check downloads nothing
+                heads.append(report["heads"])
             return sample
 
         jobs: dict[str, Callable[[], Sample]] = {
@@ -60,6 +68,8 @@ def bench_audit(rounds: int, gib: float) -> None:
             "aws s3 cp --recursive, sha256sum -c, zstd -t (S3)": lambda: timed(s3_check),
             "backupd audit --level deep --store s3": lambda: backupd_audit("--level", "deep", "--store", "s3"),
             "backupd audit --level quick (both stores)": lambda: backupd_audit("--level", "quick"),
+            "backupd audit --level quick --store s3 (provider checksums)": lambda: backupd_audit(
+                "--level", "quick", "--store", "s3"),
         }
         results: dict[str, list[Sample]] = {name: [] for name in jobs}
         for r in range(rounds):
@@ -69,6 +79,11 @@ def bench_audit(rounds: int, gib: float) -> None:
         print_table(f"Deep audit of one full ({len(parts)} parts, {backup['stored_bytes'] / 1024**2:.0f} MiB stored)",
                     list(results.items()), "sha256sum -c && zstd -t (local parts)",
                     "The by-hand S3 check needs a full-size local copy; backupd holds two parts at most.")
+        quick = sorted(s.seconds for s in results["backupd audit --level quick --store s3 (provider checksums)"])
+        deep = sorted(s.seconds for s in results["backupd audit --level deep --store s3"])
+        ratio = quick[len(quick) // 2] / deep[len(deep) // 2]
+        print(f"Provider checksums of every S3 copy ({max(heads)} HEADs, 0 bytes read): {ratio:.3f} of the deep audit "
+              f"of the same store (target <= 0.05: {'met' if ratio <= 0.05 else 'NOT met'})")
     finally:
         moto.stop()
         source.stop()

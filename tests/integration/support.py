@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import zstandard
 
 from backupd.errors import TransientStoreError
+from backupd.repo.sealed import seal
 from backupd.stores.base import ObjectInfo, ObjectStream, Payload, Store
 from tests.testbed.config import write_config as testbed_write_config
 
@@ -111,10 +112,10 @@ def slow_mysqldump(tmp_path: Path, seconds: int) -> Path:
 
 
 def daemon_config(tmp_path: Path, shards, *, schedule=None, retention=None, settings=None, audit=None,
-                  extra: str = "", targets=None) -> Path:
+                  extra: str = "", targets=None, stores=None) -> Path:
     """A daemon config; audits after backups and deep audits are off unless ``audit`` says so
     (most daemon tests count backups by the second)."""
-    path = write_config(tmp_path / "backupd.toml", shards=shards, targets=targets,
+    path = write_config(tmp_path / "backupd.toml", shards=shards, targets=targets, stores=stores,
                         settings={"compression_threads": 0, **(settings or {})})
     text = path.read_text()
     body = {"tick": "1s", "jitter": "0s", **(schedule or {})}
@@ -272,5 +273,5 @@ def rewrite_parts(store_dir: Path, shard: str, backup_id: str, change: Callable[
         path.write_bytes(data)
         part["size"], part["sha256"] = len(data), hashlib.sha256(data).hexdigest()
         changed += 1
-    manifest_path.write_text(json.dumps(manifest))
+    manifest_path.write_bytes(seal(manifest))
     return changed

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from backupd.repo.sealed import seal
 from tests.integration.support import BIN, application_writes, backup, listing, run, store_files, write_config
 from tests.testbed import seed_edge_cases, seed_shard, table_fingerprint
 
@@ -233,7 +234,7 @@ def test_data_mismatch_exits_3_with_a_per_table_summary(config, source, target, 
     manifest = json.loads(path.read_text())
     victim = next(t for t in manifest["reference"]["tables"] if t["table"] == "oddities")
     victim["rows"] += 1
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(seal(manifest))
     result = run("restore", "--config", str(config), "--shard", "3", "--target", "dr")
     assert result.code == 3
     assert "edge.oddities: rows" in result.stderr and "expected" in result.stderr

@@ -13,6 +13,7 @@ import pytest
 from backupd.config import EndpointConfig
 from backupd.mysql.connection import connect
 from backupd.mysql.reference import CRC_SUM64, CRC_SUM64_EXACT, compute_reference
+from backupd.repo.sealed import seal
 from restore.verify import TableVerifier
 from tests.integration.support import backup, rewrite_parts, run, write_config
 from tests.testbed import seed_edge_cases
@@ -110,13 +111,13 @@ def test_a_backup_with_the_previous_digest_still_restores_and_verifies_with_it(t
     document = json.loads(path.read_text())
     document["format_version"] = 2
     document["reference"] = old.model_dump(mode="json", exclude_none=True)
-    path.write_text(json.dumps(document))
+    path.write_bytes(seal(document))
 
     result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["verified"] is True and exact_rows(target) == exact_rows(source)
 
     document["reference"]["tables"][0]["digest"] = "0" * 16  # edge.audit_log
-    path.write_text(json.dumps(document))
+    path.write_bytes(seal(document))
     result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force")
     assert result.code == 3 and "edge.audit_log: digest" in result.stderr, result.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from backupd.repo.sealed import seal
 from tests.integration.support import application_writes, listing, run, store_files, write_config
 from tests.testbed import seed_edge_cases, seed_shard
 from tests.testbed.config import endpoint, physical_target
@@ -149,7 +150,7 @@ def test_version_mismatch_and_non_empty_datadir_are_refused(mariadb_factory, tmp
     manifest_path = tmp_path / "store" / "1" / full_id / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["server"]["version"] = "10.6.21-MariaDB-log"
-    manifest_path.write_text(json.dumps(manifest))
+    manifest_path.write_bytes(seal(manifest))
     result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force")
     assert result.code == 1
     assert "target dr runs mariadb 10.11" in result.stderr and "10.6" in result.stderr
@@ -157,7 +158,7 @@ def test_version_mismatch_and_non_empty_datadir_are_refused(mariadb_factory, tmp
 
     manifest["server"]["version"] = source.query("SELECT VERSION()")[0][0]
     manifest["raw_bytes"] = 1 << 60  # an exabyte of datadir: more than any test machine has
-    manifest_path.write_text(json.dumps(manifest))
+    manifest_path.write_bytes(seal(manifest))
     result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force")
     assert result.code == 1
     assert "not enough disk space" in result.stderr and "restore-scratch has" in result.stderr

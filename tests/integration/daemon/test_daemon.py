@@ -280,7 +280,7 @@ def test_daemon_audits_after_backups_and_runs_deep_audits_and_drills(tmp_path, f
     assert daemon.process.wait(timeout=60) == 0
     backup_dir = next(p for p in (tmp_path / "store" / "1").iterdir() if p.name[0].isdigit())
     names = sorted(p.name for p in (backup_dir / "annotations").iterdir())
-    assert [n.split("-2")[0] for n in names] == ["audit-deep", "drill"]
+    assert [n.split("-2")[0] for n in names] == ["audit-deep", "audit-quick", "drill"]  # every audit records its verdict
     # a restarted daemon reads when they last ran from the annotations: nothing is repeated
     again = daemons(config, tmp_path / "again.log")
     time.sleep(4)
@@ -314,6 +314,33 @@ def test_run_once_also_runs_due_deep_audits_and_drills_and_exits_3_on_a_finding(
     later = run("backupd", "--config", str(config), "run", "--once")
     assert later.code == 3, later.stderr
     assert "part-corrupt" in later.stderr and later.stderr.count("starting audit deep") == 1
+
+
+def test_a_deep_audit_finding_makes_the_daemon_repair_the_copy_from_a_good_one(tmp_path, fleet):
+    """Two stores; a byte flipped in one store's part: the next due deep audit finds it (exit 3
+    for cron), and the daemon then runs sync --verify, which replaces the copy from the other
+    store: the stores hold the same bytes again and a deep audit is clean."""
+    stores = {"a": {"type": "local", "path": str(tmp_path / "a")}, "b": {"type": "local", "path": str(tmp_path / "b")}}
+
+    def configure(deep_every: str) -> Path:
+        return daemon_config(tmp_path, {"1": fleet["1"]}, stores=stores,
+                             schedule={"full_every": "1h", "incremental_every": "1h"},
+                             audit={"after_backup": False, "deep_every": deep_every, "deep_sample": 100})
+
+    config = configure("1h")
+    first = run("backupd", "--config", str(config), "run", "--once")
+    assert first.code == 0 and "deep audit: everything holds" in first.stderr, first.stderr
+    part = next((tmp_path / "b" / "1").glob("*/part-000001.zst"))
+    good = (tmp_path / "a" / part.relative_to(tmp_path / "b")).read_bytes()
+    part.write_bytes(bytes(b ^ 0xFF if i == len(good) // 2 else b for i, b in enumerate(good)))
+    configure("1s")
+    time.sleep(1.1)
+    later = run("backupd", "--config", str(config), "run", "--once")
+    assert later.code == 3 and "part-corrupt" in later.stderr, later.stderr
+    assert "starting sync --verify" in later.stderr and "every store is whole" in later.stderr, later.stderr
+    assert part.read_bytes() == good
+    deep = run("backupd", "--config", str(config), "audit", "--level", "deep")
+    assert deep.code == 0, deep.stdout
 
 
 def test_the_daemon_keeps_one_binlog_archiver_per_shard_and_stops_it(tmp_path, fleet, daemons):

@@ -87,20 +87,20 @@ def test_every_fault_is_found_and_named(fleet):
     corrupt = next(f for f in deep["findings"] if f["check"] == "part-corrupt")
     assert "sha256" in corrupt["message"] and corrupt["backup"] == full_dir.name
 
-    # a garbled manifest in store b: reported (never fatal), and b now lacks that backup
+    # a garbled manifest in store b beside a good one in a: a mismatch naming b (never fatal)
     (tmp_path / "b" / "1" / full_dir.name / "manifest.json").write_text("{garbled")
     code, quick = audit(config)
     assert code == 3
-    assert [c for c, *_ in checks(quick)] == ["manifest-unreadable", "part-missing", "store-lacks"]
-    lacks = next(f for f in quick["findings"] if f["check"] == "store-lacks")
-    assert lacks["hint"] == "run: backupd sync --shard 1" and lacks["store"] == "b"
-    assert lacks["backup"] == full_dir.name
+    assert [c for c, *_ in checks(quick)] == ["manifest-mismatch", "part-missing"]
+    mismatch = next(f for f in quick["findings"] if f["check"] == "manifest-mismatch")
+    assert mismatch["hint"] == "backupd sync --shard 1 --verify replaces the bad copy with the good one"
+    assert mismatch["store"] == "b" and mismatch["backup"] == full_dir.name
     # store b alone can no longer restore the shard: its incremental has no readable base
     code, only_b = audit(config, "--store", "b")
     assert [c for c, *_ in checks(only_b)] == ["manifest-unreadable", "no-chain", "part-missing"]
 
     text = run("backupd", "--config", str(config), "audit")
-    assert text.code == 3 and "manifest-unreadable" in text.stdout and "hint: run: backupd sync" in text.stdout
+    assert text.code == 3 and "manifest-mismatch" in text.stdout and "hint: backupd sync" in text.stdout
 
 
 def test_old_backups_and_orphans_with_a_fake_clock(fleet):

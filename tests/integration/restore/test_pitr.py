@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from backupd.repo.sealed import seal
 from tests.integration.support import (
     Archiver,
     application_writes,
@@ -240,7 +241,7 @@ def test_lost_and_damaged_segments_are_found_and_never_replayed(tmp_path, mariad
     for store in ("a", "b"):
         lying = json.loads(honest)
         lying["last_gtids"] = {"0": "0-1-99999"}
-        (tmp_path / store / record.relative_to(tmp_path / "a")).write_text(json.dumps(lying))
+        (tmp_path / store / record.relative_to(tmp_path / "a")).write_bytes(seal(lying))
     result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force", "--json")
     assert result.code == 3 and "replay is not proven" in result.stderr, result.stderr
     for store in ("a", "b"):

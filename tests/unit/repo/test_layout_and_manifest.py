@@ -6,6 +6,7 @@ import pytest
 from backupd.errors import CatalogError, UnsupportedFormat
 from backupd.repo import layout
 from backupd.repo.model import Manifest
+from backupd.repo.sealed import SEAL_KEY, SealBroken, seal
 from tests.unit.manifests import NOW, full, incremental, make_manifest, physical_full, physical_incremental
 
 
@@ -43,7 +44,7 @@ def test_manifest_round_trip():
 
 def test_manifest_refuses_unknown_versions():
     document = json.loads(make_manifest().to_json())
-    for version in (5, 0, None, "1"):
+    for version in (6, 0, None, "1"):
         document["format_version"] = version
         with pytest.raises(UnsupportedFormat, match="format_version"):
             Manifest.from_json(json.dumps(document).encode(), origin="s3:7/x/manifest.json")
@@ -62,13 +63,38 @@ def test_manifest_rejects_bad_part_hash():
     document = json.loads(make_manifest().to_json())
     document["parts"][0]["sha256"] = "xyz"
     with pytest.raises(CatalogError, match="parts.0.sha256"):
+        Manifest.from_json(seal(document), origin="o")
+
+
+def test_a_manifest_altered_after_writing_fails_its_self_check():
+    """One part's sha256 changed (still a valid manifest): the copy is refused, naming it; the
+    same document resealed, or with whitespace changed, reads."""
+    manifest = make_manifest()
+    document = json.loads(manifest.to_json())
+    assert document["format_version"] == 5 and len(document[SEAL_KEY]) == 64
+    document["parts"][0]["sha256"] = "f" * 64
+    with pytest.raises(SealBroken, match="manifest s3:7/x/manifest.json fails its self-check"):
+        Manifest.from_json(json.dumps(document).encode(), origin="s3:7/x/manifest.json")
+    assert Manifest.from_json(seal(document), origin="o").parts[0].sha256 == "f" * 64
+    compact = json.dumps(json.loads(manifest.to_json()), separators=(",", ":")).encode()
+    assert Manifest.from_json(compact, origin="o") == manifest
+    assert Manifest.copy_digest(compact) == Manifest.copy_digest(manifest.to_json()) != \
+        Manifest.copy_digest(json.dumps(document).encode())
+    document.pop(SEAL_KEY)
+    with pytest.raises(SealBroken, match="has no content_sha256"):
         Manifest.from_json(json.dumps(document).encode(), origin="o")
 
 
+def _downgraded(manifest: Manifest, version: int) -> dict:
+    """``manifest`` as a release before the seal wrote it."""
+    document = json.loads(manifest.to_json())
+    document.pop(SEAL_KEY)
+    document["format_version"] = version
+    return document
+
+
 def test_format_1_manifests_are_still_read():
-    document = json.loads(make_manifest().to_json())
-    assert document["format_version"] == 2
-    document["format_version"] = 1
+    document = _downgraded(make_manifest(), 1)
     for table in document["reference"]["tables"]:
         table.pop("schema_digest")
     document.pop("incremental")
@@ -84,15 +110,15 @@ def test_incremental_manifest_round_trip_and_consistency():
     document = json.loads(inc.to_json())
     document["incremental"] = None
     with pytest.raises(CatalogError, match="incremental"):
-        Manifest.from_json(json.dumps(document).encode(), origin="o")
+        Manifest.from_json(seal(document), origin="o")
     document = json.loads(base.to_json())
     document["incremental"] = json.loads(inc.to_json())["incremental"]
     with pytest.raises(CatalogError, match="incremental"):
-        Manifest.from_json(json.dumps(document).encode(), origin="o")
+        Manifest.from_json(seal(document), origin="o")
     document = json.loads(inc.to_json())
     document["parent_id"] = None
     with pytest.raises(CatalogError, match="parent_id"):
-        Manifest.from_json(json.dumps(document).encode(), origin="o")
+        Manifest.from_json(seal(document), origin="o")
 
 
 def test_lock_keys():
@@ -102,30 +128,28 @@ def test_lock_keys():
     assert layout.lock_generation("7/20261126T080000Z-full-abc123/manifest.json") is None
 
 
-def test_physical_manifest_is_format_3_and_logical_stays_2():
+def test_physical_manifests_round_trip_and_older_formats_are_read():
     inc = physical_incremental(timedelta(hours=1), physical_full(timedelta(0)))
     document = json.loads(inc.to_json())
-    assert document["format_version"] == 3 and document["physical"]["from_lsn"] == 1000
+    assert document["format_version"] == 5 and document["physical"]["from_lsn"] == 1000
     assert Manifest.from_json(inc.to_json(), origin="o") == inc
-    logical = json.loads(full(timedelta(0)).to_json())
-    assert logical["format_version"] == 2 and "physical" not in logical
+    assert "physical" not in json.loads(full(timedelta(0)).to_json())
+    assert Manifest.from_json(json.dumps(_downgraded(inc, 3)).encode(), origin="o").physical == inc.physical
+    assert Manifest.from_json(json.dumps(_downgraded(full(timedelta(0)), 2)).encode(), origin="o").kind == "full"
     document["physical"]["from_lsn"] = 0  # an incremental that copied everything is not one
     with pytest.raises(CatalogError, match="from_lsn"):
-        Manifest.from_json(json.dumps(document).encode(), origin="o")
+        Manifest.from_json(seal(document), origin="o")
 
 
-def test_an_exact_reference_makes_format_4_and_older_references_keep_their_format():
-    """Format 4 holds exact digests (FLOAT by its binary value) and per-column digests: a backupd
-    that cannot compute them refuses the manifest instead of verifying with the wrong algorithm."""
+def test_exact_references_and_column_digests_round_trip():
+    """Exact digests (FLOAT by its binary value) and per-column digests are kept; a format-4
+    manifest (unsealed) is still read with them."""
     old = full(timedelta(0))
-    assert json.loads(old.to_json())["format_version"] == 2
     assert "column_digests" not in json.loads(old.to_json())["reference"]["tables"][0]
     table = old.reference.tables[0].model_copy(update={"column_digests": {"f": "0123abcd"}})
     reference = old.reference.model_copy(update={"digest_algorithm": "crc32-crc32c-sum64-exact", "tables": [table]})
     exact = old.model_copy(update={"reference": reference})
     document = json.loads(exact.to_json())
-    assert document["format_version"] == 4
     assert document["reference"]["tables"][0]["column_digests"] == {"f": "0123abcd"}
     assert Manifest.from_json(exact.to_json(), origin="o").reference.tables[0].column_digests == {"f": "0123abcd"}
-    physical = physical_full(timedelta(0))
-    assert json.loads(physical.model_copy(update={"reference": reference}).to_json())["format_version"] == 4
+    assert Manifest.from_json(json.dumps(_downgraded(exact, 4)).encode(), origin="o").reference == exact.reference
