@@ -345,10 +345,13 @@ def sync(ctx: click.Context, shard_id: str | None, verify: bool, as_json: bool) 
 @click.option("--sample", type=float, default=100.0, show_default=True, metavar="PERCENT",
               help="deep: read this share of the parts (a window that moves daily, so repeated "
                    "audits cover everything).")
+@click.option("--heads", is_flag=True, help="Also HEAD every part copy in stores whose provider keeps a "
+              "checksum: a copy listed but no longer served is found, and S3 with SSE-KMS reports its sha256 "
+              "(one request per copy, no download).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, level: str, sample: float,
-          as_json: bool) -> int:
+          heads: bool, as_json: bool) -> int:
     """Check that every committed backup is whole, restorable and fresh (exit 3 on any finding)."""
     from backupd.ops.audit import record_audit, run_audit
 
@@ -356,7 +359,7 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
     repo = Repository(config)
     if level == "drill":
         return _drill(repo, shard_id, as_json)
-    report = run_audit(repo, shard=shard_id, store=store_name, level=level, sample=sample)
+    report = run_audit(repo, shard=shard_id, store=store_name, level=level, sample=sample, heads=heads)
     record_audit(repo, report)
     _publish(config, [report])
     if as_json:
@@ -366,8 +369,8 @@ def audit(ctx: click.Context, shard_id: str | None, store_name: str | None, leve
                 f"{format_size(report.throughput)}/s" if level == "deep" else "")
         sampled = f", {report.sample_percent:g}% sample" if report.sample_percent < 100 else ""
         click.echo(f"audit ({level}{sampled}): {len(report.shards)} shard(s), {report.backups} backup(s), "
-                   f"{report.parts_checked} part copies in {len(report.stores)} store(s), {report.heads} provider "
-                   f"checksums (HEAD){read} in "
+                   f"{report.parts_checked} part copies in {len(report.stores)} store(s)"
+                   f"{f', {report.heads} HEADs' if heads else ''}{read} in "
                    f"{format_duration(report.seconds)}: "
                    f"{'everything holds' if report.ok else f'{len(report.findings)} finding(s)'}")
         if report.findings:

@@ -87,8 +87,8 @@ class JobKind(Enum):
         if self is JobKind.REPAIR:
             return ["sync", "--shard", shard, "--verify"]
         audit = ["audit", "--shard", shard, "--json"]
-        if self is JobKind.AUDIT_DEEP:
-            return audit + ["--level", self.level, "--sample", f"{config.audit.deep_sample:g}"]
+        if self is JobKind.AUDIT_DEEP:  # every copy HEADed too: daily, what the provider no longer serves
+            return audit + ["--level", self.level, "--sample", f"{config.audit.deep_sample:g}", "--heads"]
         if self is JobKind.DRILL:
             return audit + ["--level", self.level]
         return audit

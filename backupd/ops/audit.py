@@ -6,11 +6,12 @@
   (``manifest-unreadable`` when no store holds a good copy); copies of one manifest that differ
   between stores, a bad one beside a good one or two good ones that disagree, are
   ``manifest-mismatch`` (naming the stores; the good copy is used for every other check);
-* the provider's own checksum of every part copy (``part-checksum``): a HEAD per copy, in stores
-  whose provider keeps one (Swift's ETag and S3's single-request ETag are the MD5 the manifest
-  records; S3 with SSE-KMS reports the ``ChecksumSHA256`` it verified at upload); a copy the
-  provider lists but no longer serves (its own auditor quarantined it) is ``part-missing``.
-  No data is downloaded;
+* the provider's own checksum of every part copy (``part-checksum``): Swift's ETag and S3's
+  single-request ETag are the MD5 the manifest records, and every listing carries them, so this
+  costs no request and no download. With ``heads`` (``--heads``; the daemon's deep audits) every
+  copy is also HEADed: a copy the provider lists but no longer serves (its own auditor
+  quarantined it) is ``part-missing``, and S3 with SSE-KMS (whose ETag is no MD5) reports the
+  ``ChecksumSHA256`` it verified at upload;
 * every part of every committed backup is in every store its manifest names as complete, at its
   recorded size (``part-missing``, ``part-size``), and so is the manifest (``store-lacks``);
   where stores list an MD5 ETag (S3, Swift), the copies of a part agree (``part-etag``);
@@ -181,9 +182,10 @@ def in_sample(key: str, percent: float, day: int) -> bool:
 
 
 def run_audit(repo: Repository, *, shard: str | None = None, store: str | None = None,
-              level: str = "quick", sample: float = 100.0,
+              level: str = "quick", sample: float = 100.0, heads: bool = False,
               clock: Callable[[], datetime] = utc_now) -> AuditReport:
-    """Audit ``shard`` (or every shard) in ``store`` (or every store) at ``level``."""
+    """Audit ``shard`` (or every shard) in ``store`` (or every store) at ``level``; with
+    ``heads``, HEAD every part copy for the provider's checksum (module docstring)."""
     config = repo.config
     if level not in LEVELS:
         raise UsageError(f"--level: unknown audit level '{level}' (expected {', '.join(LEVELS)})")
@@ -202,7 +204,7 @@ def run_audit(repo: Repository, *, shard: str | None = None, store: str | None =
     started = time.monotonic()
     for shard_id in shards:
         _ShardAudit(config, shard_id, [s for s in stores if s.name in config.shard_stores(shard_id)],
-                    report, now).run(deep=level == "deep", sample=sample)
+                    report, now).run(deep=level == "deep", sample=sample, heads=heads)
     report.seconds = time.monotonic() - started
     return report
 
@@ -220,7 +222,7 @@ class _ShardAudit:
     def find(self, check: str, message: str, **where: str | None) -> None:
         self.report.findings.append(Finding(check, message, shard=self.shard, **where))
 
-    def run(self, *, deep: bool, sample: float) -> None:
+    def run(self, *, deep: bool, sample: float, heads: bool) -> None:
         manifests, found_in = self.read_manifests()
         self.report.backups += len(manifests)
         if manifests:
@@ -229,7 +231,7 @@ class _ShardAudit:
         for manifest in manifests.values():
             self.check_parts(manifest, found_in[manifest.id])
             self.check_etags(manifest)
-            self.check_provider_checksums(manifest)
+            self.check_provider_checksums(manifest, heads=heads)
         self.check_orphans(set(manifests))
         self.check_chain_and_rpo(list(manifests.values()))
         if deep:
@@ -379,26 +381,25 @@ class _ShardAudit:
                           f"stores (ETag/MD5: {shown})", backup=manifest.id, store=",".join(sorted(etags)),
                           part=part.key, hint="run a deep audit to find the bad copy")
 
-    def check_provider_checksums(self, manifest: Manifest) -> None:
-        """A HEAD of every listed copy in the stores whose provider keeps a checksum: the object
-        must still be served, and its ETag (an MD5) or ``ChecksumSHA256`` must be the manifest's."""
-        todo = [(store, part) for store in self.stores for part in manifest.parts
+    def check_provider_checksums(self, manifest: Manifest, *, heads: bool) -> None:
+        """Each listed copy's provider checksum against the manifest: from the listing (an MD5
+        ETag), or with ``heads`` from a HEAD of every copy, which must also still be served."""
+        todo = [(store, part, listed) for store in self.stores for part in manifest.parts
                 if has_provider_checksum(store, part)
                 and (listed := self.listings.get(store.name, {}).get(part.key)) is not None
                 and listed.size == part.size]
-        if not todo:
-            return
+        answers: list[ObjectInfo | StoreError] = [listed for _, _, listed in todo]
+        if heads and todo:
+            def head(job: tuple[Store, PartRecord, ObjectInfo]) -> ObjectInfo | StoreError:
+                try:
+                    return job[0].stat(job[1].key)
+                except StoreError as exc:
+                    return exc
 
-        def head(job: tuple[Store, PartRecord]) -> ObjectInfo | StoreError:
-            try:
-                return job[0].stat(job[1].key)
-            except StoreError as exc:
-                return exc
-
-        with ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="audit-head") as pool:
-            answers = list(pool.map(head, todo))
-        self.report.heads += len(todo)
-        for (store, part), answer in zip(todo, answers, strict=True):
+            with ThreadPoolExecutor(HEAD_THREADS, thread_name_prefix="audit-head") as pool:
+                answers = list(pool.map(head, todo))
+            self.report.heads += len(todo)
+        for (store, part, _), answer in zip(todo, answers, strict=True):
             where = {"backup": manifest.id, "store": store.name, "part": part.key}
             if isinstance(answer, ObjectNotFound):
                 self.find("part-missing", f"part {part.key} of backup {manifest.id} is listed by store {store.name} "

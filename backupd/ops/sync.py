@@ -155,7 +155,9 @@ class _ShardSync:
 
     def sync_backup(self, entry: CatalogEntry) -> None:
         good, good_stores = self.good_manifest(entry)
-        sources = self.repo.stores(entry.found_in)
+        # every listed store may hold good parts (a bad manifest copy says nothing about them):
+        # the fetcher checks each copy's size and sha256 and moves on to the next store
+        sources = [s for s in self.wanted if s.name in self.catalog.listings]
         fetcher = PartFetcher.of(sources, good)
         key = manifest_key(good.shard, good.id)
         good_bytes: bytes | None = None
@@ -260,5 +262,5 @@ class _ShardSync:
     def repaired(self, manifest: Manifest, store: Store, key: str, action: str, reason: str) -> None:
         repair = Repair(manifest.shard, manifest.id, store.name, key, action, reason)
         self.report.repairs.append(repair)
-        log.info("sync: %s", repair.describe())
+        log.debug("sync: %s", repair.describe())  # the CLI prints every repair
 

@@ -68,7 +68,8 @@ def test_job_kinds_say_their_child_command(tmp_path: Path):
     config = load_config(tmp_path / "c.toml")
     assert JobKind.backup("incremental").command("7", config) == [
         "backup", "--shard", "7", "--kind", "incremental", "--if-due", "--json"]
-    assert JobKind.AUDIT_DEEP.command("7", config)[-4:] == ["--level", "deep", "--sample", "25"]
+    assert JobKind.AUDIT_DEEP.command("7", config)[-5:] == ["--level", "deep", "--sample", "25", "--heads"]
+    assert JobKind.REPAIR.command("7", config) == ["sync", "--shard", "7", "--verify"]
     assert JobKind.DRILL.command("7", config)[-2:] == ["--level", "drill"]
     assert JobKind.PRUNE.command("7", config) == ["prune", "--shard", "7"]
     assert [k.every(config) for k in MAINTENANCE] == [7 * 86400.0, 86400.0]

@@ -54,7 +54,8 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     assert entry["gtid"] is not None and entry["binlog_file"]
 
     manifest = json.loads((tmp_path / "store" / "3" / backup_id / "manifest.json").read_text())
-    assert manifest["format_version"] == 4  # exact digests
+    assert manifest["format_version"] == 5 and len(manifest["content_sha256"]) == 64  # sealed
+    assert all(len(p["md5"]) == 32 for p in manifest["parts"])  # what the providers report
     assert manifest["reference"]["digest_algorithm"] == "crc32-crc32c-sum64-exact"
     floats = next(t for t in manifest["reference"]["tables"] if t["table"] == "floats")
     assert set(floats["column_digests"]) == {"f", "fu", "f4", "d", "twice"}

@@ -183,7 +183,7 @@ def test_quick_audit_compares_the_clouds_etags_and_deep_finds_the_bad_copy(
     swift.put(key, Payload.from_bytes(bytes(data)))
     quick = json.loads(run("backupd", "--config", str(config), "audit", "--json").stdout)
     assert [(f["check"], f["store"], f["part"]) for f in quick["findings"]] == [("part-checksum", "swift", key)]
-    assert quick["bytes_read"] == 0  # the provider's MD5 of the copy, from a HEAD
+    assert quick["bytes_read"] == 0  # the provider's MD5 of the copy, from the listing
     deep = json.loads(run("backupd", "--config", str(config), "audit", "--level", "deep", "--json").stdout)
     corrupt = [(f["store"], f["part"]) for f in deep["findings"] if f["check"] == "part-corrupt"]
     assert corrupt == [("swift", key)]

@@ -68,10 +68,10 @@ def test_one_store_failing_commits_degraded_then_sync_rebuilds_it(tmp_path, sour
     assert restore(config).code == 1
     synced = run("backupd", "--config", str(config), "sync")
     assert synced.code == 0, synced.stderr
-    assert f"{len(manifest['parts'])} parts" in synced.stdout and "1 manifests copied" in synced.stdout
+    assert f"{len(manifest['parts'])} parts" in synced.stdout and "1 manifests written" in synced.stdout
     assert store_files(tmp_path / "a") == store_files(tmp_path / "b")
     again = run("backupd", "--config", str(config), "sync")
-    assert "0 parts" in again.stdout and "0 manifests copied" in again.stdout
+    assert "0 parts" in again.stdout and "0 manifests written" in again.stdout
 
     result = restore(config, "--json")
     assert result.code == 0, result.stderr

@@ -9,7 +9,8 @@ operator tries, against two stores of each kind (local, S3 on moto, Swift), real
   ``list`` and ``status`` call the stores suspect, ``sync --verify`` replaces both from the good
   copies, a second deep audit is clean; the same part bad everywhere is exit 3;
 * a store that fails during a backup (DEGRADED): its partial parts are gone after the next backup;
-* Swift: a part damaged on Swift's own disk is found by the quick audit (no download).
+* Swift: a part damaged on Swift's own disk is found by the quick audit with ``--heads`` (no
+  download).
 
 Every command must finish within ``run``'s 300 s timeout.
 """
@@ -143,11 +144,14 @@ def test_different_bad_parts_in_each_store_are_found_and_sync_verify_repairs_bot
 
     quick = audit(config)
     provider = request.node.callspec.params["pair"] != "local"
-    if provider:  # the provider's checksum, one HEAD per copy, no download
+    if provider:  # the provider's checksum (its MD5 ETag, in the listing), no download
         assert {(s, p) for c, s, p in found(quick) if c == "part-checksum"} == bad, quick["findings"]
-        assert quick["bytes_read"] == 0 and quick["heads"] >= 2 * len(parts)
+        assert quick["bytes_read"] == 0 and quick["heads"] == 0
+        headed = audit(config, "--heads")  # the same from a HEAD of every copy
+        assert {(s, p) for c, s, p in found(headed) if c == "part-checksum"} == bad
+        assert headed["bytes_read"] == 0 and headed["heads"] == 2 * len(parts)
     else:
-        assert quick["findings"] == [] and quick["heads"] == 0  # a local store keeps no checksum
+        assert quick["findings"] == [] and audit(config, "--heads")["heads"] == 0  # a local store keeps none
         deep = audit(config, "--level", "deep")
         assert {(s, p) for c, s, p in found(deep) if c == "part-corrupt"} == bad
     shard = status(config)
@@ -171,7 +175,7 @@ def test_different_bad_parts_in_each_store_are_found_and_sync_verify_repairs_bot
     assert result["whole"] is False and "no good copy" in result["no_good_copy"][0]
 
 
-def test_swift_a_part_damaged_on_swifts_disk_is_found_by_the_quick_audit(tmp_path, monkeypatch, request, source,
+def test_swift_a_part_damaged_on_swifts_disk_is_found_by_a_quick_audit_with_heads(tmp_path, monkeypatch, request, source,
                                                                            swift_server, swift_container):
     stores = {"a": store_config("local", "a", request, tmp_path, monkeypatch),
               "b": store_config("swift", "b", request, tmp_path, monkeypatch)}
@@ -184,7 +188,8 @@ def test_swift_a_part_damaged_on_swifts_disk_is_found_by_the_quick_audit(tmp_pat
     assert len(files) == 1, files
     with open(files[0], "r+b") as handle:  # the disk lost the object's tail
         handle.truncate(part["size"] - 100)
-    quick = audit(config)
+    assert audit(config)["findings"] == []  # the listing still shows it as written
+    quick = audit(config, "--heads")  # a HEAD: Swift checks the file against its metadata, and refuses it
     assert ("part-missing", "b", part["key"].rsplit("/", 1)[-1]) in found(quick), quick["findings"]
     assert quick["bytes_read"] == 0
     assert sync(config, "--verify")["whole"] is True
