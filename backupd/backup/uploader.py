@@ -50,6 +50,10 @@ class Uploader:
         self.missing: dict[str, list[PartRecord]] = {s.name: [] for s in stores}  # missed while unreachable
         self.unreachable: dict[str, str] = {}  # why each store that missed parts was unreachable
         self.written: dict[str, list[str]] = {s.name: [] for s in stores}
+        # each part's MD5 (what Swift's and S3's ETags report), for the manifest: computed in the
+        # upload threads, off the stream's path, and only if a store reports MD5s
+        self._md5_wanted = any(s.properties.etag_is_md5 for s in stores)
+        self._md5s: dict[int, str] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(parts_in_flight)
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(stores) * parts_in_flight),
@@ -69,8 +73,7 @@ class Uploader:
     def submit(self, part: CompressedPart) -> None:
         """Queue ``part`` for every healthy store; blocks while ``parts_in_flight`` are held."""
         key = part_key(self.shard, self.backup_id, part.index)
-        record = PartRecord(index=part.index, key=key, size=part.size, raw_size=part.raw_size, sha256=part.sha256,
-                            md5=part.payload.md5())
+        record = PartRecord(index=part.index, key=key, size=part.size, raw_size=part.raw_size, sha256=part.sha256)
         self.records.append(record)
         targets = self.healthy
         if not targets or (all(_is_down(s) for s in targets) and not self._wait_for_a_store(targets)):
@@ -96,6 +99,10 @@ class Uploader:
             if store.name in self.failed:
                 return
             self.written[store.name].append(key)
+        if self._md5_wanted and record.index not in self._md5s:
+            md5 = part.payload.md5()  # memoized: a Swift store's PUT uses the same
+            with self._lock:
+                self._md5s[record.index] = md5
         try:
             store.put(key, part.payload)
         except StoreUnreachable as exc:
@@ -120,6 +127,7 @@ class Uploader:
             future.result()
         self._pool.shutdown(wait=True)
         self._catch_up()
+        self.records = [r.model_copy(update={"md5": self._md5s.get(r.index)}) for r in self.records]
         healthy = self.healthy
         if not healthy:
             self._raise_all_failed()

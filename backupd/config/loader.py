@@ -79,6 +79,14 @@ class _Loader:
     def fail(self, key: str, problem: str) -> ConfigError:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
+    def private_file(self, key: str, path: Path, fd: int) -> None:
+        """Refuse a secret file that its group or others may read or write (as ssh refuses a
+        private key): the secret is already exposed, and using it would hide that."""
+        mode = os.fstat(fd).st_mode
+        if mode & 0o077:
+            raise self.fail(key, f"{path} is readable or writable by group or others (mode {mode & 0o777:04o}): "
+                                 f"chmod 600 {path}")
+
     def load(self, raw: dict[str, Any]) -> Config:
         for key in raw:
             if key not in self._SECTIONS:
@@ -199,6 +207,7 @@ class _Loader:
                 parser = configparser.ConfigParser()
                 try:
                     with open(path, encoding="utf-8") as handle:
+                        self.private_file(f"{key}.credentials_file", Path(path), handle.fileno())
                         parser.read_file(handle)
                 except (OSError, configparser.Error) as exc:
                     why = getattr(exc, "strerror", None) or exc
@@ -289,7 +298,9 @@ class _Loader:
 
             def read() -> Secret:
                 try:
-                    text = file.read_text(encoding="utf-8")
+                    with open(file, encoding="utf-8") as handle:
+                        self.private_file(f"{key}.password_file", file, handle.fileno())
+                        text = handle.read()
                 except OSError as exc:
                     raise self.fail(f"{key}.password_file",
                                     f"cannot read {file}: {exc.strerror or exc}") from None

@@ -5,6 +5,11 @@ twindb-backup's habits, kept in one place: a tool's exit status is checked after
 consumed, its stderr goes to a file (never an unread pipe that could fill up and stall it), and
 when it fails the error quotes the last line as the message and the tail as the detail.
 
+Every tool gets a minimal environment (``child_environment``): what finds binaries and sets the
+locale and time zone, never the variables that hold credentials (``password_env``, ``key_env``,
+``api_key_env``, the AWS keys): a child's ``/proc/PID/environ`` is readable by every process of
+its user, and each tool gets its password through a 0600 option file anyway.
+
 ``ToolProcess`` runs one tool in its own process group: stdout is read as chunks from an
 enlarged pipe (or goes where the caller says: another tool's stdin, /dev/null), stdin is
 /dev/null or a pipe the caller writes to. Lines of stderr (a backup tool's log) or of stdout
@@ -33,10 +38,17 @@ log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
 PIPE_SIZE = 1024 * 1024
+# What a child tool sees of backupd's environment (``LC_*`` too); nothing else is passed on.
+CHILD_ENVIRONMENT = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM"})
 TAIL_BYTES = 4096
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 Redirect = int | IO[bytes] | None  # subprocess.PIPE, subprocess.DEVNULL, or an open file
+
+
+def child_environment() -> dict[str, str]:
+    """The environment every child tool runs with: ``CHILD_ENVIRONMENT`` and ``LC_*`` only."""
+    return {k: v for k, v in os.environ.items() if k in CHILD_ENVIRONMENT or k.startswith("LC_")}
 
 
 def enlarge_pipe(fd: int) -> None:
@@ -106,7 +118,8 @@ class ToolProcess:
         self._process = subprocess.Popen(
             argv, stdin=self._stdin, stdout=self._stdout,
             stderr=subprocess.PIPE if self._on_stderr_line else self._stderr_file,
-            bufsize=0, start_new_session=True)  # its own group: reap() kills wrappers' children too
+            bufsize=0, start_new_session=True,  # its own group: reap() kills wrappers' children too
+            env=child_environment())
         if self._stdout == subprocess.PIPE:
             enlarge_pipe(self.stdout.fileno())
             if self._on_stdout_line is not None:
@@ -247,7 +260,7 @@ def run_tool(label: str, name: str, args: Sequence[str], *, error: type[BackupdE
     with tempfile.TemporaryFile() as output:
         try:
             done = subprocess.run(list(args), stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                  timeout=timeout, check=False)
+                                  timeout=timeout, check=False, env=child_environment())
         except FileNotFoundError:
             raise error(f"{what}: '{args[0]}' not found") from None
         except subprocess.TimeoutExpired:
@@ -266,7 +279,8 @@ def version_output(binary: str, what: str, *, error: type[BackupdError], hint: s
     if it is not installed or does not answer within 30 s. Cached: a tool's version does not
     change while backupd runs."""
     try:
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False,
+                              env=child_environment())
     except (FileNotFoundError, PermissionError):
         raise error(f"{what} binary '{binary}' not found", hint=hint) from None
     except subprocess.TimeoutExpired:

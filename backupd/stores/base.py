@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Payload:
         self.size = sum(len(c) for c in self.chunks)
         self._sha256 = sha256
         self._md5: str | None = None
+        self._digesting = threading.Lock()  # the upload threads of several stores may ask at once
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Payload:
@@ -90,21 +92,23 @@ class Payload:
 
     def md5(self) -> str:
         """MD5 of the bytes, hex (what S3's Content-MD5 and Swift's ETag check)."""
-        if self._md5 is None:
-            digest = hashlib.md5(usedforsecurity=False)
-            for chunk in self:
-                digest.update(chunk)
-            self._md5 = digest.hexdigest()
-        return self._md5
+        with self._digesting:
+            if self._md5 is None:
+                digest = hashlib.md5(usedforsecurity=False)
+                for chunk in self:
+                    digest.update(chunk)
+                self._md5 = digest.hexdigest()
+            return self._md5
 
     def sha256(self) -> str:
         """sha256 of the bytes, hex (what a manifest records; S3's ChecksumSHA256 checks it)."""
-        if self._sha256 is None:
-            digest = hashlib.sha256()
-            for chunk in self:
-                digest.update(chunk)
-            self._sha256 = digest.hexdigest()
-        return self._sha256
+        with self._digesting:
+            if self._sha256 is None:
+                digest = hashlib.sha256()
+                for chunk in self:
+                    digest.update(chunk)
+                self._sha256 = digest.hexdigest()
+            return self._sha256
 
     def to_bytes(self) -> bytes:
         return self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)

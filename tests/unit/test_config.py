@@ -36,6 +36,7 @@ read_from = ["local"]
 def write(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_SHARD_PW", "s3cret")
     (tmp_path / "pw.txt").write_text("target-pw\n")
+    (tmp_path / "pw.txt").chmod(0o600)
 
     def _write(text: str) -> Path:
         path = tmp_path / "backupd.toml"
@@ -140,6 +141,15 @@ def test_unreadable_password_file(write, tmp_path):
     assert "targets.us-west.password_file: cannot read" in message
 
 
+def test_secret_files_others_may_read_are_refused(write, tmp_path):
+    """Like ssh with a private key: a password or credentials file open to group or others is a
+    config error naming the file and the fix."""
+    (tmp_path / "pw.txt").chmod(0o640)
+    message = _error(write, GOOD)
+    assert f"targets.us-west.password_file: {tmp_path / 'pw.txt'} is readable or writable by group or others " \
+           "(mode 0640): chmod 600" in message
+
+
 def test_both_password_sources_rejected(write):
     message = _error(write, GOOD.replace('password_env = "TEST_SHARD_PW"',
                                          'password_env = "TEST_SHARD_PW"\npassword_file = "pw.txt"'))
@@ -175,8 +185,10 @@ def test_shipped_configs_are_valid(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKUPD_RESTORE_PASSWORD", "y")
     example = (repo / "config" / "example.toml").read_text()
     (tmp_path / "pw").write_text("z\n")
+    (tmp_path / "pw").chmod(0o600)
     copy = tmp_path / "example.toml"
     (tmp_path / "rackspace.ini").write_text("[rackspace_cloud]\nusername = acme\napi_key = k3y\n")
+    (tmp_path / "rackspace.ini").chmod(0o600)
     copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw"))
                     .replace("/etc/backupd/rackspace.ini", str(tmp_path / "rackspace.ini")))
     config = load_config(copy)
@@ -216,6 +228,7 @@ def cloud_env(monkeypatch, tmp_path):
     monkeypatch.setenv("TEST_S3_SECRET", "SK")
     monkeypatch.setenv("TEST_SWIFT_KEY", "testing")
     (tmp_path / "rax.ini").write_text("[rackspace_cloud]\nusername = rackuser\napi_key = rack-key\n")
+    (tmp_path / "rax.ini").chmod(0o600)
 
 
 def test_cloud_stores_resolve_credentials(write, cloud_env):
@@ -243,8 +256,15 @@ def test_cloud_store_errors(write, cloud_env, edit, key, problem):
     assert f": {key}: " in message and problem.lower() in message.lower()
 
 
+def test_a_credentials_file_others_may_read_is_refused(write, cloud_env, tmp_path):
+    (tmp_path / "rax.ini").chmod(0o604)
+    assert f"stores.dfw.credentials_file: {tmp_path / 'rax.ini'} is readable or writable by group or others " \
+           "(mode 0604): chmod 600" in _error(write, STORES)
+
+
 def test_credentials_file_without_section(write, cloud_env, tmp_path):
     (tmp_path / "rax.ini").write_text("[other]\nx = 1\n")
+    (tmp_path / "rax.ini").chmod(0o600)
     assert "needs a [rackspace_cloud] section" in _error(write, STORES)
 
 

@@ -55,7 +55,7 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
 
     manifest = json.loads((tmp_path / "store" / "3" / backup_id / "manifest.json").read_text())
     assert manifest["format_version"] == 5 and len(manifest["content_sha256"]) == 64  # sealed
-    assert all(len(p["md5"]) == 32 for p in manifest["parts"])  # what the providers report
+    assert not any("md5" in p for p in manifest["parts"])  # a local store reports no MD5 to compare with
     assert manifest["reference"]["digest_algorithm"] == "crc32-crc32c-sum64-exact"
     floats = next(t for t in manifest["reference"]["tables"] if t["table"] == "floats")
     assert set(floats["column_digests"]) == {"f", "fu", "f4", "d", "twice"}
@@ -147,10 +147,14 @@ def test_truncated_dump_is_refused_even_with_exit_zero(tmp_path, source):
 
 
 def test_password_reaches_mysqldump_only_through_an_option_file(tmp_path, source):
+    """The password only in a 0600 option file; the child's environment is minimal: credentials
+    in backupd's own environment (a store's keys, another shard's password) never reach it; a
+    password file others may read is refused, naming it."""
     source.execute("CREATE USER 'bk'@'localhost' IDENTIFIED BY 'pa\"ss w0rd\\\\x'")
     source.execute("GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, RELOAD, PROCESS, LOCK TABLES, "
                    "REPLICATION CLIENT, BINLOG MONITOR ON *.* TO 'bk'@'localhost'")
     (tmp_path / "pw").write_text('pa"ss w0rd\\x\n')
+    (tmp_path / "pw").chmod(0o600)
     spy = tmp_path / "spy-mysqldump"
     log = tmp_path / "spy.log"
     spy.write_text(f"#!/bin/sh\necho \"ARGS: $*\" >> {log}\nenv >> {log}\n"
@@ -161,11 +165,18 @@ def test_password_reaches_mysqldump_only_through_an_option_file(tmp_path, source
         "socket": str(source.socket), "user": "bk", "password_file": str(tmp_path / "pw")}},
         settings={"mysqldump": str(spy)})
     before = set(Path("/tmp").glob("backupd-*/client.cnf"))
-    backup(config, "3")
+    secrets = {"AWS_SECRET_ACCESS_KEY": "aws-secret-1234", "SHARD_9_PASSWORD": "other-shard-pw-5678"}
+    result = run("backupd", "--config", str(config), "backup", "--shard", "3", env=secrets)
+    assert result.code == 0, result.stderr
     text = log.read_text()
     assert "pa\"ss" not in text and "w0rd" not in text
     assert "MODE: 600" in text
+    assert "PATH=" in text and "aws-secret-1234" not in text and "other-shard-pw-5678" not in text
     assert not set(Path("/tmp").glob("backupd-*/client.cnf")) - before  # removed afterwards
+    (tmp_path / "pw").chmod(0o644)
+    refused = run("backupd", "--config", str(config), "backup", "--shard", "3")
+    assert refused.code == 2 and f"shards.3.password_file: {tmp_path / 'pw'} is readable or writable by group " \
+                                 f"or others (mode 0644): chmod 600" in refused.stderr, refused.stderr
 
 
 def test_a_corrupt_part_of_one_table_exits_3_naming_the_table_and_nothing_of_it_is_applied(

@@ -39,6 +39,7 @@ def cloud_env(s3_bucket_moto, swift_server, rackspace_identity, monkeypatch, tmp
     monkeypatch.setenv("TEST_SWIFT_KEY", swift_server.key)
     (tmp_path / "rackspace.ini").write_text(
         f"[rackspace_cloud]\nusername = {rackspace_identity.username}\napi_key = {rackspace_identity.api_key}\n")
+    (tmp_path / "rackspace.ini").chmod(0o600)
 
 
 @pytest.fixture

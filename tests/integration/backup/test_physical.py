@@ -204,6 +204,7 @@ def test_password_reaches_mariabackup_only_through_an_option_file(mariadb_factor
     source.execute("GRANT SELECT, SHOW VIEW, RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR "
                    "ON *.* TO 'bk'@'localhost'")  # the documented physical backup account
     (tmp_path / "pw").write_text('pa"ss w0rd\\x\n')
+    (tmp_path / "pw").chmod(0o600)
     spy, log = tmp_path / "spy-mariabackup", tmp_path / "spy.log"
     spy.write_text(f"#!/bin/sh\necho \"ARGS: $*\" >> {log}\nenv >> {log}\n"
                    f"opt=$(echo \"$1\" | sed 's/--defaults-file=//')\n"
