@@ -247,8 +247,7 @@ def _suspect_copies(repo: Repository, shards: set[str]) -> dict[str, dict[str, s
         stores = repo.shard(shard).stores if shard in repo.config.shards else repo.stores()
         for verdict in store_verdicts(stores, shard).values():
             for backup_id, checks in verdict.backups.items():
-                suspect.setdefault(backup_id, {})[verdict.store] = \
-                    f"suspect ({'sync' if verdict.level == 'sync' else 'audit'} {verdict.at}: {', '.join(checks)})"
+                suspect.setdefault(backup_id, {})[verdict.store] = verdict.describe(checks)
     return suspect
 
 

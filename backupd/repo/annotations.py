@@ -109,11 +109,13 @@ class StoreVerdict:
     checks: list[str]        # the checks that found something in the store (empty: it is whole)
     backups: dict[str, list[str]]  # per backup id, the checks that found something there
 
-    def describe(self) -> str:
-        """``suspect (audit 20261206T080000Z: part-corrupt, part-missing)``, or ``complete``."""
-        if not self.checks:
+    def describe(self, checks: list[str] | None = None) -> str:
+        """``suspect (audit 20261206T080000Z: part-corrupt, part-missing)``, or ``complete``: for
+        the store, or with ``checks`` for one backup's copy there (``backups``)."""
+        found = self.checks if checks is None else checks
+        if not found:
             return "complete"
-        return f"suspect ({'sync' if self.level == 'sync' else 'audit'} {self.at}: {', '.join(self.checks)})"
+        return f"suspect ({'sync' if self.level == 'sync' else 'audit'} {self.at}: {', '.join(found)})"
 
 
 def store_verdicts(stores: list[Store], shard: str) -> dict[str, StoreVerdict]:

@@ -262,14 +262,9 @@ def _bench_replay(rounds: int, work: Path, config: Path, source, target, start: 
             else:
                 samples[name].append(timed(hand))
         print(f"bench: replay round {r + 1}/{rounds} done", flush=True)
-    base = med(samples["mariadb-binlog FILES | mariadb (by hand)"])
-    print(f"\nReplay of the load's binlog ({raw_mib:.0f} MiB, {len(records)} segments, {transactions} transactions; "
-          f"median of {rounds} interleaved runs; ratio = job / by hand)")
-    print("| job | median s | ratio |")
-    print("|---|---:|---:|")
-    for name, values in samples.items():
-        print(f"| {name} | {med(values):.2f} | {med(values) / base:.2f}x |")
-    print("Target: backupd replay <= 1.0x the hand pipeline.")
+    _print_ratios(f"Replay of the load's binlog ({raw_mib:.0f} MiB, {len(records)} segments, {transactions} "
+                  f"transactions; median of {rounds} interleaved runs; ratio = job / by hand)", samples,
+                  "mariadb-binlog FILES | mariadb (by hand)", "Target: backupd replay <= 1.0x the hand pipeline.")
     table_plan = ReplayPlan("bench", manifest, after_ddl, archive.replay_path(*after_ddl), PointInTime())
     _bench_table_replay(rounds, repo, bench_target, table_plan, target, files, after_ddl, option)
 
@@ -303,11 +298,18 @@ def _bench_table_replay(rounds: int, repo, bench_target, plan, target, files: li
     target.execute(f"DROP DATABASE IF EXISTS {scratch}")
     if len(set(rows.values())) != 1:
         raise SystemExit(f"bench: the one-table replays disagree: {rows}")
-    base = med(samples["mariadb-binlog --table --rewrite-db FILES | mariadb (by hand)"])
-    print(f"\nReplay of one table's changes (load_db.bucket_0, {next(iter(rows.values()))} rows after; median of "
-          f"{rounds} interleaved runs; ratio = job / by hand)")
+    _print_ratios(f"Replay of one table's changes (load_db.bucket_0, {next(iter(rows.values()))} rows after; "
+                  f"median of {rounds} interleaved runs; ratio = job / by hand)", samples,
+                  "mariadb-binlog --table --rewrite-db FILES | mariadb (by hand)",
+                  "Target: <= 1.0x the hand pipeline (which refuses nothing: DDL and statements pass its filters).")
+
+
+def _print_ratios(title: str, samples: dict[str, list[Sample]], baseline: str, target: str) -> None:
+    """A median-and-ratio table of ``samples`` against ``baseline``, then the target."""
+    base = med(samples[baseline])
+    print(f"\n{title}")
     print("| job | median s | ratio |")
     print("|---|---:|---:|")
     for name, values in samples.items():
         print(f"| {name} | {med(values):.2f} | {med(values) / base:.2f}x |")
-    print("Target: <= 1.0x the hand pipeline (which refuses nothing: DDL and statements pass its filters).")
+    print(target)
