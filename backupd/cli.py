@@ -8,6 +8,7 @@ metrics through ``backupd.protocol.samples``, as they do in the daemon.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -332,6 +333,98 @@ def sync(ctx: click.Context, shard_id: str | None, verify: bool, as_json: bool) 
         click.echo(f"backupd: error: {problem}", err=True)
     if report.no_good_copy:
         return 3
+    return 1 if report.problems else 0
+
+
+@cli.group(epilog=EXIT_CODES_HELP)
+def keys() -> None:
+    """Client-side encryption keys: make a key pair, list who can open the backups, rotate."""
+
+
+@keys.command("generate", epilog=EXIT_CODES_HELP)
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the private key (created with mode 0600; never overwritten).")
+def keys_generate(out: str) -> int:
+    """Write a new private key to --out and print its public key (for [encryption] recipients)."""
+    import os
+    from datetime import UTC, datetime
+
+    from backupd.repo.keys import Identity, key_file_text
+
+    identity = Identity.generate()
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{out}: already exists; a key file is never overwritten") from None
+    except OSError as exc:
+        raise UsageError(f"{out}: cannot create: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key_file_text(identity, datetime.now(UTC)))
+    click.echo(f"key id: {identity.key_id}")
+    click.echo(f"public key: {identity.recipient.text}")
+    click.echo(f"private key written to {out} (mode 0600): without it, what is encrypted for it cannot be "
+               "restored; keep a second recipient offline", err=True)
+    return 0
+
+
+@keys.command("list", epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", help="Only this shard.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def keys_list(ctx: click.Context, shard_id: str | None, as_json: bool) -> int:
+    """Every encrypted backup and binlog run, and the key ids that can open it (no key needed)."""
+    from backupd.ops.keys import list_keys
+
+    config = _config(ctx)
+    if shard_id is not None:
+        config.shard(shard_id)
+    rows = list_keys(Repository(config), shard_id)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return 0
+    table = [["UNLOCKS", "STORE", "KEY IDS"]]
+    for row in rows:
+        for store, ids in row["recipients"].items():
+            table.append([row["unlocks"], store, ", ".join(ids) if ids else f"({row['problems'].get(store)})"])
+    print_table(table)
+    return 0
+
+
+@keys.command("rewrap", epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", help="Only this shard (default: every shard).")
+@click.option("--add", "add", multiple=True, metavar="PUBLIC_KEY", help="A recipient to add (repeatable).")
+@click.option("--remove", "remove", multiple=True, metavar="KEY_ID",
+              help="A recipient to remove, by key id or public key (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+@click.pass_context
+def keys_rewrap(ctx: click.Context, shard_id: str | None, add: tuple[str, ...], remove: tuple[str, ...],
+                as_json: bool) -> int:
+    """Re-wrap every backup's data key for a new set of recipients, without rewriting any data:
+    first the added recipients everywhere, then the removed ones taken away. Adding needs a
+    private key that opens the backups ([encryption] private_key_file). Safe to interrupt and
+    run again."""
+    from backupd.ops.keys import rewrap
+    from backupd.repo.keys import Recipient, identities_of
+
+    config = _config(ctx)
+    if shard_id is not None:
+        config.shard(shard_id)
+    recipients = [Recipient.parse(text, what=f"--add {text[:24]}...") for text in add]
+    removed = [Recipient.parse(text, what="--remove").key_id if text.startswith("backupd-pub-") else text
+               for text in remove]
+    for key_id in removed:
+        if not re.fullmatch(r"[0-9a-f]{16}", key_id):
+            raise UsageError(f"--remove {key_id}: not a key id (16 hex digits) or a public key")
+    report = rewrap(Repository(config), shard_id, add=recipients, remove=removed,
+                    identities=identities_of(config.encryption) if recipients else [])
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(f"keys: {len(report.rewrapped)} key objects now for +{', '.join(report.added) or 'nobody'} "
+                   f"-{', '.join(report.removed) or 'nobody'}" if not report.problems else
+                   "keys: rewrap NOT complete")
+    for problem in report.problems:
+        click.echo(f"backupd: error: {problem}", err=True)
     return 1 if report.problems else 0
 
 

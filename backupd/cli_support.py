@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import sys
@@ -53,8 +54,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def run_cli(prog: str, command: click.Command, argv: Sequence[str] | None) -> int:
-    """Run a click command and map every outcome to the documented exit code."""
+    """Run a click command and map every outcome to the documented exit code. ``kill -USR1``
+    prints every thread's stack to stderr (a command that seems stuck says where)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         result = command.main(args=list(argv) if argv is not None else None, prog_name=prog,
                               standalone_mode=False)

@@ -311,7 +311,8 @@ def replay(settings: Settings, target: Target, plan: ReplayPlan,
     started = time.monotonic()
     fetcher = PartFetcher(target.stores, f"binlog archive of shard {plan.shard}",
                           [r.as_part(i + 1) for i, r in enumerate(plan.records)],
-                          owner=f"the binlog archive of shard {plan.shard}")
+                          owner=f"the binlog archive of shard {plan.shard}",
+                          opener=target.keys.segment_opener(plan.records))
     by_key = {r.object_key: r for r in plan.records}
     decompressor = zstandard.ZstdDecompressor()
     current: str | None = None

@@ -114,7 +114,8 @@ def _restore_backup(settings: Settings, shard_id: str, target: Target, *, backup
     log.info("shard %s: restoring %s (snapshot %s) into target %s", shard_id,
              " + ".join(f"{m.kind} {m.id}" for m in plan.steps), manifest.snapshot_at.isoformat(),
              target.name)
-    fetchers = [PartFetcher.of(stores, step) for step in plan.steps]
+    target.keys.require(plan.steps, replay_plan.records if replay_plan is not None else ())  # exit 2 here, not later
+    fetchers = [PartFetcher.of(stores, step, target.keys.opener(step)) for step in plan.steps]
     for fetcher in fetchers:
         fetcher.preflight()
     if replay_plan is not None:

@@ -138,15 +138,17 @@ def restore_tables(settings: Settings, target: Target, plan: RestorePlan, patter
         raise UsageError(f"--as names one table, but --table matched {len(sections)}: "
                          f"{', '.join(s.name for s in sections[:5])}")
     destinations = {s.name: rename_to or (s.database or "", s.table or "") for s in sections}
+    target.keys.require(steps, replay_plan.records if replay_plan is not None else ())  # before the target is touched
     conn = connect(target.config, label=target.label, read_timeout=None)
     try:
         if not target.config.write_binlog:
             query(conn, "SET SESSION sql_log_bin = 0", label=target.label)
         existing = _check_destinations(conn, target, destinations, force=force)
-        fetcher = PartFetcher(target.stores, manifest.id,
-                              [p for s in sections for p in manifest.section_parts(s)])
+        fetcher = PartFetcher(target.stores, manifest.id, [p for s in sections for p in manifest.section_parts(s)],
+                              opener=target.keys.opener(manifest))
         fetcher.preflight()
-        fetchers = [PartFetcher(target.stores, step.id, [p for s in chosen for p in step.section_parts(s)])
+        fetchers = [PartFetcher(target.stores, step.id, [p for s in chosen for p in step.section_parts(s)],
+                                opener=target.keys.opener(step))
                     for step, chosen in later]
         for later_fetcher in fetchers:
             later_fetcher.preflight()

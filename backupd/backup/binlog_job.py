@@ -45,12 +45,21 @@ from backupd.errors import ServerError, SourceError, StoreError
 from backupd.mysql.binlog_events import HEARTBEAT_EVENT
 from backupd.mysql.binlog_stream import BinlogGone, BinlogStream, StreamEvent, replica_server_id
 from backupd.mysql.connection import connect, query
-from backupd.repo.binlogs import FIRST_EVENT_POS, BinlogArchive, Position, SegmentRecord, commit_segment, position_key
+from backupd.repo.binlogs import (
+    FIRST_EVENT_POS,
+    BinlogArchive,
+    Position,
+    SegmentRecord,
+    SegmentSealing,
+    commit_segment,
+    position_key,
+)
 from backupd.repo.catalog import Catalog
+from backupd.repo.keys import KeyObject, recipients_of
 from backupd.repo.model import utc_now
 from backupd.repo.repository import Shard
 from backupd.sources.binlog import Segment, SegmentBuilder, StreamOutOfStep
-from backupd.stores.base import Payload
+from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +109,11 @@ class BinlogArchiver:
         self.missing: dict[str, list[SegmentRecord]] = {}  # store name: records it did not take
         self._last_catch_up = time.monotonic()
         self._last_position_write = 0.0
+        # encrypting: this run's data key, and the stores its key object is in already
+        self.sealing = SegmentSealing.new(clock()) if config.encryption.enabled else None
+        self._key_object = KeyObject.wrap(self.sealing.key, recipients_of(config.encryption), scope="binlogs",
+                                          shard=shard.id, owner=self.sealing.run) if self.sealing else None
+        self._key_in: set[str] = set()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> ArchiverStats:
@@ -161,7 +175,7 @@ class BinlogArchiver:
     def _builder(self, start: tuple[str, int]) -> SegmentBuilder:
         return SegmentBuilder(self.shard.id, start[0], start[1], flush_every=self.settings.flush_every,
                               segment_size=self.settings.segment_size, level=self.settings.compression_level,
-                              clock=self.clock)
+                              clock=self.clock, sealing=self.sealing)
 
     def _take(self, builder: SegmentBuilder, item: StreamEvent) -> None:
         self._commit_all(builder.feed(item))
@@ -183,7 +197,7 @@ class BinlogArchiver:
         while True:
             self.lock.check()
             try:
-                holding = commit_segment(self.shard.stores, record, segment.data)
+                holding = commit_segment(self.shard.stores, record, segment.data, prepare=self._key_object_in)
                 break
             except StoreError as exc:
                 log.error("%s: no store took binlog segment %s (%s); retrying in %.0fs", self.shard.label,
@@ -210,6 +224,12 @@ class BinlogArchiver:
                   record.transactions, record.size)
         self._write_position()
         self.on_progress(stats)
+
+    def _key_object_in(self, store: Store) -> None:
+        """An encrypting run writes its key object to a store before its first segment there."""
+        if self._key_object is not None and store.name not in self._key_in:
+            store.put(self._key_object.object_key, Payload.from_bytes(self._key_object.to_json()))
+            self._key_in.add(store.name)
 
     def _caught_up(self, builder: SegmentBuilder) -> None:
         """The server has nothing newer and nothing is buffered: the archive is complete now
@@ -246,6 +266,7 @@ class BinlogArchiver:
                 record = records[0]
                 try:
                     data = self._read_from_others(record, exclude=name)
+                    self._key_object_in(store)
                     store.put(record.object_key, Payload.from_bytes(data))
                     store.put(record.record_key, Payload.from_bytes(record.to_json()))
                 except StoreError as exc:

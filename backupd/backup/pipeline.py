@@ -20,14 +20,17 @@ from backupd.config import Config, Settings
 from backupd.errors import BackupFailed, UsageError
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog, commit_manifest
-from backupd.repo.codec import PartCompressor
-from backupd.repo.layout import new_backup_id
-from backupd.repo.model import BackupKind, Codec, Manifest, Section, StoreStatus, utc_now
+from backupd.repo.codec import PartCompressor, Sealer
+from backupd.repo.encryption import CHUNK_SIZE, CIPHER, DataKey, StreamEncryptor
+from backupd.repo.keys import KeyObject, recipients_of
+from backupd.repo.layout import new_backup_id, part_key
+from backupd.repo.model import BackupKind, Codec, Encryption, Manifest, Section, StoreStatus, utc_now
 from backupd.repo.repository import Shard
 from backupd.sources.base import SectionedSourceStream, Source, SourceStream
 from backupd.sources.incremental import IncrementalSource
 from backupd.sources.physical import PhysicalSource
 from backupd.sources.table_dump import TableDumpSource
+from backupd.stores.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,13 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     incremental finds its base full.
     """
     shard_id, stores = shard.id, shard.stores
+    if kind == "incremental":
+        backups = backups if backups is not None else Catalog(stores).backups(shard_id)
+        base = newest_full(backups, shard_id, physical=shard.config.is_physical)
+        if base.is_encrypted != config.encryption.enabled:  # a chain never mixes plain and encrypted
+            log.warning("shard %s: encryption was turned %s since the base full %s: taking a full instead of an "
+                        "incremental", shard_id, "on" if config.encryption.enabled else "off", base.id)
+            kind = "full"
     source, parent_id = make_source(config, shard, kind,
                                     lambda: backups if backups is not None else Catalog(stores).backups(shard_id))
     settings = config.settings
@@ -91,6 +101,8 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     backup_id = new_backup_id(kind, started_at)
     log.info("shard %s: backup %s started (%s %s%s, to %s)", shard_id, backup_id, source.method,
              kind, f" on base {parent_id}" if parent_id else "", ", ".join(s.name for s in stores))
+    sealing = _Sealing.new(config, shard_id, backup_id) if config.encryption.enabled else None
+    sealer = sealing.encryptor if sealing is not None else None
     uploader = Uploader(stores, shard_id, backup_id, parts_in_flight=settings.parts_in_flight)
     previous = [m for m in (backups or []) if m.kind == kind]  # the last one's size: an estimate
     progress = Progress(f"shard {shard_id}: {kind} backup",
@@ -99,9 +111,9 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     try:
         with source.open() as stream:
             if isinstance(stream, SectionedSourceStream):
-                sections = write_sections(stream, uploader, settings, progress)
+                sections = write_sections(stream, uploader, settings, progress, sealer)
             else:
-                _write_stream(stream, uploader, settings, progress)
+                _write_stream(stream, uploader, settings, progress, sealer)
             progress.finish()  # what follows (the reference, the last uploads) reads no more source bytes
             result = stream.result()
         complete = uploader.finish()
@@ -118,18 +130,23 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
             stored_bytes=sum(p.size for p in uploader.records),
             reference=result.reference, stores=statuses,
             tool_versions={"backupd": __version__, **result.tool_versions},
-            incremental=result.incremental, physical=result.physical, sections=sections)
+            incremental=result.incremental, physical=result.physical, sections=sections,
+            encryption=sealing.record if sealing is not None else None)
         if before_commit is not None:
             before_commit()
-        committed = commit_manifest(manifest, complete)
+        committed = commit_manifest(manifest, complete, key_object=sealing.key_object if sealing else None)
     except BaseException:
         progress.finish()
         log.error("shard %s: backup %s failed; deleting its parts", shard_id, backup_id)
         uploader.abort()
+        if sealing is not None:
+            sealing.delete_key_object(stores)
         raise
     lost = [s for s in complete if s not in committed]
     if lost:
         uploader.delete_written(lost)
+        if sealing is not None:
+            sealing.delete_key_object(lost)
     degraded = dict(uploader.failed)
     degraded.update({s.name: "manifest could not be written" for s in lost})
     for name, reason in degraded.items():
@@ -142,9 +159,41 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     return report
 
 
-def _write_stream(stream: SourceStream, uploader: Uploader, settings: Settings, progress: Progress) -> None:
+@dataclass(frozen=True)
+class _Sealing:
+    """An encrypted backup's data key, its wrapped form and its manifest record."""
+
+    shard: str
+    backup_id: str
+    key: DataKey
+    key_object: KeyObject
+    record: Encryption
+
+    @classmethod
+    def new(cls, config: Config, shard: str, backup_id: str) -> _Sealing:
+        key = DataKey.generate()
+        wrapped = KeyObject.wrap(key, recipients_of(config.encryption), scope="backup", shard=shard, owner=backup_id)
+        record = Encryption(cipher=CIPHER, chunk_size=CHUNK_SIZE, key_check=key.check)
+        return cls(shard, backup_id, key, wrapped, record)
+
+    def delete_key_object(self, stores: list[Store]) -> None:
+        """Best effort: the key object of a backup that did not commit to ``stores``."""
+        for store in stores:
+            try:
+                store.delete(self.key_object.object_key)
+            except Exception as exc:
+                log.error("store %s: could not delete key object %s: %s", store.name, self.key_object.object_key, exc)
+
+    def encryptor(self, index: int) -> StreamEncryptor:
+        """Part ``index``'s encryptor: its key in the store is its associated data."""
+        return StreamEncryptor(self.key, part_key(self.shard, self.backup_id, index), self.record.chunk_size)
+
+
+def _write_stream(stream: SourceStream, uploader: Uploader, settings: Settings, progress: Progress,
+                  sealer: Sealer | None) -> None:
     """A single stream (a physical backup's), compressed once into parts for the uploader."""
-    compressor = PartCompressor(settings.part_size, settings.compression_level, settings.compression_threads)
+    compressor = PartCompressor(settings.part_size, settings.compression_level, settings.compression_threads,
+                                sealer=sealer)
     try:
         for chunk in stream.chunks():
             progress.advance(len(chunk))

@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from backupd.backup.uploader import Uploader
 from backupd.config import Settings
 from backupd.progress import Progress
-from backupd.repo.codec import CompressedPart, PartCompressor
+from backupd.repo.codec import CompressedPart, PartCompressor, Sealer
 from backupd.repo.model import Section
 from backupd.sources.base import SectionedSourceStream
 from backupd.sources.dump_sections import DataEnd, DataStart, Event, SectionStart
@@ -29,10 +29,11 @@ class SectionWriter:
     """Compresses one producer's events into sections (see the module docstring)."""
 
     def __init__(self, uploader: Uploader, settings: Settings, progress: Progress, indexes: Callable[[], int],
-                 *, threads: int):
+                 *, threads: int, sealer: Sealer | None = None):
         self.uploader = uploader
         self.progress = progress
-        self.compressor = PartCompressor(settings.part_size, settings.compression_level, threads, indexes=indexes)
+        self.compressor = PartCompressor(settings.part_size, settings.compression_level, threads, indexes=indexes,
+                                         sealer=sealer)
         self.sections: list[Section] = []
         self._start: SectionStart | None = None
         self._parts: list[int] = []
@@ -80,9 +81,9 @@ class SectionWriter:
 
 
 def write_sections(stream: SectionedSourceStream, uploader: Uploader, settings: Settings,
-                   progress: Progress) -> list[Section]:
+                   progress: Progress, sealer: Sealer | None = None) -> list[Section]:
     """Drain every producer of ``stream`` (each in a thread), then its objects; the sections in
-    manifest order: preamble, databases, tables (by name), objects."""
+    manifest order: preamble, databases, tables (by name), objects. ``sealer``: encrypt the parts."""
     counter = itertools.count(1)
     lock = threading.Lock()
 
@@ -93,7 +94,8 @@ def write_sections(stream: SectionedSourceStream, uploader: Uploader, settings: 
     producers = stream.streams()
     threads = max(0, settings.compression_threads // max(1, len(producers))) if len(producers) > 1 \
         else settings.compression_threads
-    writers = [SectionWriter(uploader, settings, progress, indexes, threads=threads) for _ in producers]
+    writers = [SectionWriter(uploader, settings, progress, indexes, threads=threads, sealer=sealer)
+               for _ in producers]
     sections: list[Section] = []
     if producers:
         with ThreadPoolExecutor(len(producers), thread_name_prefix="dump-stream") as pool:
@@ -110,7 +112,7 @@ def write_sections(stream: SectionedSourceStream, uploader: Uploader, settings: 
                 raise first
             for future in futures:
                 sections += future.result()
-    sections += SectionWriter(uploader, settings, progress, indexes,
-                              threads=settings.compression_threads).write(stream.objects())
+    sections += SectionWriter(uploader, settings, progress, indexes, threads=settings.compression_threads,
+                              sealer=sealer).write(stream.objects())
     order = {"preamble": 0, "database": 1, "table": 2, "objects": 3}
     return sorted(sections, key=lambda s: (order[s.kind], s.database or "", s.table or ""))

@@ -19,6 +19,7 @@ from backupd.config.sections import (
     Config,
     DrillConfig,
     EffectiveSchedule,
+    EncryptionConfig,
     EndpointConfig,
     LocalStoreConfig,
     MetricsConfig,
@@ -36,7 +37,7 @@ from backupd.config.sections import (
 
 __all__ = [
     "CONFIG_ENV", "DEFAULT_CONFIG", "STORE_TYPES", "AuditConfig", "BinlogsConfig", "CloudFilesStoreConfig", "Config",
-    "DrillConfig",
+    "DrillConfig", "EncryptionConfig",
     "EffectiveSchedule", "EndpointConfig", "LocalStoreConfig", "MetricsConfig", "RetentionConfig", "S3StoreConfig",
     "ScheduleConfig", "Settings", "ShardConfig", "ShardSchedule", "StoreConfig", "SwiftStoreConfig", "TargetConfig",
     "TargetShard",

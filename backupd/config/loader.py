@@ -23,6 +23,7 @@ from backupd.config.sections import (
     CloudFilesStoreConfig,
     Config,
     DrillConfig,
+    EncryptionConfig,
     EndpointConfig,
     LocalStoreConfig,
     MetricsConfig,
@@ -70,7 +71,7 @@ class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
     _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill",
-                 "binlogs")
+                 "binlogs", "encryption")
 
     def __init__(self, path: Path):
         self.path = path
@@ -124,8 +125,9 @@ class _Loader:
             raise self.fail("drill.target", f"no target named '{drill.target}' (configured targets: "
                                             f"{', '.join(sorted(targets)) or 'none'})")
         binlogs = self.model(BinlogsConfig, raw.get("binlogs", {}), "binlogs")
+        encryption = self.encryption(self.model(EncryptionConfig, raw.get("encryption", {}), "encryption"))
         return Config(self.path, settings, stores, shards, targets, schedule, retention, audit, metrics, drill,
-                      binlogs)
+                      binlogs, encryption)
 
     def table(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
         body = raw.get(section, {})
@@ -294,20 +296,34 @@ class _Loader:
         if endpoint.password_env:
             return self.env_secret(f"{key}.password_env", endpoint.password_env)
         if endpoint.password_file:
-            file = Path(self.absolute(endpoint.password_file))
-
-            def read() -> Secret:
-                try:
-                    with open(file, encoding="utf-8") as handle:
-                        self.private_file(f"{key}.password_file", file, handle.fileno())
-                        text = handle.read()
-                except OSError as exc:
-                    raise self.fail(f"{key}.password_file",
-                                    f"cannot read {file}: {exc.strerror or exc}") from None
-                return Secret(text[:-1] if text.endswith("\n") else text)
-
-            return SecretRef(read)
+            return self.secret_file(f"{key}.password_file", Path(self.absolute(endpoint.password_file)))
         return None
+
+    def secret_file(self, key: str, file: Path) -> SecretRef:
+        """The secret in ``file`` (one final newline dropped), read when first needed; refused
+        unless only its owner may read it (``private_file``)."""
+        def read() -> Secret:
+            try:
+                with open(file, encoding="utf-8") as handle:
+                    self.private_file(key, file, handle.fileno())
+                    text = handle.read()
+            except OSError as exc:
+                raise self.fail(key, f"cannot read {file}: {exc.strerror or exc}") from None
+            return Secret(text[:-1] if text.endswith("\n") else text)
+
+        return SecretRef(read)
+
+    def encryption(self, section: EncryptionConfig) -> EncryptionConfig:
+        """Where the private keys come from (read when first needed; a key file must be 0600)."""
+        if section.private_key_file and section.private_key_env:
+            raise self.fail("encryption.private_key_env", "give private_key_file or private_key_env, not both")
+        if section.private_key_env:
+            section._private_keys = self.env_secret("encryption.private_key_env", section.private_key_env)
+        elif section.private_key_file:
+            section = section.model_copy(update={"private_key_file": self.absolute(section.private_key_file)})
+            section._private_keys = self.secret_file("encryption.private_key_file",
+                                                     Path(section.private_key_file or ""))
+        return section
 
     def check_store_refs(self, key: str, names: list[str], stores: Mapping[str, Any]) -> None:
         for name in names:

@@ -357,6 +357,33 @@ class BinlogsConfig(_Section):
     reconnect_max: Duration = Field(default=30.0, gt=0)  # the longest wait between reconnects (and catch-ups)
 
 
+PUBLIC_KEY_PATTERN = r"^backupd-pub-[0-9a-f]{64}$"  # backupd.repo.keys: the text of a public key
+
+
+class EncryptionConfig(_Section):
+    """The ``[encryption]`` section (``backupd.repo.encryption``, ``backupd.repo.keys``).
+
+    ``recipients``: public keys; when any is given, every new backup and binlog segment is
+    encrypted for all of them (two, one kept offline, is the recommended minimum). A backup host
+    needs nothing else. ``private_key_file`` (mode 0600) or ``private_key_env``: private keys,
+    one per line, for what reads data (restore, drill, the deep audit's content check, rewrap).
+    """
+
+    recipients: list[Annotated[str, Field(pattern=PUBLIC_KEY_PATTERN)]] = []
+    private_key_file: str | None = None
+    private_key_env: str | None = None
+    _private_keys: SecretRef | None = PrivateAttr(default=None)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.recipients)
+
+    @property
+    def private_keys(self) -> Secret | None:
+        """The private keys' text (None when none is configured), read when first needed."""
+        return reveal(self._private_keys)
+
+
 class DrillConfig(_Section):
     """The ``[drill]`` section (see ``restore.drill``)."""
 
@@ -391,6 +418,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     drill: DrillConfig = DrillConfig()
     binlogs: BinlogsConfig = BinlogsConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
 
     def shard(self, shard_id: str) -> ShardConfig:
         """Return shard ``shard_id`` or raise UsageError listing the known ones."""
@@ -437,3 +465,4 @@ class Config:
                 store.key  # noqa: B018
             elif isinstance(store, S3StoreConfig | CloudFilesStoreConfig):
                 store.credentials  # noqa: B018
+        self.encryption.private_keys  # noqa: B018

@@ -28,9 +28,18 @@
   ``[binlogs] max_lag`` (``binlog-lag``), and every store holds every segment
   (``binlog-segment-missing``).
 
+An encrypted backup's key object must be in every store that holds its manifest
+(``key-object-missing``); the deep audit reads each copy and checks its seal and that it wraps
+the data key the manifest names (``key-object-corrupt``).
+
 ``deep`` also downloads every part from every store that holds it (or a ``sample`` percentage of
 them), checks its size and sha256 and decodes its zstd frame (``part-corrupt``); binlog
-segments the same way, their events parsed too (``binlog-segment-corrupt``). The sample is a
+segments the same way, their events parsed too (``binlog-segment-corrupt``). Encrypted parts and
+segments are checked by their sha256 without any key (the stored bytes are the ciphertext);
+with a private key configured (``[encryption] private_key_file``), every chunk is also
+authenticated and the frame decoded, and a backup that key cannot open is ``key-unavailable``
+(a restore with this configuration would fail). Without one, ``content_unchecked`` counts the
+copies whose plaintext was not checked. The sample is a
 window over a hash of each part's key that moves every day, so repeated daily audits of p%
 cover everything within 100/p days (restic's ``--read-data-subset`` idea).
 
@@ -52,7 +61,7 @@ from typing import Any
 import zstandard
 
 from backupd.config import Config
-from backupd.errors import NoBackupFound, ObjectNotFound, StoreError, UsageError
+from backupd.errors import CatalogError, CorruptPart, NoBackupFound, ObjectNotFound, StoreError, UsageError
 from backupd.mysql.binlog_events import BinlogFormatError, read_events
 from backupd.ops.checksums import MD5, has_provider_checksum, provider_mismatch
 from backupd.policy.planner import plan_restore
@@ -61,8 +70,10 @@ from backupd.repo.annotations import AUDIT_ANNOTATION, annotate
 from backupd.repo.binlogs import BinlogArchive, SegmentRecord
 from backupd.repo.catalog import Catalog, CatalogEntry
 from backupd.repo.codec import PartDecodeError, decode_part
-from backupd.repo.fetch import check_part, prefetched
-from backupd.repo.layout import format_id_time, parse_id_time, parse_key
+from backupd.repo.fetch import Opener, check_part, prefetched
+from backupd.repo.keyring import KeyRing
+from backupd.repo.keys import KeyUnavailable, identities_of, key_copy_problem
+from backupd.repo.layout import format_id_time, key_object_key, parse_id_time, parse_key
 from backupd.repo.model import Manifest, PartRecord, utc_now
 from backupd.repo.repository import Repository
 from backupd.stores.base import ObjectInfo, Store
@@ -96,6 +107,7 @@ class AuditReport:
     backups: int = 0
     parts_checked: int = 0
     heads: int = 0  # provider-checksum HEAD requests (no data)
+    content_unchecked: int = 0  # encrypted copies checked by sha256 only (no private key configured)
     bytes_read: int = 0
     seconds: float = 0.0
     sample_percent: float = 100.0
@@ -126,7 +138,7 @@ class AuditReport:
             "seconds": round(self.seconds, 3), "shards": self.shards, "stores": self.stores,
             "backups": self.backups, "parts_checked": self.parts_checked, "heads": self.heads,
             "bytes_read": self.bytes_read, "throughput": round(self.throughput),
-            "sample_percent": self.sample_percent,
+            "sample_percent": self.sample_percent, "content_unchecked": self.content_unchecked,
             "findings": [asdict(f) for f in self.findings],
         }
 
@@ -218,6 +230,10 @@ class _ShardAudit:
         self.now = now
         self.catalog = Catalog(stores, every_copy=True)  # a damaged copy in one store is a finding
         self.listings: dict[str, dict[str, ObjectInfo]] = {}
+        encryption = config.encryption
+        self.keys = KeyRing(stores, lambda: identities_of(encryption)) \
+            if encryption.private_key_file or encryption.private_key_env else None
+        self.unopenable: set[str] = set()
 
     def find(self, check: str, message: str, **where: str | None) -> None:
         self.report.findings.append(Finding(check, message, shard=self.shard, **where))
@@ -230,6 +246,7 @@ class _ShardAudit:
             self.report.newest[self.shard] = (newest.id, sorted(found_in[newest.id]))
         for manifest in manifests.values():
             self.check_parts(manifest, found_in[manifest.id])
+            self.check_key_objects(manifest, found_in[manifest.id], read=deep)
             self.check_etags(manifest)
             self.check_provider_checksums(manifest, heads=heads)
         self.check_orphans(set(manifests))
@@ -292,9 +309,18 @@ class _ShardAudit:
         if isinstance(data, StoreError):
             return f"cannot be read: {data}"
         self.report.bytes_read += len(data)
-        problem = check_part(data, record.as_part(1))
+        part = record.as_part(1)
+        problem = check_part(data, part)
         if problem is not None:
             return problem
+        if record.encryption is not None:
+            opener = self.opener(lambda keys: keys.segment_opener([record]), f"binlog run {record.key_run}")
+            if opener is None:
+                return None
+            try:
+                data = opener(part, data)
+            except CorruptPart as exc:
+                return exc.message
         try:
             raw = zstandard.ZstdDecompressor().decompress(data)
             events = sum(1 for _ in read_events(raw))
@@ -303,6 +329,23 @@ class _ShardAudit:
         if len(raw) != record.raw_size:
             return f"{len(raw)} bytes decoded, the record says {record.raw_size}"
         return None if events else "holds no event"
+
+    def opener(self, make: Callable[[KeyRing], Opener | None], what: str, **where: str | None) -> Opener | None:
+        """How the deep audit opens encrypted content (None: no key configured, or it cannot
+        open ``what``, a ``key-unavailable`` finding once)."""
+        if self.keys is None:
+            self.report.content_unchecked += 1
+            return None
+        try:
+            return make(self.keys)
+        except (KeyUnavailable, CatalogError) as exc:
+            self.report.content_unchecked += 1
+            if what not in self.unopenable:
+                self.unopenable.add(what)
+                self.find("key-unavailable", f"{what}: {exc.message}", **where,
+                          hint="a restore with this configuration's private key would fail: check "
+                               "[encryption] private_key_file, or backupd keys rewrap")
+            return None
 
     def read_manifests(self) -> tuple[dict[str, Manifest], dict[str, set[str]]]:
         """Every store's listing and copy of every manifest, through the catalog; ``found_in``
@@ -364,6 +407,31 @@ class _ShardAudit:
                     self.find("part-size", f"part {part.key} of backup {manifest.id} in store {store.name} "
                               f"is {info.size} bytes, the manifest says {part.size}",
                               backup=manifest.id, store=store.name, part=part.key)
+
+    def check_key_objects(self, manifest: Manifest, found_in: set[str], *, read: bool) -> None:
+        """An encrypted backup's key object beside each copy of its manifest (``read``: each
+        copy read and checked)."""
+        if manifest.encryption is None:
+            return
+        key = key_object_key(manifest.shard, manifest.id)
+        for store in self.stores:
+            listing = self.listings.get(store.name)
+            if listing is None or store.name not in found_in:
+                continue
+            if key not in listing:
+                self.find("key-object-missing", f"key object {key} of backup {manifest.id} is missing from store "
+                          f"{store.name}: its copy there cannot be decrypted", backup=manifest.id,
+                          store=store.name, part=key, hint=f"run: backupd sync --shard {self.shard}")
+                continue
+            if not read:
+                continue
+            data = _download(store, key)
+            problem = f"cannot be read: {data}" if isinstance(data, StoreError) else \
+                key_copy_problem(data, f"{store.name}:{key}", manifest.encryption.key_check)
+            if problem:
+                self.find("key-object-corrupt", f"key object {key} of backup {manifest.id} in store {store.name}: "
+                          f"{problem}", backup=manifest.id, store=store.name, part=key,
+                          hint=f"run: backupd sync --shard {self.shard} --verify")
 
     def check_etags(self, manifest: Manifest) -> None:
         """S3 and Swift list each object's MD5 as its ETag (backupd uploads every part in one
@@ -461,22 +529,31 @@ class _ShardAudit:
         with Progress(f"shard {self.shard}: deep audit", int(copies * sample / 100),
                       estimate=sample < 100) as progress:
             for (manifest, store, part), data in prefetched(todo, lambda job: _download(job[1], job[2].key)):
-                problem = self.check_part(data, part)
+                problem = self.check_part(data, part, manifest)
                 del data
                 progress.advance(part.size)
                 if problem:
                     self.find("part-corrupt", f"part {part.key} of backup {manifest.id} in store "
                               f"{store.name}: {problem}", backup=manifest.id, store=store.name, part=part.key)
 
-    def check_part(self, data: bytes | StoreError, part: PartRecord) -> str | None:
+    def check_part(self, data: bytes | StoreError, part: PartRecord, manifest: Manifest) -> str | None:
         """What is wrong with a downloaded copy (or why it could not be read), or None: the
-        verified-read check every restore makes (size, sha256), then its zstd frame decoded."""
+        verified-read check every restore makes (size, sha256), then its zstd frame decoded
+        (an encrypted one decrypted first, with a key; else its plaintext is left unchecked)."""
         if isinstance(data, StoreError):
             return f"cannot be read: {data}"
         self.report.bytes_read += len(data)
         problem = check_part(data, part)
         if problem is not None:
             return problem
+        if manifest.encryption is not None:
+            opener = self.opener(lambda keys: keys.opener(manifest), f"backup {manifest.id}", backup=manifest.id)
+            if opener is None:
+                return None
+            try:
+                data = opener(part, data)
+            except CorruptPart as exc:
+                return exc.message
         try:
             for _ in decode_part(data):
                 pass

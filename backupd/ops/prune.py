@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backupd.config import Config
-from backupd.errors import StoreError
+from backupd.errors import ObjectNotFound, StoreError
 from backupd.policy.retention import RetentionPolicy, Verdict, apply_retention
 from backupd.repo.binlogs import BinlogArchive
+from backupd.repo.keys import binlog_key_object_key
 from backupd.repo.layout import backup_prefix, manifest_key
 from backupd.repo.model import utc_now
 from backupd.repo.repository import Repository
@@ -122,6 +123,17 @@ def _prune_segments(repo: Repository, shard: str, report: PruneReport, *, dry_ru
                 report.bytes_freed += record.size
             except StoreError as exc:
                 report.problems.append(f"shard {shard}: binlog segment {record.object_key} not deleted from "
+                                       f"store {store.name}: {exc}")
+    kept_runs = {r.key_run for r in archive.records if r not in old}
+    for run in sorted({r.key_run for r in old if r.key_run and r.key_run not in kept_runs}):
+        for store in stores:  # the data key of encrypted runs none of whose segments is left
+            try:
+                store.delete(binlog_key_object_key(shard, run))
+                report.objects_deleted += 1
+            except ObjectNotFound:
+                pass
+            except StoreError as exc:
+                report.problems.append(f"shard {shard}: key object of binlog run {run} not deleted from "
                                        f"store {store.name}: {exc}")
     log.info("prune: deleted %d binlog segments of shard %s before %s:%d (the oldest kept backup's coordinates)",
              len(old), shard, oldest.binlog_file, oldest.binlog_pos)

@@ -31,13 +31,21 @@ from datetime import datetime
 from typing import Any
 
 from backupd.backup.job import shard_lock
-from backupd.errors import BackupdError, CorruptPart, LockHeld, ObjectNotFound, StoreError, VerificationError
+from backupd.errors import (
+    BackupdError,
+    CorruptPart,
+    LockHeld,
+    ObjectNotFound,
+    StoreError,
+    VerificationError,
+)
 from backupd.ops.checksums import has_provider_checksum, provider_mismatch
 from backupd.progress import Progress
 from backupd.repo.annotations import AUDIT_ANNOTATION, annotate
 from backupd.repo.catalog import Catalog, CatalogEntry
 from backupd.repo.fetch import PartFetcher, check_part
-from backupd.repo.layout import format_id_time, manifest_key
+from backupd.repo.keys import key_copy_problem
+from backupd.repo.layout import format_id_time, key_object_key, manifest_key
 from backupd.repo.model import Manifest, PartRecord, utc_now
 from backupd.repo.repository import Repository
 from backupd.stores.base import ObjectInfo, Payload, Store
@@ -158,7 +166,7 @@ class _ShardSync:
         # every listed store may hold good parts (a bad manifest copy says nothing about them):
         # the fetcher checks each copy's size and sha256 and moves on to the next store
         sources = [s for s in self.wanted if s.name in self.catalog.listings]
-        fetcher = PartFetcher.of(sources, good)
+        fetcher = PartFetcher(sources, good.id, good.parts)  # ciphertext is copied as stored
         key = manifest_key(good.shard, good.id)
         good_bytes: bytes | None = None
         for store in self.wanted:
@@ -168,6 +176,7 @@ class _ShardSync:
             try:
                 bad_parts = self.bad_parts(store, good, listing)
                 self.copy_parts(store, good, fetcher, bad_parts)
+                self.sync_key_object(store, good, listing)
                 if store.name not in good_stores:
                     if good_bytes is None:
                         good_bytes = self.read_good_bytes(good, good_stores)
@@ -220,6 +229,36 @@ class _ShardSync:
             except (StoreError, BackupdError) as exc:
                 log.warning("sync: cannot read %s from store %s: %s", key, name, exc)
         raise CorruptPart(f"manifest {key} of shard {manifest.shard}: no good copy in any store")
+
+    def sync_key_object(self, store: Store, manifest: Manifest, listing: dict[str, ObjectInfo]) -> None:
+        """An encrypted backup's key object, in ``store`` before its manifest: copied where it is
+        missing, and with ``verify`` replaced where it fails its self-check or holds another key
+        (copies that differ only in recipients, as while a rewrap runs, are each left as they are)."""
+        if manifest.encryption is None:
+            return
+        key = key_object_key(manifest.shard, manifest.id)
+        problem = "missing" if key not in listing else None
+        if problem is None and self.verify:
+            self.report.copies_checked += 1
+            try:
+                problem = key_copy_problem(store.get(key), f"{store.name}:{key}", manifest.encryption.key_check)
+            except ObjectNotFound:
+                problem = "listed but not served"
+        if problem is None:
+            return
+        for source in self.wanted:
+            if source is store or source.name not in self.catalog.listings:
+                continue
+            try:
+                data = source.get(key)
+            except StoreError:
+                continue
+            if key_copy_problem(data, f"{source.name}:{key}", manifest.encryption.key_check) is None:
+                store.put(key, Payload.from_bytes(data))
+                self.repaired(manifest, store, key, "copied" if problem == "missing" else "replaced", problem)
+                return
+        raise CorruptPart(f"key object {key} of backup {manifest.id}: no good copy in any store ({problem} in "
+                          f"{store.name})")
 
     def bad_parts(self, store: Store, manifest: Manifest, listing: dict[str, ObjectInfo]) -> dict[int, str]:
         """The parts ``store`` needs written, by index, with why."""

@@ -17,6 +17,8 @@ caught up with the server, so an idle shard is not mistaken for a lagging one.
 from __future__ import annotations
 
 import logging
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,14 +26,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backupd.errors import CatalogError, NoBackupFound, StoreError
-from backupd.repo.layout import binlog_prefix, parse_segment_key, segment_key
-from backupd.repo.model import PartRecord
+from backupd.repo.encryption import CHUNK_SIZE, CIPHER, DataKey, encrypt
+from backupd.repo.layout import binlog_prefix, format_id_time, parse_segment_key, segment_key
+from backupd.repo.model import Encryption, PartRecord
 from backupd.repo.sealed import parse_json, seal, unseal
 from backupd.stores.base import Payload, Store
 
 log = logging.getLogger(__name__)
 
 SEGMENT_FORMAT: Literal[2] = 2  # 2: sealed (``content_sha256``, backupd.repo.sealed); 1 is still read
+ENCRYPTED_SEGMENT_FORMAT: Literal[3] = 3  # 3: an encrypted segment (``key_run``, ``encryption``)
 FIRST_EVENT_POS = 4  # a binlog file's events start after its magic number
 
 
@@ -40,7 +44,7 @@ class SegmentRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1, 2] = SEGMENT_FORMAT
+    format_version: Literal[1, 2, 3] = SEGMENT_FORMAT
     shard: str
     file: str
     start_pos: int = Field(ge=FIRST_EVENT_POS)
@@ -58,6 +62,8 @@ class SegmentRecord(BaseModel):
     raw_size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     archived_at: datetime
+    key_run: str | None = None  # encrypted: the archiver run whose data key (backupd.repo.keys) sealed it
+    encryption: Encryption | None = None
 
     @property
     def object_key(self) -> str:
@@ -79,7 +85,10 @@ class SegmentRecord(BaseModel):
         return first <= seq <= last
 
     def to_json(self) -> bytes:
-        return seal({**self.model_dump(mode="json"), "format_version": SEGMENT_FORMAT}, indent=1)
+        encrypted = self.encryption is not None
+        document = self.model_dump(mode="json", exclude=None if encrypted else {"key_run", "encryption"})
+        return seal({**document, "format_version": ENCRYPTED_SEGMENT_FORMAT if encrypted else SEGMENT_FORMAT},
+                    indent=1)
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str) -> SegmentRecord:
@@ -90,6 +99,26 @@ class SegmentRecord(BaseModel):
             return cls.model_validate(document)
         except (ValueError, ValidationError) as exc:
             raise CatalogError(f"{what} is unreadable: {exc}".splitlines()[0]) from None
+
+
+@dataclass(frozen=True)
+class SegmentSealing:
+    """An encrypting archiver run: its id, its data key (wrapped in the run's key object,
+    ``backupd.repo.keys.binlog_key_object_key``) and what its segment records say."""
+
+    run: str
+    key: DataKey
+    record: Encryption
+
+    @classmethod
+    def new(cls, moment: datetime) -> SegmentSealing:
+        key = DataKey.generate()
+        return cls(f"{format_id_time(moment)}-{secrets.token_hex(3)}", key,
+                   Encryption(cipher=CIPHER, chunk_size=CHUNK_SIZE, key_check=key.check))
+
+    def seal(self, object_key: str, data: bytes) -> bytes:
+        """A segment's compressed bytes, encrypted; its object key is the associated data."""
+        return encrypt(data, self.key, object_key, self.record.chunk_size)
 
 
 def split_gtid(gtid: str) -> tuple[str, int]:
@@ -325,14 +354,18 @@ class BinlogArchive:
                 "archived_until": _iso(self.archived_until)}
 
 
-def commit_segment(stores: list[Store], record: SegmentRecord, data: bytes) -> list[str]:
+def commit_segment(stores: list[Store], record: SegmentRecord, data: bytes,
+                   prepare: Callable[[Store], None] | None = None) -> list[str]:
     """Write a segment's object to every store, then its record to every store that took the
     object (the commit point); return the stores that hold it. Raises ``StoreError`` (the last
-    one) if none does."""
+    one) if none does. ``prepare(store)`` runs first in each store (an encrypting run writes
+    its key object there)."""
     holding: list[str] = []
     error: StoreError | None = None
     for store in stores:
         try:
+            if prepare is not None:
+                prepare(store)
             store.put(record.object_key, Payload.from_bytes(data))
             store.put(record.record_key, Payload.from_bytes(record.to_json()))
             holding.append(store.name)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from backupd.errors import BackupFailed, CatalogError, StoreError, StoreUnreachable
+from backupd.repo.keys import KeyObject
 from backupd.repo.layout import manifest_key, parse_key, shard_prefix
 from backupd.repo.model import Manifest
 from backupd.stores.base import ObjectInfo, Payload, Store
@@ -148,16 +149,21 @@ class Catalog:
         return manifest, Manifest.copy_digest(data)
 
 
-def commit_manifest(manifest: Manifest, stores: list[Store]) -> list[Store]:
-    """Write the manifest to each store (the commit point); return the stores that took it.
+def commit_manifest(manifest: Manifest, stores: list[Store], *, key_object: KeyObject | None = None) -> list[Store]:
+    """Write the manifest to each store (the commit point); return the stores that took it. An
+    encrypted backup's ``key_object`` is written to a store just before its manifest: a store
+    that holds the manifest holds the key.
 
     Raises BackupFailed when no store took it.
     """
     payload = Payload.from_bytes(manifest.to_json())
     key = manifest_key(manifest.shard, manifest.id)
+    wrapped = Payload.from_bytes(key_object.to_json()) if key_object is not None else None
     committed, errors = [], []
     for store in stores:
         try:
+            if wrapped is not None and key_object is not None:
+                store.put(key_object.object_key, wrapped)
             store.put(key, payload)
             committed.append(store)
         except StoreError as exc:

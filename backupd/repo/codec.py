@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import zstandard
 
+from backupd.repo.encryption import StreamEncryptor
 from backupd.stores.base import Payload
+
+# Given a part's index, the encryptor of its stored bytes (an encrypted backup's parts).
+Sealer = Callable[[int], StreamEncryptor]
 
 # Below this part size, compress in the calling thread: zstd's worker jobs are MiBs long and
 # would make parts far larger than asked for.
@@ -32,7 +36,8 @@ class PartDecodeError(Exception):
 
 @dataclass(frozen=True)
 class CompressedPart:
-    """A finished part: one zstd frame, its sha256 and sizes (``index`` is 1-based)."""
+    """A finished part: one zstd frame (encrypted, for an encrypted backup), the sha256 and size
+    of its stored bytes, and its raw size (``index`` is 1-based)."""
 
     index: int
     payload: Payload
@@ -45,10 +50,12 @@ class CompressedPart:
 
 
 class _Frame:
-    """One part being built: a zstd frame and the running sha256 of its output."""
+    """One part being built: a zstd frame (encrypted as it comes out, with ``encryptor``) and
+    the running sha256 of the stored bytes."""
 
-    def __init__(self, cctx: zstandard.ZstdCompressor, index: int):
+    def __init__(self, cctx: zstandard.ZstdCompressor, index: int, encryptor: StreamEncryptor | None = None):
         self.index = index
+        self._encryptor = encryptor
         self._obj = cctx.compressobj()
         self._chunks: list[bytes] = []
         self.size = 0
@@ -56,6 +63,8 @@ class _Frame:
         self._hash = hashlib.sha256()
 
     def _append(self, data: bytes) -> None:
+        if data and self._encryptor is not None:
+            data = self._encryptor.update(data)
         if data:
             self._chunks.append(data)
             self.size += len(data)
@@ -67,6 +76,9 @@ class _Frame:
 
     def close(self) -> CompressedPart:
         self._append(self._obj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH))
+        encryptor, self._encryptor = self._encryptor, None
+        if encryptor is not None:
+            self._append(encryptor.finish())
         sha256 = self._hash.hexdigest()
         return CompressedPart(self.index, Payload(self._chunks, sha256=sha256), self.raw, sha256)
 
@@ -82,11 +94,12 @@ class PartCompressor:
     """
 
     def __init__(self, part_size: int, level: int = 3, threads: int = 2, *,
-                 indexes: Callable[[], int] | None = None):
+                 indexes: Callable[[], int] | None = None, sealer: Sealer | None = None):
         """``indexes``: where part numbers come from (default 1, 2, 3...); compressors of one
-        backup that write concurrently share one counter."""
+        backup that write concurrently share one counter. ``sealer``: encrypt each part."""
         self.part_size = part_size
         self._indexes = indexes
+        self._sealer = sealer
         self._threshold = part_size - min(part_size // 16, 4 * 1024 * 1024)
         threads = threads if part_size >= _MIN_PART_SIZE_FOR_THREADS else 0
         if threads:
@@ -104,7 +117,8 @@ class PartCompressor:
 
     def _new_frame(self) -> _Frame:
         index = self._indexes() if self._indexes is not None else self._next_index
-        frame = _Frame(self._contexts[self._next_index % len(self._contexts)], index)
+        frame = _Frame(self._contexts[self._next_index % len(self._contexts)], index,
+                       self._sealer(index) if self._sealer is not None else None)
         self._next_index += 1
         return frame
 

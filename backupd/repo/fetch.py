@@ -26,21 +26,33 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+# Turns a verified part's stored bytes into its zstd frame (decrypts an encrypted backup's
+# parts, ``backupd.repo.keyring``), raising ``CorruptPart`` naming the part if it cannot.
+Opener = Callable[[PartRecord, bytes], bytes]
+
 
 class PartFetcher:
     """Verified parts of one backup (``backup_id``) from ``stores``, in preference order."""
 
-    def __init__(self, stores: list[Store], backup_id: str, parts: list[PartRecord], *, owner: str | None = None):
-        """``owner``: how messages name what the parts belong to (default ``backup <id>``)."""
+    def __init__(self, stores: list[Store], backup_id: str, parts: list[PartRecord], *, owner: str | None = None,
+                 opener: Opener | None = None):
+        """``owner``: how messages name what the parts belong to (default ``backup <id>``).
+        ``opener``: what ``verified_parts`` hands on is ``opener(part, stored bytes)`` (the
+        decrypted frame); without it, the stored bytes (sync copies ciphertext as it is)."""
         self.stores = stores
         self.backup_id = backup_id
         self.parts = parts
         self.owner = owner or f"backup {backup_id}"
+        self.opener = opener
         self._down: set[str] = set()
 
     @classmethod
-    def of(cls, stores: list[Store], manifest: Manifest) -> PartFetcher:
-        return cls(stores, manifest.id, manifest.parts)
+    def of(cls, stores: list[Store], manifest: Manifest, opener: Opener | None) -> PartFetcher:
+        """The fetcher of a backup's parts; ``opener`` is required for an encrypted backup (its
+        parts are not zstd frames until opened)."""
+        if manifest.encryption is not None and opener is None:
+            raise ValueError(f"backup {manifest.id} is encrypted: its parts need an opener")
+        return cls(stores, manifest.id, manifest.parts, opener=opener)
 
     def _ordered(self) -> list[Store]:
         """Stores in preference order, those that failed before moved to the end."""
@@ -103,8 +115,13 @@ class PartFetcher:
 
     def verified_parts(self, parts: list[PartRecord] | None = None) -> Iterator[tuple[PartRecord, bytes]]:
         """Yield ``(part, bytes)`` for ``parts`` (default: all of the backup's) in order, each
-        verified, the next one fetched meanwhile."""
-        yield from prefetched(self.parts if parts is None else parts, self.fetch)
+        verified (and opened, with an opener: decrypted, every chunk authenticated), the next
+        one fetched meanwhile."""
+        yield from prefetched(self.parts if parts is None else parts, self._fetch_opened)
+
+    def _fetch_opened(self, part: PartRecord) -> bytes:
+        data = self.fetch(part)
+        return data if self.opener is None else self.opener(part, data)
 
 
 def prefetched(items: Sequence[T], fetch: Callable[[T], R]) -> Iterator[tuple[T, R]]:

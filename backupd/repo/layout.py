@@ -3,6 +3,7 @@
 Every store uses the same layout (a store may add its own prefix, which it handles itself)::
 
     <shard>/<backup_id>/part-000001.zst
+    <shard>/<backup_id>/key.json               an encrypted backup's data key, wrapped (just before the manifest)
     <shard>/<backup_id>/manifest.json          written last
     <shard>/<backup_id>/annotations/<name>.json
     <shard>/locks/<generation>.json            the shard's backup lock (see backupd.backup.lease)
@@ -10,6 +11,7 @@ Every store uses the same layout (a store may add its own prefix, which it handl
     binlogs/<shard>/<file>/<start>-<end>.zst   a binlog segment (file bytes [start, end))
     binlogs/<shard>/<file>/<start>-<end>.json  its record, written after it
     binlogs/<shard>/position.json              where the archive ends (see backupd.repo.binlogs)
+    binlogs/<shard>/keys/<run>.json            an encrypting archiver run's data key, wrapped
 
 The binlog archive (tens of thousands of small objects a day per shard) lives outside the
 shards' folders, so listing a shard's backups never lists its segments.
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 MANIFEST_NAME = "manifest.json"
+KEY_OBJECT_NAME = "key.json"
 ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-(full|incremental)-([0-9a-f]{6})$")
 _PART_NAME = re.compile(r"^part-(\d{6})\.zst$")
@@ -74,6 +77,11 @@ def part_key(shard: str, backup_id: str, index: int) -> str:
 
 def manifest_key(shard: str, backup_id: str) -> str:
     return backup_prefix(shard, backup_id) + MANIFEST_NAME
+
+
+def key_object_key(shard: str, backup_id: str) -> str:
+    """Where an encrypted backup's wrapped data key lives (``backupd.repo.keys``)."""
+    return backup_prefix(shard, backup_id) + KEY_OBJECT_NAME
 
 
 def annotation_key(shard: str, backup_id: str, name: str) -> str:
@@ -128,11 +136,11 @@ def parse_segment_key(key: str) -> SegmentKey | None:
 
 @dataclass(frozen=True)
 class ParsedKey:
-    """What a key names: a backup's part, manifest or annotation (``name`` is the last bit)."""
+    """What a key names: a backup's part, manifest, key object or annotation (``name`` is the last bit)."""
 
     shard: str
     backup_id: str
-    kind: str  # "part" | "manifest" | "annotation"
+    kind: str  # "part" | "manifest" | "key" | "annotation"
     name: str
 
 
@@ -144,6 +152,8 @@ def parse_key(key: str) -> ParsedKey | None:
     shard, backup_id, rest = pieces[0], pieces[1], pieces[2:]
     if rest == [MANIFEST_NAME]:
         return ParsedKey(shard, backup_id, "manifest", MANIFEST_NAME)
+    if rest == [KEY_OBJECT_NAME]:
+        return ParsedKey(shard, backup_id, "key", KEY_OBJECT_NAME)
     if len(rest) == 1 and _PART_NAME.match(rest[0]):
         return ParsedKey(shard, backup_id, "part", rest[0])
     if len(rest) == 2 and rest[0] == "annotations" and rest[1].endswith(".json"):

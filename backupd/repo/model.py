@@ -22,9 +22,12 @@ from backupd.repo.sealed import content_digest, parse_json, seal, unseal
 # backups (``physical``); 4 added exact digests (FLOAT read by its binary value), per-column
 # digests (``column_digests``) and table-addressed logical backups (``sections``); 5 added the
 # manifest's self-digest (``content_sha256``, required) and each part's MD5 (``md5``: what Swift's
-# ETag and S3's single-request ETag report). Older versions are still read.
+# ETag and S3's single-request ETag report); 6 added client-side encryption (``encryption``): a
+# manifest with it is written as format 6, so a backupd that cannot decrypt refuses it. Older
+# versions are still read.
 FORMAT_VERSION = 5
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION})
+ENCRYPTED_FORMAT_VERSION = 6
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION})
 SEALED_FROM_VERSION = 5
 
 # The digest algorithms of format 4 (see backupd.mysql.reference): a reference using one of them
@@ -195,6 +198,16 @@ class Codec(_Record):
     level: int
 
 
+class Encryption(_Record):
+    """How an encrypted backup's parts are sealed (``backupd.repo.encryption``); its data key
+    is in the key object beside the manifest (``backupd.repo.keys``), and ``key_check`` says
+    which key that must be (a key object can be re-wrapped, the manifest never changes)."""
+
+    cipher: Literal["xchacha20poly1305-secretstream"]
+    chunk_size: int = Field(ge=1024)
+    key_check: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
 class StoreStatus(_Record):
     state: StoreState
     error: str | None = None
@@ -225,6 +238,7 @@ class Manifest(_Record):
     incremental: Incremental | None = None  # logical incrementals: their window and tables
     physical: Physical | None = None  # physical backups (full or incremental): their LSNs
     sections: list[Section] | None = None  # table-addressed logical backups (format 4)
+    encryption: Encryption | None = None  # encrypted backups (format 6)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Manifest:
@@ -247,8 +261,13 @@ class Manifest(_Record):
 
     @property
     def written_format_version(self) -> int:
-        """The format a new manifest is written in: every new manifest is sealed (format 5)."""
-        return FORMAT_VERSION
+        """The format a new manifest is written in: every new manifest is sealed (format 5), an
+        encrypted one is format 6."""
+        return ENCRYPTED_FORMAT_VERSION if self.encryption is not None else FORMAT_VERSION
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self.encryption is not None
 
     @property
     def is_physical(self) -> bool:
@@ -265,8 +284,9 @@ class Manifest(_Record):
 
     def to_json(self) -> bytes:
         """Serialize for storage: sealed (``content_sha256``), stable key order, UTC timestamps,
-        keys a backup does not use (``physical``, ``sections``, a part's ``md5``) left out."""
-        absent = {name for name in ("physical", "sections") if getattr(self, name) is None}
+        keys a backup does not use (``physical``, ``sections``, ``encryption``, a part's ``md5``)
+        left out."""
+        absent = {name for name in ("physical", "sections", "encryption") if getattr(self, name) is None}
         document = self.model_dump(mode="json", exclude=absent or None)
         document["format_version"] = self.written_format_version
         for table in document["reference"]["tables"]:
@@ -336,6 +356,7 @@ class Manifest(_Record):
             "gtid": self.coordinates.gtid,
             "from_lsn": self.physical.from_lsn if self.physical else None,
             "to_lsn": self.physical.to_lsn if self.physical else None,
+            "encrypted": self.is_encrypted,
         }
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from backupd.config import Config, ShardConfig, TargetConfig
 from backupd.repo.catalog import Catalog
+from backupd.repo.keyring import KeyRing
+from backupd.repo.keys import identities_of
 from backupd.stores import Store, open_store
 from backupd.stores.health import HealthGuardedStore
 from backupd.stores.retry import RetryingStore
@@ -48,6 +50,7 @@ class Target:
     name: str
     config: TargetConfig
     stores: list[Store]
+    keys: KeyRing  # opens encrypted backups read from ``stores``
     shard: str | None = None
     per_shard: bool = False  # the target has a server per shard
 
@@ -92,7 +95,8 @@ class Repository:
         ``host``/``port`` override it, as ``restore --target-host`` does)."""
         config = self.config.target(name)
         resolved = config.for_shard(shard, host=host, port=port) if shard is not None else config
-        return Target(name, resolved, self.stores(config.read_from), shard,
+        stores = self.stores(config.read_from)
+        return Target(name, resolved, stores, KeyRing(stores, lambda: identities_of(self.config.encryption)), shard,
                       per_shard=shard is not None and config.per_shard)
 
     def store_stats(self) -> dict[str, dict[str, int]]:

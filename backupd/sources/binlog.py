@@ -40,7 +40,8 @@ from backupd.mysql.binlog_events import (
     TransactionReader,
 )
 from backupd.mysql.binlog_stream import StreamEvent
-from backupd.repo.binlogs import FIRST_EVENT_POS, SegmentRecord, split_gtid
+from backupd.repo.binlogs import FIRST_EVENT_POS, SegmentRecord, SegmentSealing, split_gtid
+from backupd.repo.layout import segment_key
 
 
 class StreamOutOfStep(SourceError):
@@ -100,8 +101,10 @@ class SegmentBuilder:
 
     def __init__(self, shard: str, file: str, pos: int, *, flush_every: float, segment_size: int,
                  level: int = 3, monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), sealing: SegmentSealing | None = None):
+        """``sealing``: encrypt each segment with the run's data key."""
         self.shard = shard
+        self.sealing = sealing
         self.flush_every = flush_every
         self.segment_size = segment_size
         self.monotonic = monotonic
@@ -176,13 +179,18 @@ class SegmentBuilder:
         prefix = [MAGIC] if pending.start == FIRST_EVENT_POS else [MAGIC, self._header()]
         raw = b"".join(prefix + pending.chunks)
         data = self._compressor.compress(raw)
+        end = pending.end or pending.start
+        if self.sealing is not None:
+            data = self.sealing.seal(segment_key(self.shard, pending.file, pending.start, end), data)
         record = SegmentRecord(
             shard=self.shard, file=pending.file, start_pos=pending.start,
-            end_pos=pending.end or pending.start, sealed=sealed, next_file=next_file,
+            end_pos=end, sealed=sealed, next_file=next_file,
             transactions=pending.transactions, gtids=pending.gtids, last_gtids=pending.last_gtids,
             first_gtid=pending.first_gtid,
             last_gtid=pending.last_gtid, first_event_at=pending.first_at, last_event_at=pending.last_at,
-            size=len(data), raw_size=len(raw), sha256=hashlib.sha256(data).hexdigest(), archived_at=self.clock())
+            size=len(data), raw_size=len(raw), sha256=hashlib.sha256(data).hexdigest(), archived_at=self.clock(),
+            key_run=self.sealing.run if self.sealing else None,
+            encryption=self.sealing.record if self.sealing else None)
         return [Segment(record, data)]
 
     def _seal(self, next_file: str) -> list[Segment]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,10 +42,20 @@ class Run:
 
 
 def run(tool: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
-    """Run the ``backupd`` or ``restore`` console script."""
-    proc = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    """Run the ``backupd`` or ``restore`` console script. Past ``timeout`` the command is asked
+    for every thread's stack (SIGUSR1), killed, and the test fails showing where it was stuck."""
+    with subprocess.Popen([str(BIN / tool), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **(env or {})}) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"{tool} {' '.join(args)} ran past {timeout:.0f}s; its stacks and log:\n"
+                                 f"{stderr[-20000:]}") from None
+    return Run(proc.returncode, stdout, stderr)
 
 
 def backup(config: Path, shard: str) -> str:
