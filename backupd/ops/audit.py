@@ -290,6 +290,11 @@ class _ShardAudit:
                     self.find("binlog-segment-missing", f"binlog segment {record.object_key} is not in store "
                               f"{store.name}", store=store.name, part=record.object_key,
                               hint="the shard's archiver copies segments a store missed while it runs")
+                elif record.key_run and record.key_run not in archive.key_runs.get(store.name, set()):
+                    self.find("key-object-missing", f"binlog segment {record.object_key} in store {store.name} "
+                              f"cannot be decrypted: the key object of its run {record.key_run} is not there",
+                              store=store.name, part=record.object_key,
+                              hint="copy binlogs/<shard>/keys/<run>.json from a store that has it")
         if deep:
             self.read_segments(archive, sample)
 

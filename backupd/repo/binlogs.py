@@ -130,9 +130,12 @@ def split_gtid(gtid: str) -> tuple[str, int]:
 
 
 def follows(before: SegmentRecord, after: SegmentRecord) -> bool:
-    """Whether ``after`` starts exactly where ``before`` ends (nothing between them)."""
+    """Whether ``after`` starts exactly where ``before`` ends (nothing between them). A record
+    never follows itself (an empty one, which marks where a crashed server's file ended, starts
+    where it ends)."""
     if before.file == after.file:
-        return after.start_pos == before.end_pos
+        return after.start_pos == before.end_pos and (after.start_pos, after.end_pos) != (before.start_pos,
+                                                                                         before.end_pos)
     return before.sealed and before.next_file == after.file and after.start_pos == FIRST_EVENT_POS
 
 
@@ -206,6 +209,7 @@ class BinlogArchive:
         self.records: list[SegmentRecord] = []
         self.found_in: dict[str, list[str]] = {}   # record key: stores holding it
         self.objects: dict[str, set[str]] = {}    # store: object keys it lists
+        self.key_runs: dict[str, set[str]] = {}   # store: the encrypting runs whose key object it lists
         self.unreadable: list[str] = []
         self.position: Position | None = None
 
@@ -220,6 +224,8 @@ class BinlogArchive:
                 self.unreadable.append(str(exc))
                 continue
             self.objects[store.name] = {k for k in listing if (p := parse_segment_key(k)) and not p.record}
+            keys = f"{binlog_prefix(self.shard)}keys/"
+            self.key_runs[store.name] = {k[len(keys):].removesuffix(".json") for k in listing if k.startswith(keys)}
             for key in listing:
                 parsed = parse_segment_key(key)
                 if parsed is None or not parsed.record:
@@ -290,6 +296,8 @@ class BinlogArchive:
             following = [r for r in self.records if follows(path[-1], r)]
             if not following:
                 break
+            if len(path) > len(self.records):  # each step goes forward: a cycle is a bug, never a hang
+                raise CatalogError(f"shard {self.shard}: the binlog archive's records loop at {following[0].object_key}")
             path.append(following[0])
         last = path[-1]
         if until is None and gtid is None:

@@ -14,6 +14,7 @@ from .backup_restore import bench_backup_restore
 from .binlogs import bench_binlogs
 from .clouds import bench_clouds
 from .disaster import bench_disaster
+from .encryption import bench_encryption
 from .floats import bench_floats
 from .incremental import bench_incremental
 from .physical import bench_physical
@@ -22,7 +23,7 @@ from .sync import bench_sync
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "floats",
+    parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "encryption", "floats",
                                           "incremental", "physical", "sync"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
@@ -46,6 +47,8 @@ def main() -> int:
         bench_disaster(args.rounds, args.gib)
     elif args.suite == "binlogs":
         bench_binlogs(args.rounds, args.gib, args.seconds)
+    elif args.suite == "encryption":
+        bench_encryption(args.rounds, args.gib)
     elif args.suite == "floats":
         bench_floats(args.rounds)
     else:

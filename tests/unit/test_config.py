@@ -303,3 +303,29 @@ def test_secrets_are_read_only_when_needed(write, monkeypatch):
         config.check_secrets()  # what the daemon does at start
     monkeypatch.setenv("SHARD_8_PW_NOT_SET", "late")
     assert config.shard("8").password.reveal() == "late"  # read when first needed, then kept
+
+
+def test_encryption_section_names_its_bad_keys(write, tmp_path, monkeypatch):
+    from backupd.repo.keys import Identity, identities_of, recipients_of
+
+    owner = Identity.generate()
+    key_file = tmp_path / "restore.key"
+    key_file.write_text(f"# test\n{owner.secret_text}\n")
+    key_file.chmod(0o600)
+    config = load_config(write(GOOD + f'[encryption]\nrecipients = ["{owner.recipient.text}"]\n'
+                                      'private_key_file = "restore.key"\n'))
+    assert config.encryption.enabled and [r.key_id for r in recipients_of(config.encryption)] == [owner.key_id]
+    assert [i.key_id for i in identities_of(config.encryption)] == [owner.key_id]
+    assert owner.secret_text not in repr(config.encryption)
+    assert "encryption.recipients.1: string should match pattern" in \
+        _error(write, GOOD + f'[encryption]\nrecipients = ["{owner.recipient.text}", "ssh-ed25519 AAAA"]\n').lower()
+    assert "encryption.private_key_env: give private_key_file or private_key_env, not both" in \
+        _error(write, GOOD + '[encryption]\nprivate_key_file = "restore.key"\nprivate_key_env = "K"\n')
+    key_file.chmod(0o644)
+    config = load_config(write(GOOD + '[encryption]\nprivate_key_file = "restore.key"\n'))
+    with pytest.raises(ConfigError, match=r"encryption.private_key_file: .*restore.key is readable .* chmod 600"):
+        identities_of(config.encryption)
+    monkeypatch.setenv("TEST_RESTORE_KEY", "not a key")
+    config = load_config(write(GOOD + '[encryption]\nprivate_key_env = "TEST_RESTORE_KEY"\n'))
+    with pytest.raises(UsageError, match=r"encryption.private_key_env \(TEST_RESTORE_KEY\): line 1 is not"):
+        identities_of(config.encryption)

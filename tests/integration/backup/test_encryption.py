@@ -10,7 +10,8 @@ with its binlogs archived, by a host that holds only the recipients' public keys
   truncated part, a flipped byte): exit 3 naming the part, nothing of it applied;
 * ``keys rewrap``: the new key opens every backup, the old one none, no part or manifest is
   rewritten (ETags and bytes unchanged); kill -9 in either pass leaves every backup openable;
-* plain -> encrypted between fulls: an incremental never mixes.
+* plain -> encrypted between fulls: an incremental never mixes;
+* a physical backup: encrypted parts, restored and verified.
 
 Every command must finish within ``run``'s 300 s timeout; a killed rewrap is killed within 60 s.
 """
@@ -34,6 +35,7 @@ from backupd.stores import open_store
 from backupd.stores.base import Payload, Store
 from tests.integration.support import BIN, Archiver, Run, backup, run, wait_archived, write_config
 from tests.testbed import seed_shard, table_fingerprint
+from tests.testbed.config import endpoint, physical_target
 
 pytestmark = pytest.mark.integration
 
@@ -152,6 +154,18 @@ def test_two_clouds_hold_only_ciphertext_and_only_a_recipient_restores(request, 
     report = json.loads(restored.stdout)
     assert report["verified"] is True and report["replay"]["transactions"] >= 1
     assert table_fingerprint(target, "app") == table_fingerprint(source, "app")
+
+    listed = json.loads(run("backupd", "--config", str(host), "keys", "list", "--json").stdout)
+    runs = [row for row in listed if row["unlocks"].startswith("binlog run")]
+    assert len(runs) == 1 and len(listed) == 3  # the full, the incremental, the archiver's run
+    assert all(sorted(ids) == sorted([owner.key_id, offline.key_id]) for row in listed
+               for ids in row["recipients"].values())
+    rotated = run("backupd", "--config", str(reader), "keys", "rewrap", "--add", stranger.recipient.text,
+                  "--remove", offline.key_id)
+    assert rotated.code == 0, rotated.stderr
+    listed = json.loads(run("backupd", "--config", str(host), "keys", "list", "--json").stdout)
+    assert all(sorted(ids) == sorted([owner.key_id, stranger.key_id]) for row in listed
+               for ids in row["recipients"].values())  # the binlog run's key too
 
     for level in ("quick", "deep"):  # no key: the ciphertext's sha256 and the providers' checksums
         audit = json.loads(run("backupd", "--config", str(host), "audit", "--json", "--level", level).stdout)
@@ -296,3 +310,29 @@ def test_a_shard_switches_from_plain_to_encrypted_at_a_full(tmp_path, mariadb_fa
     assert result.code == 0 and json.loads(result.stdout)["chain"] == [new_full], result.stderr
     result = restore(plain, "--backup", plain_full, "--force")  # the plain one restores without a key
     assert result.code == 0 and json.loads(result.stdout)["verified"] is True, result.stderr
+
+
+def test_a_physical_backup_is_encrypted_and_restores_verified(tmp_path, mariadb_factory):
+    source, target = mariadb_factory("source"), mariadb_factory("target")
+    seed_shard(source, 1, 4, target_bytes=128 * 1024)
+    source.execute("CREATE TABLE app.secrets (id INT PRIMARY KEY, note VARCHAR(100))")
+    source.execute("INSERT INTO app.secrets VALUES (1, %s)", (MARKER,))
+    key_file, owner = new_key(tmp_path, "owner")
+    shard = endpoint(source, method="physical")
+    shard["datadir"] = str(source.datadir)
+    config = write_config(tmp_path / "c.toml", shards={"1": shard}, store_dir=tmp_path / "store",
+                          targets={"dr": physical_target(target, read_from=["local"],
+                                                         restore_dir=tmp_path / "scratch")})
+    config.write_text(config.read_text() + encryption([owner], key_file))
+    backup_id = backup(config, "1")
+    parts = sorted((tmp_path / "store" / "1" / backup_id).glob("part-*.zst"))
+    assert parts
+    for part in parts:
+        data = part.read_bytes()
+        assert MARKER.encode() not in data
+        with pytest.raises(zstandard.ZstdError):
+            zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 26)
+    expected = table_fingerprint(source, "app")
+    result = restore(config, "--force")
+    assert result.code == 0 and json.loads(result.stdout)["verified"] is True, result.stderr
+    assert table_fingerprint(target, "app") == expected

@@ -70,3 +70,18 @@ def test_a_point_after_the_archive_is_refused_unless_the_archiver_saw_nothing_ne
     assert idle.archived_until == late + timedelta(seconds=1)
     stale = archive(*FULL.records, position=Position("bin.000002", 300, caught_up_at=late))  # not the archive's end
     assert stale.archived_until == T0 + timedelta(seconds=30)
+
+
+def test_the_empty_record_where_a_crashed_servers_file_ended_is_walked_past_once():
+    """A server killed with -9 leaves a file with no rotate event: the archiver records where it
+    ended with an empty sealed record, which starts where it ends. It follows the record before
+    it, never itself (a restore once looped on it forever)."""
+    ended = SegmentRecord(shard="1", file="bin.000001", start_pos=300, end_pos=300, sealed=True,
+                          next_file="bin.000002", transactions=0, size=10, raw_size=20, sha256="0" * 64,
+                          archived_at=T0)
+    crashed = archive(record("bin.000001", 100, 300, seqs=(1, 3), at=10), ended,
+                      record("bin.000002", 4, 400, seqs=(4, 6), at=20))
+    assert [(r.file, r.start_pos, r.end_pos) for r in crashed.replay_path("bin.000001", 100)] == \
+        [("bin.000001", 100, 300), ("bin.000001", 300, 300), ("bin.000002", 4, 400)]
+    assert [(a.start_pos, b.end_pos, n) for a, b, n in crashed.ranges()] == [(100, 400, 3)]
+    assert crashed.gaps() == [] and crashed.end == ("bin.000002", 400)
