@@ -297,7 +297,8 @@ class BinlogArchive:
             if not following:
                 break
             if len(path) > len(self.records):  # each step goes forward: a cycle is a bug, never a hang
-                raise CatalogError(f"shard {self.shard}: the binlog archive's records loop at {following[0].object_key}")
+                raise CatalogError(f"shard {self.shard}: the binlog archive's records loop at "
+                                   f"{following[0].object_key}")
             path.append(following[0])
         last = path[-1]
         if until is None and gtid is None:
