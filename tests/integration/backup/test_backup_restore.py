@@ -119,7 +119,7 @@ def test_failing_mysqldump_leaves_no_manifest_and_no_parts(tmp_path, source):
 def test_sigterm_mid_backup_leaves_nothing_behind(tmp_path, source):
     # A slow mysqldump (throttled through a pipe) gives time to send SIGTERM mid-stream.
     wrapper = tmp_path / "slow-mysqldump"
-    wrapper.write_text("#!/bin/sh\nmysqldump \"$@\" | (head -c 2000000; sleep 20; cat)\n")
+    wrapper.write_text("#!/bin/sh\nmysqldump \"$@\" | (head -c 2000000; sleep 6; cat)\n")
     wrapper.chmod(0o755)
     config = write_config(tmp_path / "c.toml", shards={"3": source},
                           settings={"mysqldump": str(wrapper), "compression_threads": 0})

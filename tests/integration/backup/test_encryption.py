@@ -292,13 +292,15 @@ def test_keys_rewrap_rotates_without_rewriting_data_and_survives_kill_9(request,
     assert result.code == 0 and json.loads(result.stdout)["verified"] is True, result.stderr
 
 
-def test_a_shard_switches_from_plain_to_encrypted_at_a_full(tmp_path, mariadb_factory):
+def test_a_shard_switches_from_plain_to_encrypted_at_a_full_and_sync_needs_no_key(tmp_path, mariadb_factory):
     source, target = mariadb_factory("source"), mariadb_factory("target")
     seed_shard(source, 1, 4, target_bytes=64 * 1024)
     key_file, owner = new_key(tmp_path, "owner")
-    plain = write_config(tmp_path / "plain.toml", shards={"1": source},
-                         targets={"dr": {"socket": str(target.socket), "user": "root", "read_from": ["local"]}})
+    stores = {name: {"type": "local", "path": str(tmp_path / name)} for name in ("a", "b")}
+    plain = write_config(tmp_path / "plain.toml", shards={"1": source}, stores=stores,
+                         targets={"dr": {"socket": str(target.socket), "user": "root", "read_from": ["b", "a"]}})
     encrypted = variant(plain, "encrypted.toml", encryption([owner], key_file))
+    host = variant(plain, "host.toml", encryption([owner]))
     plain_full = backup(plain, "1")
     switched = run("backupd", "--config", str(encrypted), "backup", "--shard", "1", "--kind", "incremental")
     assert switched.code == 0 and "taking a full instead" in switched.stderr, switched.stderr
@@ -306,6 +308,15 @@ def test_a_shard_switches_from_plain_to_encrypted_at_a_full(tmp_path, mariadb_fa
     new_full = switched.stdout.strip()
     assert entries[plain_full]["encrypted"] is False and entries[new_full]["encrypted"] is True
     assert entries[new_full]["kind"] == "full"
+    (tmp_path / "b" / "1" / new_full / "key.json").unlink()  # store b lost the key object
+    (tmp_path / "b" / "1" / new_full / "part-000001.zst").unlink()  # and a part
+    quick = json.loads(run("backupd", "--config", str(host), "audit", "--json").stdout)
+    assert {(f["check"], f["store"]) for f in quick["findings"]} == {("key-object-missing", "b"), ("part-missing", "b")}
+    synced = run("backupd", "--config", str(host), "sync", "--shard", "1", "--verify", "--json")  # no private key
+    assert synced.code == 0, synced.stderr
+    assert {(r["store"], r["object"].rsplit("/", 1)[-1]) for r in json.loads(synced.stdout)["repairs"]} == \
+        {("b", "key.json"), ("b", "part-000001.zst")}
+    assert json.loads(run("backupd", "--config", str(host), "audit", "--json", "--level", "deep").stdout)["findings"] == []
     result = restore(encrypted)
     assert result.code == 0 and json.loads(result.stdout)["chain"] == [new_full], result.stderr
     result = restore(plain, "--backup", plain_full, "--force")  # the plain one restores without a key

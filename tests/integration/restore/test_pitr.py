@@ -142,7 +142,7 @@ def test_restore_at_a_time_and_at_a_gtid_equals_the_source_then(tmp_path, mariad
 
 
 def test_kill_9_of_the_archiver_loses_nothing_acknowledged_and_a_restart_leaves_no_gap(tmp_path, mariadb_factory):
-    """Writes, then kill -9 of the archiver ~10 s after the last one: a restore with no --at
+    """Writes, then kill -9 of the archiver 3 s (3 x flush_every) after the last one: a restore with no --at
     has every write (the RPO held through the crash). A restarted archiver resumes exactly
     there: one contiguous range, no duplicate, and a restore again equals the source."""
     source, target = mariadb_factory("source"), mariadb_factory("target")
@@ -151,10 +151,10 @@ def test_kill_9_of_the_archiver_loses_nothing_acknowledged_and_a_restart_leaves_
     assert run("backupd", "--config", str(config), "backup", "--shard", "1").code == 0
     archiver = Archiver(config, "1", tmp_path / "archiver.log")
     with application_writes(source, first_id=500000, deletes=True) as rounds:
-        time.sleep(4)
+        time.sleep(2)
     assert rounds[0] > 10
     fingerprint = table_fingerprint(source, "app")
-    time.sleep(10)
+    time.sleep(3)
     archiver.kill()  # SIGKILL: no flush, no goodbye
     report = restore(config, "--shard", "1", "--target", "dr")
     assert table_fingerprint(target, "app") == fingerprint, "a write acknowledged before the kill is missing"
@@ -371,21 +371,22 @@ def test_a_physical_backup_goes_to_a_point_in_time_and_then_replicates_from_ther
 def test_a_network_cut_to_the_server_costs_a_reconnect_not_a_gap(tmp_path, mariadb_factory, fault):
     """The archiver reads the source through a loopback proxy; writes go on while the proxy cuts
     every connection and then refuses new ones, or accepts them and never answers (a hung
-    network), for 8 s. When the network is back the archiver catches up within 40 s
-    (connect_timeout 3 s, backoff at most 30 s) and the archive is one range: no gap, no duplicate."""
+    network), for 5 s. When the network is back the archiver catches up within 40 s
+    (connect_timeout 3 s, backoff at most reconnect_max = 2 s) and the archive is one range: no
+    gap, no duplicate."""
     source, target = mariadb_factory("source"), mariadb_factory("target")
     seed_shard(source, 0, 8, target_bytes=64 * 1024)
     proxy = FaultyProxy(source.port)
     try:
         shard = {"host": "127.0.0.1", "port": proxy.port, "user": "root", "connect_timeout": "3s"}
-        config = pitr_config(tmp_path, {"1": shard}, {"dr": target})
+        config = pitr_config(tmp_path, {"1": shard}, {"dr": target}, extra='reconnect_max = "2s"\n')
         assert run("backupd", "--config", str(config), "backup", "--shard", "1").code == 0
         archiver = Archiver(config, "1", tmp_path / "archiver.log")
         phase(source, 1)
         wait_archived(config, "1", source)
         proxy.mode = fault
         phase(source, 2)
-        time.sleep(8)
+        time.sleep(5)
         phase(source, 3)
         proxy.mode = "pass"
         started = time.monotonic()
