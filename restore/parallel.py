@@ -16,9 +16,10 @@ it streams. When a worker fails (a part with no good copy, the server's error), 
 at their next chunk and close their connections (statements not executed yet are dropped).
 The error names the table; ``LoadProgress`` says which tables were loaded.
 
-Memory: each worker holds at most two parts (the one it applies and the one being fetched), a
-decode buffer and its statement being read (about 1 MiB), so ``jobs x 2 x part size``
-(compressed) plus a few MiB.
+Memory: each worker holds at most two parts (the one it applies and the one being fetched; an
+encrypted one is held twice while it is decrypted), a decode buffer and its statement being
+read (about 1 MiB), so ``jobs x 2 x part size`` (compressed; ``jobs x 3 x part size`` encrypted)
+plus a few MiB.
 """
 
 from __future__ import annotations

@@ -170,7 +170,8 @@ def print_table(title: str, rows: list[tuple[str, list[Sample]]], baseline: str,
     print("|---|---:|---:|---:|")
     for name, samples in rows:
         rss = max(s.rss_kib for s in samples)
-        print(f"| {name} | {med(samples):.2f} | {med(samples) / base:.2f}x | "
+        cell = name.replace("|", "\\|")  # a shell pipe in a job's name must not split the Markdown row
+        print(f"| {cell} | {med(samples):.2f} | {med(samples) / base:.2f}x | "
               f"{f'{rss / 1024:.0f} MiB' if rss else '-'} |")
     if note:
         print(note)
