@@ -67,11 +67,15 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return _Loader(path).load(raw)
 
 
+# Keys of which a section gives one: setting one in a shard or target replaces the default's other.
+_ONE_OF = (("password_env", "password_file"),)
+
+
 class _Loader:
     """Validates one parsed TOML document section by section, with exact key paths."""
 
     _SECTIONS = ("backupd", "stores", "shards", "targets", "schedule", "retention", "audit", "metrics", "drill",
-                 "binlogs", "encryption")
+                 "binlogs", "encryption", "shard_defaults", "target_defaults")
 
     def __init__(self, path: Path):
         self.path = path
@@ -96,9 +100,13 @@ class _Loader:
         stores = {name: self.store(name, body) for name, body in self.table(raw, "stores").items()}
         if not stores:
             raise self.fail("stores", "at least one store must be configured")
-        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", body)
+        shard_defaults = self.defaults(raw, "shard_defaults", ShardConfig)
+        target_defaults = self.defaults(raw, "target_defaults", TargetConfig)
+        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", body,
+                                     inherited=self.inherit(shard_defaults, body, sid))
                   for sid, body in self.table(raw, "shards").items()}
-        targets = {name: self.endpoint(TargetConfig, f"targets.{name}", body)
+        targets = {name: self.endpoint(TargetConfig, f"targets.{name}", body,
+                                       inherited=self.inherit(target_defaults, body, None))
                    for name, body in self.table(raw, "targets").items()}
         for sid, shard in shards.items():
             self.check_store_refs(f"shards.{sid}.stores", shard.stores or [], stores)
@@ -140,17 +148,49 @@ class _Loader:
                 raise self.fail(f"{section}.{name}", "expected a table")
         return body
 
-    def model(self, cls: type[SectionT], body: Any, key: str) -> SectionT:
+    def model(self, cls: type[SectionT], body: Any, key: str, *, inherited: dict[str, str] | None = None) -> SectionT:
+        """``body`` validated as ``cls``; ``inherited`` maps the keys it took from a defaults
+        section to that section's name, so an error in one names where it was written."""
         if not isinstance(body, dict):
             raise self.fail(key, "expected a table")
         try:
             return cls.model_validate(body)
         except ValidationError as exc:
-            raise self.translate(exc, key) from None
+            raise self.translate(exc, key, inherited or {}) from None
 
-    def translate(self, exc: ValidationError, prefix: str) -> ConfigError:
+    def defaults(self, raw: dict[str, Any], section: str, cls: type[EndpointConfig]) -> dict[str, Any]:
+        """``[shard_defaults]`` or ``[target_defaults]``: keys every shard (target) takes unless it
+        sets them itself; each must be a key of a shard (target)."""
+        body = raw.get(section, {})
+        if not isinstance(body, dict):
+            raise self.fail(section, "expected a table")
+        for name in body:
+            if name not in cls.model_fields:
+                raise self.fail(f"{section}.{name}", "unknown key")
+        return {"section": section, "body": body} if body else {}
+
+    def inherit(self, defaults: dict[str, Any], body: Any, shard_id: str | None) -> dict[str, str]:
+        """Fill ``body`` (in place) with the defaults it does not set, ``{shard}`` in a shard
+        default's strings replaced by the shard's id; returns the inherited keys' origin."""
+        if not defaults or not isinstance(body, dict):
+            return {}
+        origin = {}
+        for name, value in defaults["body"].items():
+            if name in body or any(name in pair and set(pair) & set(body) for pair in _ONE_OF):
+                continue  # set here, or the section chose the other of a pair (its own password source)
+            if shard_id is not None and isinstance(value, str):
+                value = value.replace(SHARD_PLACEHOLDER, shard_id)
+            body[name] = value
+            origin[name] = defaults["section"]
+        return origin
+
+    def translate(self, exc: ValidationError, prefix: str, inherited: dict[str, str] | None = None) -> ConfigError:
         error = exc.errors()[0]
-        key = ".".join([prefix, *(str(p) for p in error["loc"])])
+        first = str(error["loc"][0]) if error["loc"] else ""
+        if inherited and first in inherited:  # the bad value came from the defaults section
+            key = ".".join([inherited[first], *(str(p) for p in error["loc"])]) + f" (inherited by {prefix})"
+        else:
+            key = ".".join([prefix, *(str(p) for p in error["loc"])])
         kind = error["type"]
         if kind == "extra_forbidden":
             problem = "unknown key"
@@ -282,8 +322,9 @@ class _Loader:
                 update[name] = [self.absolute(command[0]), *command[1:]]
         return update
 
-    def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any]) -> Any:
-        endpoint = self.model(cls, body, key)
+    def endpoint(self, cls: type[EndpointConfig], key: str, body: dict[str, Any], *,
+                 inherited: dict[str, str] | None = None) -> Any:
+        endpoint = self.model(cls, body, key, inherited=inherited)
         if endpoint.password_env and endpoint.password_file:
             raise self.fail(f"{key}.password_file", "give password_env or password_file, not both")
         if endpoint.socket:

@@ -192,7 +192,11 @@ def test_shipped_configs_are_valid(tmp_path, monkeypatch):
     copy.write_text(example.replace("/etc/backupd/shard.password", str(tmp_path / "pw"))
                     .replace("/etc/backupd/rackspace.ini", str(tmp_path / "rackspace.ini")))
     config = load_config(copy)
-    assert set(config.shards) == {"1", "2"} and set(config.targets) == {"us-east", "rackspace-dfw", "us-west"}
+    assert set(config.shards) == {str(n) for n in range(1, 17)}
+    assert set(config.targets) == {"us-east", "rackspace-dfw", "us-west"}
+    assert config.shard("7").host == "db-shard-7.internal" and config.shard("15").host == "db-shard-15b.internal"
+    assert config.shard("16").password.reveal() == "z" and config.shard("3").password.reveal() == "x"
+    assert config.target("us-east").for_shard("7").host == "db-restore-7.us-east.internal"
     assert config.target("us-west").systemd_unit == "mariadb"
     assert config.stores["rackspace-dfw"].credentials[0] == "acme"
     assert config.shard_stores("1") == ["s3-east", "rackspace-dfw"]
@@ -329,3 +333,42 @@ def test_encryption_section_names_its_bad_keys(write, tmp_path, monkeypatch):
     config = load_config(write(GOOD + '[encryption]\nprivate_key_env = "TEST_RESTORE_KEY"\n'))
     with pytest.raises(UsageError, match=r"encryption.private_key_env \(TEST_RESTORE_KEY\): line 1 is not"):
         identities_of(config.encryption)
+
+
+FLEET = """
+[stores.local]
+type = "local"
+path = "store"
+
+[shard_defaults]
+user = "backup"
+password_env = "TEST_SHARD_PW"
+host = "db-{shard}.internal"
+databases = ["app"]
+
+[target_defaults]
+user = "restore"
+read_from = ["local"]
+""" + "".join(f"\n[shards.{n}]\nport = {3300 + n}\n" for n in range(1, 17)) + """
+[targets.us-west]
+host = "us-west-{shard}.internal"
+"""
+
+
+def test_a_sixteen_shard_fleet_is_sixteen_short_blocks_and_errors_name_their_origin(write):
+    config = load_config(write(FLEET))
+    assert sorted(config.shards, key=int) == [str(n) for n in range(1, 17)]
+    seven = config.shard("7")
+    assert (seven.host, seven.port, seven.user, seven.databases) == ("db-7.internal", 3307, "backup", ["app"])
+    assert seven.password.reveal() == "s3cret"
+    assert config.target("us-west").for_shard("7").host == "us-west-7.internal"
+    assert config.target("us-west").user == "restore"
+    assert _error(write, FLEET.replace("port = 3309", "port = \"nine\"")).endswith(
+        ": shards.9.port: input should be a valid integer (got 'nine')")
+    assert _error(write, FLEET.replace("port = 3309", "prot = 3309")).endswith(": shards.9.prot: unknown key")
+    assert ": shard_defaults.databases (inherited by shards.1): input should be a valid list" in \
+        _error(write, FLEET.replace('databases = ["app"]', 'databases = "app"'))
+    assert _error(write, FLEET.replace('databases = ["app"]', 'databses = ["app"]')).endswith(
+        ": shard_defaults.databses: unknown key")
+    assert _error(write, FLEET.replace('read_from = ["local"]', 'read_from = ["nowhere"]')).endswith(
+        ": targets.us-west.read_from: no store named 'nowhere' (configured stores: local)")
