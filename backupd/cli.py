@@ -141,8 +141,10 @@ def binlogs(ctx: click.Context, shard_id: str, as_json: bool) -> int:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.option("--once", is_flag=True, help="Run whatever is due now (backups, then due deep audits and "
               "drills), wait for it, and exit: 1 if a backup or audit run failed, 3 on an audit finding.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per finished job on stdout "
+              "(and, with --once, a last one: failed jobs, failed checks, the exit code).")
 @click.pass_context
-def run(ctx: click.Context, once: bool) -> int:
+def run(ctx: click.Context, once: bool, as_json: bool) -> int:
     """Run the scheduler: fulls every full_every, incrementals every incremental_every,
     retention after each full (SIGTERM/SIGINT stop gracefully, SIGHUP reloads the config)."""
     from backupd.daemon import Daemon
@@ -151,7 +153,7 @@ def run(ctx: click.Context, once: bool) -> int:
     if not config.shards:
         raise UsageError(f"{config.path}: no shards configured; nothing to schedule")
     config.check_secrets()  # the daemon will need them all: a missing one is known now
-    return Daemon(config.path, config, once=once).run()
+    return Daemon(config.path, config, once=once, json_lines=as_json).run()
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -38,6 +38,7 @@ them) and get SIGTERM if the daemon dies (``PR_SET_PDEATHSIG``), so no backup ou
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -85,10 +86,12 @@ REPAIRABLE = frozenset({"part-missing", "part-size", "part-corrupt", "part-check
 
 class Daemon:
     def __init__(self, config_path: Path, config: Config, *, once: bool = False,
-                 clock: Callable[[], datetime] = utc_now, command: list[str] | None = None):
+                 clock: Callable[[], datetime] = utc_now, command: list[str] | None = None, json_lines: bool = False):
+        """``json_lines``: print one JSON object per finished job on stdout (``run --json``)."""
         self.config_path = config_path
         self.config = config
         self.once = once
+        self.json_lines = json_lines
         self.clock = clock
         self.command = command or [sys.executable, "-m", "backupd.cli"]
         self.backups: dict[str, Child] = {}
@@ -356,7 +359,9 @@ class Daemon:
             self.failed_jobs += 1
             log.error("shard %s: %s failed with exit status %s", child.shard, child.kind.description,
                       child.process.returncode)
+            self._print(child, "failed", {"exit_code": child.process.returncode})
             return
+        self._print(child, "drill" if isinstance(outcome, DrillOutcome) else "audit", outcome.to_json())
         self.metrics.emit(samples(outcome))
         if isinstance(outcome, DrillOutcome):
             for drill in outcome.drills:
@@ -386,6 +391,8 @@ class Daemon:
         self.stale.add(child.shard)
         outcome = self._result(child)
         child.stdout.close()
+        self._print(child, "backup", outcome.to_json() if code == 0 and isinstance(outcome, BackupOutcome)
+                    else {"result": "failed", "exit_code": code})
         if code == 0 and isinstance(outcome, BackupOutcome):
             self.failures.pop(child.shard, None)
             self.not_before.pop(child.shard, None)
@@ -411,6 +418,14 @@ class Daemon:
         self.not_before[child.shard] = self.clock() + timedelta(seconds=wait)
         log.error("shard %s: %s failed (exit status %s, attempt %d); retrying in %s",
                   child.shard, child.kind.description, code, count, format_duration(wait))
+
+    def _print(self, child: Child, event: str, document: dict[str, object]) -> None:
+        """``run --json``: one line per finished job (what its command's own --json prints)."""
+        if self.json_lines:
+            line = {"event": event, "shard": child.shard, "job": child.kind.description,
+                    "seconds": round(time.monotonic() - child.started, 3), **document}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
 
     # ------------------------------------------------------------------ signals and the loop
     def _on_stop(self, signum: int, frame: object) -> None:
@@ -456,7 +471,11 @@ class Daemon:
                 if self.maintain(closing_round=True):
                     continue
                 self.send_ages()
-                return 1 if self.failed_jobs else 3 if self.failed_checks else 0
+                code = 1 if self.failed_jobs else 3 if self.failed_checks else 0
+                if self.json_lines:
+                    sys.stdout.write(json.dumps({"event": "done", "failed_jobs": self.failed_jobs,
+                                                 "failed_checks": self.failed_checks, "exit_code": code}) + "\n")
+                return code
             if self.once and self.queue:
                 self.tick()
             self.ticker.run_pending()

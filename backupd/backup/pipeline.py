@@ -18,6 +18,7 @@ from backupd.backup.sections import write_sections
 from backupd.backup.uploader import Uploader
 from backupd.config import Config, Settings
 from backupd.errors import BackupFailed, UsageError
+from backupd.mysql.replication import choose_server
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog, commit_manifest
 from backupd.repo.codec import PartCompressor, Sealer
@@ -86,6 +87,7 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
     ``backups`` (the shard's committed backups; default: read from its stores) is where an
     incremental finds its base full.
     """
+    shard = choose_server(shard)  # backup_from = "replica": the replica it reads, or a refusal
     shard_id, stores = shard.id, shard.stores
     if kind == "incremental":
         backups = backups if backups is not None else Catalog(stores).backups(shard_id)
@@ -131,6 +133,7 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
             reference=result.reference, stores=statuses,
             tool_versions={"backupd": __version__, **result.tool_versions},
             incremental=result.incremental, physical=result.physical, sections=sections,
+            taken_from=result.taken_from,
             encryption=sealing.record if sealing is not None else None)
         if before_commit is not None:
             before_commit()

@@ -102,7 +102,7 @@ class _Loader:
             raise self.fail("stores", "at least one store must be configured")
         shard_defaults = self.defaults(raw, "shard_defaults", ShardConfig)
         target_defaults = self.defaults(raw, "target_defaults", TargetConfig)
-        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", body,
+        shards = {sid: self.endpoint(ShardConfig, f"shards.{sid}", self.primary(f"shards.{sid}", body),
                                      inherited=self.inherit(shard_defaults, body, sid))
                   for sid, body in self.table(raw, "shards").items()}
         targets = {name: self.endpoint(TargetConfig, f"targets.{name}", body,
@@ -157,6 +157,19 @@ class _Loader:
             return cls.model_validate(body)
         except ValidationError as exc:
             raise self.translate(exc, key, inherited or {}) from None
+
+    def primary(self, key: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``primary = {host, port}`` (or ``{socket}``) is the shard's own host/port/socket."""
+        primary = body.pop("primary", None)
+        if primary is None:
+            return body
+        if not isinstance(primary, dict) or set(primary) - {"host", "port", "socket"}:
+            raise self.fail(f"{key}.primary", "expected {host, port} or {socket}")
+        both = {"host", "port", "socket"} & set(body)
+        if both:
+            raise self.fail(f"{key}.{sorted(both)[0]}", "give the primary's endpoint once: in primary = {...} or here")
+        body.update(primary)
+        return body
 
     def defaults(self, raw: dict[str, Any], section: str, cls: type[EndpointConfig]) -> dict[str, Any]:
         """``[shard_defaults]`` or ``[target_defaults]``: keys every shard (target) takes unless it
@@ -273,6 +286,16 @@ class _Loader:
 
     def shard_extras(self, key: str, shard: ShardConfig) -> ShardConfig:
         """Physical-backup and replication keys of a shard: checked, paths made absolute."""
+        if shard.backup_from == "replica":
+            if not shard.replicas:
+                raise self.fail(f"{key}.replicas", 'missing required key (backup_from = "replica" backs up from '
+                                "the first healthy one of them)")
+            if shard.is_physical:
+                raise self.fail(f"{key}.backup_from", 'physical backups from a replica are not supported yet '
+                                '(backupd would have to run on the replica\'s host): use method = "mysqldump"')
+        if any(r.socket for r in shard.replicas):
+            shard = shard.model_copy(update={"replicas": [r.model_copy(update={"socket": self.absolute(r.socket)})
+                                                          if r.socket else r for r in shard.replicas]})
         if shard.is_physical and not shard.datadir:
             raise self.fail(f"{key}.datadir", f"missing required key (method = {shard.method!r} "
                             "copies the server's datadir, so backups run on its host)")

@@ -63,8 +63,25 @@ class EndpointConfig(_Section):
         return f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
 
 
+class ReplicaEndpoint(_Section):
+    """A replica of a shard's primary that backups may be taken from (the shard's account)."""
+
+    host: str = "127.0.0.1"
+    port: Port = 3306
+    socket: str | None = None
+
+    def describe(self) -> str:
+        return f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
+
+
 class ShardConfig(EndpointConfig):
-    """One shard's primary (the server backups are taken from)."""
+    """One shard: its primary (``host``/``port``/``socket``, or ``primary = {host, port}``) and
+    where backups are taken from: the primary, or (``backup_from = "replica"``) the first of
+    ``replicas`` whose replication runs and lags at most ``max_lag`` (else the primary with
+    ``fallback_to_primary``, else the backup is refused; ``lag_policy = "warn"`` takes it anyway,
+    saying so). ``heartbeat_table`` ("db.table", a ``ts`` column the primary updates every
+    second, as pt-heartbeat does): where a replica's data time is read; without it, from the
+    replication lag the replica reports."""
 
     databases: list[str] | None = None
     # "physical" picks mariabackup or xtrabackup from the server's vendor at backup time.
@@ -79,6 +96,18 @@ class ShardConfig(EndpointConfig):
     replication_user: str | None = None
     replication_password_env: str | None = None
     binlogs: bool | None = None  # archive this shard's binlogs (None: [binlogs] enabled decides)
+    backup_from: Literal["primary", "replica"] = "primary"
+    replicas: list[ReplicaEndpoint] = []
+    fallback_to_primary: bool = False
+    max_lag: Duration = Field(default=300.0, gt=0)
+    lag_policy: Literal["refuse", "warn"] = "refuse"
+    heartbeat_table: Annotated[str, Field(pattern=r"^[A-Za-z0-9_$]+\.[A-Za-z0-9_$]+$")] | None = None
+
+    def on(self, replica: ReplicaEndpoint) -> ShardConfig:
+        """This shard's account on ``replica`` (the same user and password)."""
+        copy = self.model_copy(update={"host": replica.host, "port": replica.port, "socket": replica.socket})
+        copy._password = self._password
+        return copy
 
     @property
     def is_physical(self) -> bool:

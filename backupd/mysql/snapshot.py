@@ -23,7 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,8 @@ from backupd.mysql.connection import connect, major_minor, query, server_info, u
 from backupd.mysql.dump import DumpProcess, client_version, common_args, coordinate_args
 from backupd.mysql.options import option_file
 from backupd.mysql.reference import TableInfo, compute_reference
-from backupd.repo.model import Coordinates, Reference, ServerInfo, utc_now
+from backupd.mysql.replication import replica_snapshot
+from backupd.repo.model import Coordinates, Reference, ServerInfo, TakenFrom, utc_now
 from backupd.repo.repository import Shard
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,24 @@ def open_reference_snapshot(conn: pymysql.connections.Connection, server: Server
 
 @dataclass(frozen=True)
 class SnapshotInfo:
-    """Where the coordinated snapshots sit, as seen while commits were blocked."""
+    """Where the coordinated snapshots sit, as seen while commits were blocked.
+
+    ``coordinates`` are the server's own (what every snapshot and dump is checked against);
+    ``recorded`` what the backup records: the same, or on a replica the primary's file and
+    position it had applied (``backupd.mysql.replication``). ``snapshot_at`` is the time of the
+    data: backupd's clock on a primary, minus the replica's lag on a replica; the server times
+    are shifted back alike, so windows computed from them cover the data's time."""
 
     coordinates: Coordinates
-    snapshot_at: datetime        # backupd's clock (UTC)
+    snapshot_at: datetime        # UTC
     server_utc: datetime         # the server's UTC_TIMESTAMP(6), naive
     server_local: datetime       # the server's NOW(6) in its default time zone, naive
+    primary: Coordinates | None = None  # on a replica: the primary's coordinates applied
+    taken_from: TakenFrom | None = None   # on a replica: which, and where the data time comes from
+
+    @property
+    def recorded(self) -> Coordinates:
+        return self.primary or self.coordinates
 
 
 class SnapshotSession:
@@ -195,6 +208,8 @@ class SnapshotSession:
             seen = [open_reference_snapshot(conn, self.server, label=self.label) for conn in self.snapshots]
             now_utc, now_local = query(self.snapshots[0], "SELECT UTC_TIMESTAMP(6), NOW(6)", label=self.label)[0]
             info = SnapshotInfo(seen[0], utc_now(), now_utc, now_local)
+            if self.shard.from_replica:
+                info = self._on_replica(info)
             dumps = [self.start_dump(args) for args in build(info)]
             for dump in dumps:
                 dump.read_header()
@@ -210,6 +225,21 @@ class SnapshotSession:
         for dump in dumps:
             dump.check_coordinates(info.coordinates)
         return info, dumps
+
+    def _on_replica(self, info: SnapshotInfo) -> SnapshotInfo:
+        """The snapshot as taken on a replica: the primary's coordinates, the data's time."""
+        seen = replica_snapshot(self.control, self.snapshots[0], self.config, now=info.snapshot_at,
+                                label=f"{self.label} {self.shard.from_replica}")
+        primary = Coordinates(binlog_file=seen.primary_file, binlog_pos=seen.primary_pos,
+                              gtid=info.coordinates.gtid)
+        log.info("%s: snapshot on %s: the primary's %s:%d, data %.1fs old (from the %s)", self.label,
+                 self.shard.from_replica, seen.primary_file, seen.primary_pos, seen.lag.total_seconds(),
+                 seen.data_time_from)
+        assert self.shard.from_replica is not None
+        return replace(info, snapshot_at=info.snapshot_at - seen.lag, server_utc=info.server_utc - seen.lag,
+                       server_local=info.server_local - seen.lag, primary=primary,
+                       taken_from=TakenFrom(replica=self.shard.from_replica, data_time_from=seen.data_time_from,
+                                            lag_seconds=round(seen.lag.total_seconds(), 3)))
 
     def start_dump(self, args: list[str]) -> DumpProcess:
         """Start one mysqldump run, killed (if still running) when the session closes."""

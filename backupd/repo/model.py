@@ -27,7 +27,8 @@ from backupd.repo.sealed import content_digest, parse_json, seal, unseal
 # versions are still read.
 FORMAT_VERSION = 5
 ENCRYPTED_FORMAT_VERSION = 6
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION})
+REPLICA_FORMAT_VERSION = 7  # 7 added ``taken_from``: a backup read on a replica
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, REPLICA_FORMAT_VERSION})
 SEALED_FROM_VERSION = 5
 
 # The digest algorithms of format 4 (see backupd.mysql.reference): a reference using one of them
@@ -208,6 +209,16 @@ class Encryption(_Record):
     key_check: str = Field(pattern=r"^[0-9a-f]{32}$")
 
 
+class TakenFrom(_Record):
+    """A backup read on a replica: which one, and where its ``snapshot_at`` (the data's time, not
+    the backup's) comes from: the heartbeat table, or the lag the replica reported. Its
+    coordinates are the primary's."""
+
+    replica: str
+    data_time_from: Literal["heartbeat", "replication lag"]
+    lag_seconds: float = Field(ge=0)
+
+
 class StoreStatus(_Record):
     state: StoreState
     error: str | None = None
@@ -239,6 +250,7 @@ class Manifest(_Record):
     physical: Physical | None = None  # physical backups (full or incremental): their LSNs
     sections: list[Section] | None = None  # table-addressed logical backups (format 4)
     encryption: Encryption | None = None  # encrypted backups (format 6)
+    taken_from: TakenFrom | None = None  # backups read on a replica (format 7)
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Manifest:
@@ -262,7 +274,9 @@ class Manifest(_Record):
     @property
     def written_format_version(self) -> int:
         """The format a new manifest is written in: every new manifest is sealed (format 5), an
-        encrypted one is format 6."""
+        encrypted one is format 6, one read on a replica format 7."""
+        if self.taken_from is not None:
+            return REPLICA_FORMAT_VERSION
         return ENCRYPTED_FORMAT_VERSION if self.encryption is not None else FORMAT_VERSION
 
     @property
@@ -286,7 +300,7 @@ class Manifest(_Record):
         """Serialize for storage: sealed (``content_sha256``), stable key order, UTC timestamps,
         keys a backup does not use (``physical``, ``sections``, ``encryption``, a part's ``md5``)
         left out."""
-        absent = {name for name in ("physical", "sections", "encryption") if getattr(self, name) is None}
+        absent = {name for name in ("physical", "sections", "encryption", "taken_from") if getattr(self, name) is None}
         document = self.model_dump(mode="json", exclude=absent or None)
         document["format_version"] = self.written_format_version
         for table in document["reference"]["tables"]:
@@ -357,6 +371,7 @@ class Manifest(_Record):
             "from_lsn": self.physical.from_lsn if self.physical else None,
             "to_lsn": self.physical.to_lsn if self.physical else None,
             "encrypted": self.is_encrypted,
+            "taken_from": self.taken_from.replica if self.taken_from else None,
         }
 
 

@@ -35,6 +35,7 @@ class Shard:
     config: ShardConfig
     stores: list[Store]
     lock_stores: list[Store]
+    from_replica: str | None = None  # a backup of it reads this replica (``config`` is its endpoint)
 
     @property
     def label(self) -> str:

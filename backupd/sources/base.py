@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from backupd.repo.model import Coordinates, Incremental, Physical, Reference, ServerInfo
+from backupd.repo.model import Coordinates, Incremental, Physical, Reference, ServerInfo, TakenFrom
 from backupd.sources.dump_sections import Event
 
 
@@ -25,6 +25,7 @@ class SourceResult:
     tool_versions: dict[str, str] = field(default_factory=dict)
     incremental: Incremental | None = None  # the window and table modes of an incremental
     physical: Physical | None = None  # the LSNs of a physical backup
+    taken_from: TakenFrom | None = None  # read on a replica
 
 
 class SourceStream(Protocol):

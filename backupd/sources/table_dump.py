@@ -184,6 +184,7 @@ class SectionedDump:
         for dump in self.dumps:
             dump.check_trailer_gtid(self.info.coordinates)
         return SourceResult(method=TableDumpSource.method, databases=self.databases,
-                            snapshot_at=self.info.snapshot_at, coordinates=self.info.coordinates,
+                            snapshot_at=self.info.snapshot_at, coordinates=self.info.recorded,
+                            taken_from=self.info.taken_from,
                             server=self.session.server, reference=reference,
                             tool_versions=self.session.tool_versions)

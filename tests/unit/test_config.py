@@ -372,3 +372,39 @@ def test_a_sixteen_shard_fleet_is_sixteen_short_blocks_and_errors_name_their_ori
         ": shard_defaults.databses: unknown key")
     assert _error(write, FLEET.replace('read_from = ["local"]', 'read_from = ["nowhere"]')).endswith(
         ": targets.us-west.read_from: no store named 'nowhere' (configured stores: local)")
+
+
+def test_a_shard_backed_up_from_replicas_names_its_bad_keys(write):
+    replica = GOOD.replace('[shards.7]\nhost = "127.0.0.1"\nport = 3307\n',
+                           '[shards.7]\nprimary = {host = "10.0.0.7", port = 3307}\nbackup_from = "replica"\n'
+                           'replicas = [{host = "10.0.1.7"}, {socket = "run/replica.sock"}]\n'
+                           'max_lag = "2m"\nheartbeat_table = "hb.heartbeat"\n')
+    shard = load_config(write(replica)).shard("7")
+    assert (shard.host, shard.port, shard.max_lag, shard.lag_policy) == ("10.0.0.7", 3307, 120.0, "refuse")
+    assert shard.replicas[0].describe() == "10.0.1.7:3306" and shard.replicas[1].socket.endswith("run/replica.sock")
+    on = shard.on(shard.replicas[0])
+    assert (on.host, on.user, on.password.reveal()) == ("10.0.1.7", "backup", "s3cret")
+    assert _error(write, replica.replace('replicas = [{host = "10.0.1.7"}, {socket = "run/replica.sock"}]\n', "")
+                  ).endswith(": shards.7.replicas: missing required key (backup_from = \"replica\" backs up from "
+                             "the first healthy one of them)")
+    assert ": shards.7.backup_from: physical backups from a replica are not supported yet" in \
+        _error(write, replica.replace('max_lag = "2m"', 'max_lag = "2m"\nmethod = "physical"\ndatadir = "d"'))
+    assert _error(write, replica.replace('primary = {host = "10.0.0.7", port = 3307}',
+                                         'primary = {host = "10.0.0.7"}\nport = 1')).endswith(
+        ": shards.7.port: give the primary's endpoint once: in primary = {...} or here")
+    assert ": shards.7.heartbeat_table: string should match pattern" in \
+        _error(write, replica.replace('"hb.heartbeat"', '"heartbeat"'))
+
+
+def test_a_replicas_status_says_why_it_is_unfit():
+    from backupd.mysql.replication import ReplicaStatus
+
+    healthy = ReplicaStatus(io_running=True, sql_running=True, lag=3.0, primary_file="bin.000004",
+                            primary_pos=1234, error=None)
+    assert healthy.problem(300) is None
+    assert healthy.problem(2) == "it lags 3s behind the primary (max_lag 2s)"
+    stopped = ReplicaStatus(io_running=True, sql_running=False, lag=None, primary_file="bin.000004",
+                            primary_pos=1234, error="Duplicate entry '7' for key 'PRIMARY'")
+    assert stopped.problem(300) == "replication is stopped (SQL thread: Duplicate entry '7' for key 'PRIMARY')"
+    assert ReplicaStatus(io_running=False, sql_running=True, lag=None, primary_file=None, primary_pos=None,
+                         error=None).problem(300) == "replication is stopped (IO thread)"

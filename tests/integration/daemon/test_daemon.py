@@ -88,9 +88,14 @@ def parts(store: Path) -> list[str]:
 def test_run_once_takes_what_the_catalog_says_is_due(tmp_path, fleet):
     # the cadence changes between runs instead of racing a short interval against a busy machine
     config = daemon_config(tmp_path, fleet, schedule={"full_every": "1h", "incremental_every": "1h"})
-    first = run("backupd", "--config", str(config), "run", "--once")
+    first = run("backupd", "--config", str(config), "run", "--once", "--json")
     assert first.code == 0, first.stderr
     assert sorted((e["shard"], e["kind"]) for e in listing(config)) == [("1", "full"), ("2", "full")]
+    events = [json.loads(line) for line in first.stdout.splitlines()]  # one object per finished job
+    assert sorted((e["shard"], e["result"], e["kind"]) for e in events if e["event"] == "backup") == \
+        [("1", "committed", "full"), ("2", "committed", "full")]
+    assert all(e["ok"] for e in events if e["event"] == "audit")
+    assert events[-1] == {"event": "done", "failed_jobs": 0, "failed_checks": 0, "exit_code": 0}
     again = run("backupd", "--config", str(config), "run", "--once")
     assert again.code == 0 and "nothing is due" in again.stderr
     assert len(listing(config)) == 2

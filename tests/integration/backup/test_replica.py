@@ -1,0 +1,153 @@
+"""Backups taken on a replica, as our users' fleet is run: a primary under a writer, a replica
+replicating it over real TCP (GTID), a heartbeat written on the primary each 0.2 s (as
+pt-heartbeat does).
+
+* a full and an incremental from the replica record the primary's coordinates (its file and
+  position hold exactly the snapshot's GTIDs on the primary) and the data's time; restored,
+  then attached with ``--replica-of 1`` to the primary, the copy catches up and equals it; a
+  point-in-time restore from the primary's binlog archive equals the primary too;
+* a replica whose replication is stopped is refused, naming why; with ``fallback_to_primary``
+  the primary is backed up, said so; a replica whose SQL thread stopped a few seconds ago
+  (``lag_policy = "warn"``) gives a backup whose ``snapshot_at`` is in the past by that lag.
+
+Every command must finish within ``run``'s 300 s timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.integration.support import Archiver, application_writes, run, wait_archived, write_config
+from tests.testbed import seed_shard, table_fingerprint
+from tests.testbed.config import endpoint
+
+pytestmark = pytest.mark.integration
+
+REPL_ENV = {"BACKUPD_TEST_REPL_PW": "repl-secret"}
+
+
+def wait_replica(primary, replica, timeout: float = 60) -> None:
+    position = primary.query("SELECT @@gtid_binlog_pos")[0][0]
+    assert replica.query("SELECT MASTER_GTID_WAIT(%s, %s)", (position, timeout))[0][0] == 0
+
+
+@pytest.fixture
+def fleet(mariadb_factory, tmp_path) -> Iterator[tuple]:
+    primary, replica, target = (mariadb_factory(n) for n in ("primary", "replica", "target"))
+    primary.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'repl-secret'")
+    primary.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+    primary.execute("CREATE DATABASE hb")
+    primary.execute("CREATE TABLE hb.heartbeat (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)")
+    primary.execute("INSERT INTO hb.heartbeat VALUES (1, UTC_TIMESTAMP(6))")
+    seed_shard(primary, 1, 6, target_bytes=192 * 1024)
+    replica.execute("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl', "
+                    "MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos", (primary.port,))
+    replica.execute("START SLAVE")
+    wait_replica(primary, replica)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(0.2):
+            primary.execute("UPDATE hb.heartbeat SET ts = UTC_TIMESTAMP(6) WHERE id = 1")
+
+    beating = threading.Thread(target=heartbeat, daemon=True)
+    beating.start()
+    shard = endpoint(primary, databases=["app"], backup_from="replica", replicas=[{"socket": str(replica.socket)}],
+                     heartbeat_table="hb.heartbeat", replication_user="repl",
+                     replication_password_env="BACKUPD_TEST_REPL_PW")
+    config = write_config(tmp_path / "c.toml", shards={"1": shard},
+                          targets={"dr": {"socket": str(target.socket), "user": "root", "read_from": ["local"]}})
+    try:
+        yield config, primary, replica, target
+    finally:
+        stop.set()
+        beating.join()
+
+
+def backup_json(config: Path, *args: str) -> dict:
+    result = run("backupd", "--config", str(config), "backup", "--shard", "1", "--json", *args)
+    assert result.code == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def manifest(config: Path, backup_id: str) -> dict:
+    return json.loads((config.parent / "store" / "1" / backup_id / "manifest.json").read_text())
+
+
+def test_backups_from_the_replica_record_the_primarys_coordinates_and_restore_to_it(fleet):
+    config, primary, replica, target = fleet
+    config.write_text(config.read_text() + "\n[binlogs]\nflush_every = \"1s\"\nmax_lag = \"30s\"\n")
+    archiver = Archiver(config, "1", config.parent / "archiver.log")  # it reads the primary
+    try:
+        with application_writes(primary, first_id=700000, deletes=True):
+            time.sleep(1)
+            full = manifest(config, backup_json(config, "--kind", "full")["id"])
+            time.sleep(1)
+            incremental = manifest(config, backup_json(config, "--kind", "incremental")["id"])
+        wait_replica(primary, replica)
+        wait_archived(config, "1", primary)
+    finally:
+        archiver.stop()
+    for taken in (full, incremental):
+        assert taken["format_version"] == 7 and taken["taken_from"]["replica"] == f"replica socket {replica.socket}"
+        assert taken["taken_from"]["data_time_from"] == "heartbeat" and taken["taken_from"]["lag_seconds"] < 30
+        coordinates = taken["coordinates"]
+        # the primary's own file and position: its GTID state there is the snapshot's
+        at = primary.query("SELECT BINLOG_GTID_POS(%s, %s)", (coordinates["binlog_file"], coordinates["binlog_pos"]))
+        assert at[0][0] == coordinates["gtid"], (coordinates, at)
+        started = datetime.fromisoformat(taken["started_at"].replace("Z", "+00:00"))
+        snapshot = datetime.fromisoformat(taken["snapshot_at"].replace("Z", "+00:00"))
+        assert abs((started - snapshot).total_seconds()) < 30
+
+    expected = table_fingerprint(primary, "app")
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--json")  # + the archive
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["replay"]["transactions"] > 0
+    assert table_fingerprint(target, "app") == expected
+
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--to-backup", "--force",
+                 "--replica-of", "1", "--json", env=REPL_ENV)
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["chain"] == [full["id"], incremental["id"]]
+    wait_replica(primary, target)
+    assert table_fingerprint(target, "app") == expected
+
+
+def test_a_stopped_replica_is_refused_the_fallback_says_so_and_a_lagging_one_is_dated_by_its_lag(fleet):
+    config, primary, replica, _ = fleet
+    replica.execute("STOP SLAVE")
+    result = run("backupd", "--config", str(config), "backup", "--shard", "1")
+    assert result.code == 1
+    assert f"shard 1: no replica to back up from: replica socket {replica.socket}: replication is stopped" \
+        in result.stderr, result.stderr
+    assert "fallback_to_primary" in result.stderr
+
+    fallback = config.with_name("fallback.toml")
+    fallback.write_text(config.read_text().replace('backup_from = "replica"',
+                                                   'backup_from = "replica"\nfallback_to_primary = true'))
+    result = run("backupd", "--config", str(fallback), "backup", "--shard", "1", "--json")
+    assert result.code == 0, result.stderr
+    assert "backing up from the primary" in result.stderr and "replication is stopped" in result.stderr
+    assert "taken_from" not in manifest(config, json.loads(result.stdout)["id"])
+
+    replica.execute("START SLAVE")
+    wait_replica(primary, replica)
+    replica.execute("STOP SLAVE SQL_THREAD")  # a fake lag: the primary goes on, the replica does not apply
+    primary.execute("UPDATE app.bucket_0001 SET data = JSON_SET(data, '$.late', 1) ORDER BY id LIMIT 3")
+    time.sleep(4)
+    warned = config.with_name("warn.toml")
+    warned.write_text(config.read_text().replace('backup_from = "replica"', 'backup_from = "replica"\n'
+                                                 'lag_policy = "warn"'))
+    result = run("backupd", "--config", str(warned), "backup", "--shard", "1", "--json")
+    assert result.code == 0 and "lag_policy = \"warn\"" in result.stderr, result.stderr
+    lagging = manifest(config, json.loads(result.stdout)["id"])
+    started = datetime.fromisoformat(lagging["started_at"].replace("Z", "+00:00"))
+    snapshot = datetime.fromisoformat(lagging["snapshot_at"].replace("Z", "+00:00"))
+    assert lagging["taken_from"]["lag_seconds"] >= 3.5 and (started - snapshot).total_seconds() >= 3.5
