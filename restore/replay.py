@@ -30,6 +30,7 @@ events do not show.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import time
 from contextlib import ExitStack
@@ -290,12 +291,22 @@ class _FilePipeline:
         self.binlog.stdout.close()  # the client holds it now
 
     def write(self, data: bytes) -> None:
-        self.binlog.write(data)
+        try:
+            self.binlog.write(data)
+        except RestoreFailed:
+            self._blame_the_client()
+            raise
 
     def finish(self) -> None:
         self.binlog.close_stdin()
+        self._blame_the_client()
         self.binlog.check()
         self.client.check()
+
+    def _blame_the_client(self) -> None:
+        """mysqlbinlog killed by SIGPIPE means the client stopped reading: its error is the cause."""
+        if self.binlog.wait() == -signal.SIGPIPE:
+            self.client.check()
 
 
 def replay(settings: Settings, target: Target, plan: ReplayPlan,

@@ -47,9 +47,16 @@ def fleet(mariadb_factory, tmp_path) -> Iterator[tuple]:
     primary.execute("CREATE TABLE hb.heartbeat (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)")
     primary.execute("INSERT INTO hb.heartbeat VALUES (1, UTC_TIMESTAMP(6))")
     seed_shard(primary, 1, 6, target_bytes=192 * 1024)
-    replica.execute("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl', "
-                    "MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos", (primary.port,))
-    replica.execute("START SLAVE")
+    # the replica is built as our users rebuild one: a backup of the primary restored --replica-of it
+    bootstrap = write_config(tmp_path / "bootstrap.toml", store_dir=tmp_path / "bootstrap-store",
+                             shards={"1": endpoint(primary, databases=["app", "hb"], replication_user="repl",
+                                                   replication_password_env="BACKUPD_TEST_REPL_PW")},
+                             targets={"replica": {"socket": str(replica.socket), "user": "root",
+                                                  "read_from": ["local"]}})
+    assert run("backupd", "--config", str(bootstrap), "backup", "--shard", "1").code == 0
+    built = run("restore", "--config", str(bootstrap), "--shard", "1", "--target", "replica", "--replica-of", "1",
+                env=REPL_ENV)
+    assert built.code == 0, built.stderr
     wait_replica(primary, replica)
     stop = threading.Event()
 
@@ -59,7 +66,7 @@ def fleet(mariadb_factory, tmp_path) -> Iterator[tuple]:
 
     beating = threading.Thread(target=heartbeat, daemon=True)
     beating.start()
-    shard = endpoint(primary, databases=["app"], backup_from="replica", replicas=[{"socket": str(replica.socket)}],
+    shard = endpoint(primary, databases=["app", "hb"], backup_from="replica", replicas=[{"socket": str(replica.socket)}],
                      heartbeat_table="hb.heartbeat", replication_user="repl",
                      replication_password_env="BACKUPD_TEST_REPL_PW")
     config = write_config(tmp_path / "c.toml", shards={"1": shard},
