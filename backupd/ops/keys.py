@@ -130,8 +130,8 @@ def rewrap(repo: Repository, shard_id: str | None, *, add: list[Recipient], remo
         for item in items:
             key = _open(item, identities) if _missing(current[item.object_key], add) else None
             for store, copy in current[item.object_key].items():
-                if key is None and not _missing({store: copy}, add):
-                    continue
+                if not _missing({store: copy}, add):
+                    continue  # this copy has them all already (a rewrap run again)
                 assert key is not None
                 fresh = KeyObject.wrap(key, add, scope=copy.scope, shard=copy.shard, owner=copy.owner)
                 entries = {w.key_id: w for w in copy.recipients} | {w.key_id: w for w in fresh.recipients}
