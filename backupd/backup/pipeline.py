@@ -22,7 +22,7 @@ from backupd.mysql.replication import choose_server
 from backupd.progress import Progress
 from backupd.repo.catalog import Catalog, commit_manifest
 from backupd.repo.codec import PartCompressor, Sealer
-from backupd.repo.encryption import CHUNK_SIZE, CIPHER, DataKey, StreamEncryptor
+from backupd.repo.encryption import DataKey, StreamEncryptor
 from backupd.repo.keys import KeyObject, recipients_of
 from backupd.repo.layout import new_backup_id, part_key
 from backupd.repo.model import BackupKind, Codec, Encryption, Manifest, Section, StoreStatus, utc_now
@@ -176,8 +176,7 @@ class _Sealing:
     def new(cls, config: Config, shard: str, backup_id: str) -> _Sealing:
         key = DataKey.generate()
         wrapped = KeyObject.wrap(key, recipients_of(config.encryption), scope="backup", shard=shard, owner=backup_id)
-        record = Encryption(cipher=CIPHER, chunk_size=CHUNK_SIZE, key_check=key.check)
-        return cls(shard, backup_id, key, wrapped, record)
+        return cls(shard, backup_id, key, wrapped, Encryption.of(key))
 
     def delete_key_object(self, stores: list[Store]) -> None:
         """Best effort: the key object of a backup that did not commit to ``stores``."""

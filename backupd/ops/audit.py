@@ -319,13 +319,11 @@ class _ShardAudit:
         if problem is not None:
             return problem
         if record.encryption is not None:
-            opener = self.opener(lambda keys: keys.segment_opener([record]), f"binlog run {record.key_run}")
-            if opener is None:
-                return None
-            try:
-                data = opener(part, data)
-            except CorruptPart as exc:
-                return exc.message
+            opened = self.decrypted(part, data, lambda keys: keys.segment_opener([record]),
+                                    f"binlog run {record.key_run}")
+            if not isinstance(opened, bytes):
+                return opened
+            data = opened
         try:
             raw = zstandard.ZstdDecompressor().decompress(data)
             events = sum(1 for _ in read_events(raw))
@@ -334,6 +332,18 @@ class _ShardAudit:
         if len(raw) != record.raw_size:
             return f"{len(raw)} bytes decoded, the record says {record.raw_size}"
         return None if events else "holds no event"
+
+    def decrypted(self, part: PartRecord, data: bytes, make: Callable[[KeyRing], Opener | None], what: str,
+                  **where: str | None) -> bytes | str | None:
+        """An encrypted copy's zstd frame; or what is wrong with it (str); or None when no key
+        opens it (its content goes unchecked, counted)."""
+        opener = self.opener(make, what, **where)
+        if opener is None:
+            return None
+        try:
+            return opener(part, data)
+        except CorruptPart as exc:
+            return exc.message
 
     def opener(self, make: Callable[[KeyRing], Opener | None], what: str, **where: str | None) -> Opener | None:
         """How the deep audit opens encrypted content (None: no key configured, or it cannot
@@ -552,13 +562,11 @@ class _ShardAudit:
         if problem is not None:
             return problem
         if manifest.encryption is not None:
-            opener = self.opener(lambda keys: keys.opener(manifest), f"backup {manifest.id}", backup=manifest.id)
-            if opener is None:
-                return None
-            try:
-                data = opener(part, data)
-            except CorruptPart as exc:
-                return exc.message
+            opened = self.decrypted(part, data, lambda keys: keys.opener(manifest), f"backup {manifest.id}",
+                                    backup=manifest.id)
+            if not isinstance(opened, bytes):
+                return opened
+            data = opened
         try:
             for _ in decode_part(data):
                 pass

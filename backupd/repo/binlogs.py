@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from backupd.errors import CatalogError, NoBackupFound, StoreError
-from backupd.repo.encryption import CHUNK_SIZE, CIPHER, DataKey, encrypt
+from backupd.repo.encryption import DataKey, encrypt
 from backupd.repo.layout import binlog_prefix, format_id_time, parse_segment_key, segment_key
 from backupd.repo.model import Encryption, PartRecord
 from backupd.repo.sealed import parse_json, seal, unseal
@@ -113,8 +113,7 @@ class SegmentSealing:
     @classmethod
     def new(cls, moment: datetime) -> SegmentSealing:
         key = DataKey.generate()
-        return cls(f"{format_id_time(moment)}-{secrets.token_hex(3)}", key,
-                   Encryption(cipher=CIPHER, chunk_size=CHUNK_SIZE, key_check=key.check))
+        return cls(f"{format_id_time(moment)}-{secrets.token_hex(3)}", key, Encryption.of(key))
 
     def seal(self, object_key: str, data: bytes) -> bytes:
         """A segment's compressed bytes, encrypted; its object key is the associated data."""

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backupd.errors import CatalogError, UnsupportedFormat
+from backupd.repo.encryption import CHUNK_SIZE, CIPHER, DataKey
 from backupd.repo.sealed import content_digest, parse_json, seal, unseal
 
 # 2 added incrementals (``incremental``) and per-table schema fingerprints; 3 added physical
@@ -207,6 +208,11 @@ class Encryption(_Record):
     cipher: Literal["xchacha20poly1305-secretstream"]
     chunk_size: int = Field(ge=1024)
     key_check: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+    @classmethod
+    def of(cls, key: DataKey) -> Encryption:
+        """The record of what new objects sealed with ``key`` are (this backupd's framing)."""
+        return cls(cipher=CIPHER, chunk_size=CHUNK_SIZE, key_check=key.check)
 
 
 class TakenFrom(_Record):
