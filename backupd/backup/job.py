@@ -88,4 +88,5 @@ def _locked_job(repo: Repository, shard: Shard, kind: BackupKind, lock: ShardLoc
         log.info("%s: %s due: %s", shard.label, job.kind, job.reason)
         kind = job.kind
     report = run_backup(repo.config, shard, kind, clock=clock, before_commit=lock.check, backups=backups)
-    return JobResult(shard.id, kind, "committed", report=report)
+    # the kind taken (an incremental may have become a full: encryption changed, another server)
+    return JobResult(shard.id, report.manifest.kind, "committed", report=report)

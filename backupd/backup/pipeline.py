@@ -76,6 +76,11 @@ def make_source(config: Config, shard: Shard, kind: BackupKind,
     raise UsageError(f"{shard.label}: unknown backup kind '{kind}' (full or incremental)")
 
 
+def _read_on(manifest: Manifest) -> str | None:
+    """The replica a backup was read on (None: the primary)."""
+    return manifest.taken_from.replica if manifest.taken_from is not None else None
+
+
 def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
                clock: Callable[[], datetime] = utc_now,
                before_commit: Callable[[], None] | None = None,
@@ -95,6 +100,11 @@ def run_backup(config: Config, shard: Shard, kind: BackupKind = "full", *,
         if base.is_encrypted != config.encryption.enabled:  # a chain never mixes plain and encrypted
             log.warning("shard %s: encryption was turned %s since the base full %s: taking a full instead of an "
                         "incremental", shard_id, "on" if config.encryption.enabled else "off", base.id)
+            kind = "full"
+        elif base.is_physical and _read_on(base) != shard.from_replica:  # LSNs are one server's own
+            log.warning("shard %s: the base full %s was copied on %s, this backup reads %s: taking a full instead "
+                        "of a physical incremental", shard_id, base.id, _read_on(base) or "the primary",
+                        shard.from_replica or "the primary")
             kind = "full"
     source, parent_id = make_source(config, shard, kind,
                                     lambda: backups if backups is not None else Catalog(stores).backups(shard_id))

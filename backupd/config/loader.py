@@ -291,12 +291,19 @@ class _Loader:
                 raise self.fail(f"{key}.replicas", 'missing required key (backup_from = "replica" backs up from '
                                 "the first healthy one of them)")
             if shard.is_physical:
-                raise self.fail(f"{key}.backup_from", 'physical backups from a replica are not supported yet '
-                                '(backupd would have to run on the replica\'s host): use method = "mysqldump"')
-        if any(r.socket for r in shard.replicas):
-            shard = shard.model_copy(update={"replicas": [r.model_copy(update={"socket": self.absolute(r.socket)})
-                                                          if r.socket else r for r in shard.replicas]})
-        if shard.is_physical and not shard.datadir:
+                for n, replica in enumerate(shard.replicas):
+                    if not replica.datadir:
+                        raise self.fail(f"{key}.replicas[{n}].datadir", f"missing required key (method = "
+                                        f"{shard.method!r} copies the replica's datadir, so backups run on its host)")
+            if shard.safe_slave_backup and not shard.heartbeat_table:
+                raise self.fail(f"{key}.safe_slave_backup", "needs heartbeat_table: the backup tool stops the "
+                                "replica's SQL thread, so its lag cannot be read at the snapshot")
+        shard = shard.model_copy(update={"replicas": [
+            r.model_copy(update={"socket": self.absolute(r.socket) if r.socket else None,
+                                 "datadir": self.absolute(r.datadir) if r.datadir else None})
+            for r in shard.replicas]})
+        primary_backups = shard.backup_from == "primary" or shard.fallback_to_primary
+        if shard.is_physical and primary_backups and not shard.datadir:
             raise self.fail(f"{key}.datadir", f"missing required key (method = {shard.method!r} "
                             "copies the server's datadir, so backups run on its host)")
         if shard.datadir:

@@ -64,11 +64,13 @@ class EndpointConfig(_Section):
 
 
 class ReplicaEndpoint(_Section):
-    """A replica of a shard's primary that backups may be taken from (the shard's account)."""
+    """A replica of a shard's primary that backups may be taken from (the shard's account).
+    ``datadir``: the replica's datadir, for physical backups (backupd runs on its host)."""
 
     host: str = "127.0.0.1"
     port: Port = 3306
     socket: str | None = None
+    datadir: str | None = None
 
     def describe(self) -> str:
         return f"socket {self.socket}" if self.socket else f"{self.host}:{self.port}"
@@ -102,10 +104,15 @@ class ShardConfig(EndpointConfig):
     max_lag: Duration = Field(default=300.0, gt=0)
     lag_policy: Literal["refuse", "warn"] = "refuse"
     heartbeat_table: Annotated[str, Field(pattern=r"^[A-Za-z0-9_$]+\.[A-Za-z0-9_$]+$")] | None = None
+    # physical backups on a replica: mariabackup/xtrabackup --safe-slave-backup (stops the SQL
+    # thread until no replicated temporary table is open; for statement-based replication).
+    # Without it, a replica with open replicated temporary tables at the snapshot is refused.
+    safe_slave_backup: bool = False
 
     def on(self, replica: ReplicaEndpoint) -> ShardConfig:
-        """This shard's account on ``replica`` (the same user and password)."""
-        copy = self.model_copy(update={"host": replica.host, "port": replica.port, "socket": replica.socket})
+        """This shard's account on ``replica`` (the same user and password; its datadir)."""
+        copy = self.model_copy(update={"host": replica.host, "port": replica.port, "socket": replica.socket,
+                                       "datadir": replica.datadir})
         copy._password = self._password
         return copy
 

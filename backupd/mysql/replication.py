@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pymysql
 
 from backupd.config import ShardConfig
 from backupd.errors import BackupFailed, ServerError
 from backupd.mysql.connection import connect, query
+from backupd.repo.model import Coordinates, TakenFrom
 from backupd.repo.repository import Shard
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class ReplicaStatus:
     lag: float | None               # Seconds_Behind_Master (None: unknown, a thread stopped)
     primary_file: str | None        # Relay_Master_Log_File: the primary's binlog applied up to...
     primary_pos: int | None         # ... Exec_Master_Log_Pos
+    primary_server_id: int | None   # Master_Server_Id
     error: str | None
 
     @classmethod
@@ -66,6 +68,7 @@ class ReplicaStatus:
         return cls(io_running=row.get("Slave_IO_Running") == "Yes", sql_running=row.get("Slave_SQL_Running") == "Yes",
                    lag=float(lag) if lag is not None else None, primary_file=row.get("Relay_Master_Log_File") or None,
                    primary_pos=int(row["Exec_Master_Log_Pos"]) if row.get("Exec_Master_Log_Pos") is not None else None,
+                   primary_server_id=int(row["Master_Server_Id"]) if row.get("Master_Server_Id") else None,
                    error=error)
 
     def problem(self, max_lag: float) -> str | None:
@@ -120,8 +123,23 @@ class ReplicaSnapshot:
 
     primary_file: str
     primary_pos: int
+    primary_server_id: int | None
     lag: timedelta
-    data_time_from: str  # "heartbeat" or "replication lag"
+    data_time_from: Literal["heartbeat", "replication lag"]
+
+    def primary(self, own: Coordinates) -> Coordinates:
+        """What the backup records: the primary's file and position, and the GTID position of the
+        replica's snapshot (``own``; with ``log_slave_updates`` it holds the primary's GTIDs)."""
+        return Coordinates(binlog_file=self.primary_file, binlog_pos=self.primary_pos, gtid=own.gtid,
+                           server_id=self.primary_server_id)
+
+    def taken_from(self, replica: str) -> TakenFrom:
+        return TakenFrom(replica=replica, data_time_from=self.data_time_from,
+                         lag_seconds=round(self.lag.total_seconds(), 3))
+
+    def describe(self) -> str:
+        return (f"the primary's {self.primary_file}:{self.primary_pos}, data {self.lag.total_seconds():.1f}s old "
+                f"(from the {self.data_time_from})")
 
 
 def replica_snapshot(control: pymysql.connections.Connection, snapshot: pymysql.connections.Connection,
@@ -140,8 +158,10 @@ def replica_snapshot(control: pymysql.connections.Connection, snapshot: pymysql.
             raise ReplicaUnfit(f"{label}: heartbeat table {config.heartbeat_table} is empty")
         stamp = beat if isinstance(beat, datetime) else datetime.fromisoformat(str(beat))
         stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
-        return ReplicaSnapshot(status.primary_file, status.primary_pos, max(timedelta(0), now - stamp), "heartbeat")
+        return ReplicaSnapshot(status.primary_file, status.primary_pos, status.primary_server_id,
+                               max(timedelta(0), now - stamp), "heartbeat")
     if status.lag is None:
         raise ReplicaUnfit(f"{label}: {status.problem(config.max_lag)}: without a heartbeat_table the age of its "
                            "data cannot be known", hint="start replication, or configure heartbeat_table")
-    return ReplicaSnapshot(status.primary_file, status.primary_pos, timedelta(seconds=status.lag), "replication lag")
+    return ReplicaSnapshot(status.primary_file, status.primary_pos, status.primary_server_id,
+                           timedelta(seconds=status.lag), "replication lag")

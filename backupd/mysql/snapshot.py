@@ -99,14 +99,16 @@ def open_reference_snapshot(conn: pymysql.connections.Connection, server: Server
         if not file or pos is None:
             raise SourceError(f"{label}: binary logging is off; backupd needs log_bin to record "
                               "the snapshot's coordinates", hint="enable log_bin on the shard")
-        gtid = query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, int(pos)), label=label)[0][0]
-        return Coordinates(binlog_file=file, binlog_pos=int(pos), gtid=gtid or None)
+        gtid, server_id = query(conn, "SELECT BINLOG_GTID_POS(%s, %s), @@server_id", (file, int(pos)),
+                                label=label)[0]
+        return Coordinates(binlog_file=file, binlog_pos=int(pos), gtid=gtid or None, server_id=int(server_id))
     rows = query(conn, "SHOW MASTER STATUS", label=label)
     if not rows:
         raise SourceError(f"{label}: binary logging is off; backupd needs log_bin to record "
                           "the snapshot's coordinates", hint="enable log_bin on the shard")
-    gtid = query(conn, "SELECT @@GLOBAL.gtid_executed", label=label)[0][0]
-    return Coordinates(binlog_file=rows[0][0], binlog_pos=int(rows[0][1]), gtid=gtid or None)
+    gtid, server_id = query(conn, "SELECT @@GLOBAL.gtid_executed, @@server_id", label=label)[0]
+    return Coordinates(binlog_file=rows[0][0], binlog_pos=int(rows[0][1]), gtid=gtid or None,
+                       server_id=int(server_id))
 
 
 @dataclass(frozen=True)
@@ -230,16 +232,11 @@ class SnapshotSession:
         """The snapshot as taken on a replica: the primary's coordinates, the data's time."""
         seen = replica_snapshot(self.control, self.snapshots[0], self.config, now=info.snapshot_at,
                                 label=f"{self.label} {self.shard.from_replica}")
-        primary = Coordinates(binlog_file=seen.primary_file, binlog_pos=seen.primary_pos,
-                              gtid=info.coordinates.gtid)
-        log.info("%s: snapshot on %s: the primary's %s:%d, data %.1fs old (from the %s)", self.label,
-                 self.shard.from_replica, seen.primary_file, seen.primary_pos, seen.lag.total_seconds(),
-                 seen.data_time_from)
         assert self.shard.from_replica is not None
+        log.info("%s: snapshot on %s: %s", self.label, self.shard.from_replica, seen.describe())
         return replace(info, snapshot_at=info.snapshot_at - seen.lag, server_utc=info.server_utc - seen.lag,
-                       server_local=info.server_local - seen.lag, primary=primary,
-                       taken_from=TakenFrom(replica=self.shard.from_replica, data_time_from=seen.data_time_from,
-                                            lag_seconds=round(seen.lag.total_seconds(), 3)))
+                       server_local=info.server_local - seen.lag, primary=seen.primary(info.coordinates),
+                       taken_from=seen.taken_from(self.shard.from_replica))
 
     def start_dump(self, args: list[str]) -> DumpProcess:
         """Start one mysqldump run, killed (if still running) when the session closes."""

@@ -29,7 +29,9 @@ from backupd.repo.sealed import content_digest, parse_json, seal, unseal
 FORMAT_VERSION = 5
 ENCRYPTED_FORMAT_VERSION = 6
 REPLICA_FORMAT_VERSION = 7  # 7 added ``taken_from``: a backup read on a replica
-SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, REPLICA_FORMAT_VERSION})
+SERVER_ID_FORMAT_VERSION = 8  # 8 added ``coordinates.server_id``: whose binary log the coordinates are in
+SUPPORTED_FORMAT_VERSIONS = frozenset({1, 2, 3, 4, FORMAT_VERSION, ENCRYPTED_FORMAT_VERSION, REPLICA_FORMAT_VERSION,
+                                       SERVER_ID_FORMAT_VERSION})
 SEALED_FROM_VERSION = 5
 
 # The digest algorithms of format 4 (see backupd.mysql.reference): a reference using one of them
@@ -101,6 +103,10 @@ class Coordinates(_Record):
     binlog_file: str | None = None
     binlog_pos: int | None = None
     gtid: str | None = None
+    # the @@server_id of the server whose binary log ``binlog_file``/``binlog_pos`` point into
+    # (format 8; a replica's backup records its primary's): a binlog archive streamed from
+    # another server is replayed from the GTID position instead (``restore.replay``)
+    server_id: int | None = None
 
 
 class ServerInfo(_Record):
@@ -280,7 +286,10 @@ class Manifest(_Record):
     @property
     def written_format_version(self) -> int:
         """The format a new manifest is written in: every new manifest is sealed (format 5), an
-        encrypted one is format 6, one read on a replica format 7."""
+        encrypted one is format 6, one read on a replica format 7, one whose coordinates name their
+        server format 8."""
+        if self.coordinates.server_id is not None:
+            return SERVER_ID_FORMAT_VERSION
         if self.taken_from is not None:
             return REPLICA_FORMAT_VERSION
         return ENCRYPTED_FORMAT_VERSION if self.encryption is not None else FORMAT_VERSION
@@ -312,6 +321,8 @@ class Manifest(_Record):
         for table in document["reference"]["tables"]:
             if table.get("column_digests") is None:
                 table.pop("column_digests", None)
+        if document["coordinates"].get("server_id") is None:
+            document["coordinates"].pop("server_id", None)
         for part in document["parts"]:
             if part.get("md5") is None:
                 part.pop("md5", None)

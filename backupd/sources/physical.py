@@ -37,6 +37,7 @@ from backupd.errors import SourceError
 from backupd.mysql.connection import query
 from backupd.mysql.options import option_file
 from backupd.mysql.physical_tools import COMPLETED, PhysicalTool, physical_tool, tool_version
+from backupd.mysql.replication import ReplicaSnapshot, ReplicaUnfit, replica_snapshot
 from backupd.mysql.snapshot import SnapshotSession, open_reference_snapshot
 from backupd.mysql.tools import ToolProcess
 from backupd.repo.model import Coordinates, Manifest, Physical, utc_now
@@ -101,7 +102,9 @@ def check_datadir(shard: Shard, server_datadir: str | None) -> Path:
     """The shard's datadir, checked to be reachable and readable from this host."""
     assert shard.config.datadir is not None
     path = Path(shard.config.datadir)
-    where = f"{shard.label}: datadir {path} (shards.{shard.id}.datadir)"
+    key = f"shards.{shard.id}.replicas[].datadir of {shard.from_replica}" if shard.from_replica else \
+        f"shards.{shard.id}.datadir"
+    where = f"{shard.label}: datadir {path} ({key})"
     hint = (f"physical backups (method = {shard.config.method!r}) copy the server's files, so they run "
             "on the database host; run backupd there, or use method = \"mysqldump\"")
     if not path.is_dir():
@@ -148,6 +151,10 @@ class PhysicalSource:
             if self.base is not None:
                 assert self.base.physical is not None
                 args.append(f"--incremental-lsn={self.base.physical.to_lsn}")
+            if self.shard.from_replica:  # the primary's coordinates, in the tool's files too
+                args.append("--slave-info")
+                if self.shard.config.safe_slave_backup:
+                    args.append("--safe-slave-backup")
             pin = SnapshotPin(session, label)
             process = stack.enter_context(ToolProcess(
                 label, tool.name, args, error=SourceError, work_dir=self.settings.work_dir,
@@ -169,6 +176,7 @@ class SnapshotPin:
         self.label = label
         self.process: ToolProcess | None = None
         self.coordinates: list[Coordinates] = []
+        self.replica: ReplicaSnapshot | None = None  # on a replica: the primary's coordinates, the data's age
         self.snapshot_at = utc_now()
         self.error: BaseException | None = None
         self._done = False
@@ -186,6 +194,8 @@ class SnapshotPin:
             self.snapshot_at = utc_now()
             self.coordinates = [open_reference_snapshot(conn, self.session.server, label=self.label)
                                 for conn in self.session.snapshots]
+            if self.session.shard.from_replica:
+                self.replica = self._on_replica()
         except BaseException as exc:  # reported by the stream's result()
             self.error = exc
         finally:
@@ -194,6 +204,24 @@ class SnapshotPin:
             except ProcessLookupError:
                 pass
         log.debug("%s: reference snapshots opened while commits were blocked", self.label)
+
+    def _on_replica(self) -> ReplicaSnapshot:
+        """Read with the tool stopped and commits blocked: the primary's coordinates the replica
+        has applied, its data's age, and no replicated temporary table open (a copy with one
+        would break the restored replica's replication at the next statement using it)."""
+        shard = self.session.shard
+        where = f"{self.label} {shard.from_replica}"
+        seen = replica_snapshot(self.session.control, self.session.snapshots[0], shard.config,
+                                now=self.snapshot_at, label=where)
+        if not shard.config.safe_slave_backup:
+            rows = query(self.session.control, "SHOW GLOBAL STATUS LIKE 'Slave_open_temp_tables'", label=where)
+            open_temp = int(rows[0][1]) if rows else 0
+            if open_temp:
+                raise ReplicaUnfit(f"{where}: {open_temp} replicated temporary table(s) open at the snapshot",
+                                   hint=f"set shards.{shard.id}.safe_slave_backup = true (statement-based "
+                                        "replication), or retry")
+        log.info("%s: snapshot on %s: %s", self.label, shard.from_replica, seen.describe())
+        return seen
 
 
 class PhysicalStream:
@@ -243,9 +271,19 @@ class PhysicalStream:
         coordinates = Coordinates(binlog_file=info.coordinates.binlog_file,
                                   binlog_pos=info.coordinates.binlog_pos,
                                   gtid=info.coordinates.gtid if info.coordinates.gtid is not None
-                                  else self.pin.coordinates[0].gtid)
+                                  else self.pin.coordinates[0].gtid,
+                                  server_id=self.pin.coordinates[0].server_id)
+        snapshot_at, taken_from = self.pin.snapshot_at, None
+        replica = self.pin.replica
+        if replica is not None:
+            coordinates = replica.primary(coordinates)
+            snapshot_at -= replica.lag
+            assert self.source.shard.from_replica is not None
+            taken_from = replica.taken_from(self.source.shard.from_replica)
         return SourceResult(
-            method=self.tool.name, databases=self.databases, snapshot_at=self.pin.snapshot_at,
+            method=self.tool.name, databases=self.databases, snapshot_at=snapshot_at,
             coordinates=coordinates, server=self.session.server, reference=reference,
             tool_versions={self.tool.name: info.tool_version or self.version},
-            physical=Physical(tool=self.tool.name, from_lsn=info.from_lsn, to_lsn=info.to_lsn))
+            physical=Physical(tool=self.tool.name, from_lsn=info.from_lsn, to_lsn=info.to_lsn),
+            taken_from=taken_from)
+

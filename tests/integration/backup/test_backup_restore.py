@@ -54,7 +54,7 @@ def test_full_backup_and_verified_restore_equal_the_source(config, source, targe
     assert entry["gtid"] is not None and entry["binlog_file"]
 
     manifest = json.loads((tmp_path / "store" / "3" / backup_id / "manifest.json").read_text())
-    assert manifest["format_version"] == 5 and len(manifest["content_sha256"]) == 64  # sealed
+    assert manifest["format_version"] == 8 and len(manifest["content_sha256"]) == 64  # sealed
     assert not any("md5" in p for p in manifest["parts"])  # a local store reports no MD5 to compare with
     assert manifest["reference"]["digest_algorithm"] == "crc32-crc32c-sum64-exact"
     floats = next(t for t in manifest["reference"]["tables"] if t["table"] == "floats")

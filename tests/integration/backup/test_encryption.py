@@ -138,7 +138,7 @@ def test_two_clouds_hold_only_ciphertext_and_only_a_recipient_restores(request, 
             assert MARKER.encode() not in data, f"{name}:{key} holds the marker in clear"
         assert f"1/{full}/key.json" in found and any("/keys/" in k for k in found)
     manifest = json.loads(stored["s3"][f"1/{full}/manifest.json"])
-    assert manifest["format_version"] == 6 and manifest["encryption"]["cipher"] == "xchacha20poly1305-secretstream"
+    assert manifest["format_version"] == 8 and manifest["encryption"]["cipher"] == "xchacha20poly1305-secretstream"
 
     refused = restore(host)
     assert refused.code == 2, refused.stderr

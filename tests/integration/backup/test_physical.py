@@ -70,7 +70,7 @@ def test_physical_full_and_incremental_under_writes_restore_as_replica(mariadb_f
         assert entries[full_id]["kind"] == "full" and entries[incremental_id]["parent_id"] == full_id
         assert entries[incremental_id]["from_lsn"] == entries[full_id]["to_lsn"] > 0
         manifest = json.loads((tmp_path / "store" / "1" / incremental_id / "manifest.json").read_text())
-        assert manifest["format_version"] == 5 and manifest["method"] == "mariabackup"  # sealed
+        assert manifest["format_version"] == 8 and manifest["method"] == "mariabackup"  # sealed
         assert manifest["coordinates"]["binlog_file"] and manifest["coordinates"]["gtid"]
         assert manifest["tool_versions"]["mariabackup"] and manifest["server"]["version"].startswith("10.")
 

@@ -26,7 +26,7 @@ import pytest
 
 from tests.integration.support import Archiver, application_writes, run, wait_archived, write_config
 from tests.testbed import seed_shard, table_fingerprint
-from tests.testbed.config import endpoint
+from tests.testbed.config import endpoint, physical_target
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_backups_from_the_replica_record_the_primarys_coordinates_and_restore_to
     finally:
         archiver.stop()
     for taken in (full, incremental):
-        assert taken["format_version"] == 7 and taken["taken_from"]["replica"] == f"replica socket {replica.socket}"
+        assert taken["format_version"] == 8 and taken["taken_from"]["replica"] == f"replica socket {replica.socket}"
         assert taken["taken_from"]["data_time_from"] == "heartbeat" and taken["taken_from"]["lag_seconds"] < 30
         coordinates = taken["coordinates"]
         # the primary's own file and position: its GTID state there is the snapshot's
@@ -158,3 +158,57 @@ def test_a_stopped_replica_is_refused_the_fallback_says_so_and_a_lagging_one_is_
     started = datetime.fromisoformat(lagging["started_at"].replace("Z", "+00:00"))
     snapshot = datetime.fromisoformat(lagging["snapshot_at"].replace("Z", "+00:00"))
     assert lagging["taken_from"]["lag_seconds"] >= 3.5 and (started - snapshot).total_seconds() >= 3.5
+
+
+def test_a_physical_backup_on_the_replica_records_the_primarys_coordinates_and_rebuilds_a_replica(
+        fleet, mariadb_factory, tmp_path):
+    """mariabackup --slave-info runs against the replica's datadir under a writer on the primary;
+    the copy, restored physically and attached with ``--replica-of 1``, catches up to the
+    primary and equals it. A replica config without its datadir is refused at load, naming the
+    key; ``safe_slave_backup`` without a heartbeat table is refused too."""
+    config, primary, replica, _ = fleet
+    rebuilt = mariadb_factory("rebuilt")
+    text = config.read_text().replace('backup_from = "replica"', 'backup_from = "replica"\nmethod = "mariabackup"')
+    missing = config.with_name("nodatadir.toml")
+    missing.write_text(text)
+    result = run("backupd", "--config", str(missing), "backup", "--shard", "1")
+    assert result.code == 2 and "shards.1.replicas[0].datadir: missing required key" in result.stderr, result.stderr
+    physical = write_config(tmp_path / "physical.toml", store_dir=tmp_path / "store", shards={"1": endpoint(
+        primary, databases=["app", "hb"], backup_from="replica", method="mariabackup",
+        replicas=[{"socket": str(replica.socket), "datadir": str(replica.datadir)}], heartbeat_table="hb.heartbeat",
+        replication_user="repl", replication_password_env="BACKUPD_TEST_REPL_PW")},
+        targets={"dr": physical_target(rebuilt, read_from=["local"], restore_dir=tmp_path / "scratch")})
+    unsafe = physical.with_name("unsafe.toml")
+    unsafe.write_text(physical.read_text().replace('heartbeat_table = "hb.heartbeat"', "safe_slave_backup = true"))
+    result = run("backupd", "--config", str(unsafe), "backup", "--shard", "1")
+    assert result.code == 2 and "shards.1.safe_slave_backup: needs heartbeat_table" in result.stderr, result.stderr
+
+    with application_writes(primary, first_id=800000, deletes=True) as rounds:
+        time.sleep(1)
+        taken = manifest(physical, backup_json(physical, "--kind", "full")["id"])
+        time.sleep(1)
+        incremental = manifest(physical, backup_json(physical, "--kind", "incremental")["id"])
+        assert rounds[0] > 0
+    assert incremental["kind"] == "incremental" and incremental["parent_id"] == taken["id"]
+    assert taken["method"] == "mariabackup" and taken["taken_from"]["replica"] == f"replica socket {replica.socket}"
+    coordinates = taken["coordinates"]
+    assert coordinates["server_id"] == primary.query("SELECT @@server_id")[0][0]
+    at = primary.query("SELECT BINLOG_GTID_POS(%s, %s)", (coordinates["binlog_file"], coordinates["binlog_pos"]))
+    assert at[0][0] == coordinates["gtid"], (coordinates, at)
+
+    result = run("restore", "--config", str(physical), "--shard", "1", "--target", "dr", "--replica-of", "1",
+                 "--json", env=REPL_ENV)
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["chain"] == [taken["id"], incremental["id"]]
+    wait_replica(primary, rebuilt)
+    assert table_fingerprint(rebuilt, "app") == table_fingerprint(primary, "app")
+
+    # LSNs are one server's own: with the replica stopped, the fallback to the primary takes a full
+    replica.execute("STOP SLAVE")
+    fallback = physical.with_name("fallback.toml")
+    fallback.write_text(physical.read_text().replace('backup_from = "replica"', 'backup_from = "replica"\n'
+                                                     f'fallback_to_primary = true\ndatadir = "{primary.datadir}"'))
+    result = run("backupd", "--config", str(fallback), "backup", "--shard", "1", "--kind", "incremental", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["kind"] == "full" and "instead of a physical incremental" in result.stderr, \
+        result.stdout + result.stderr
