@@ -88,6 +88,10 @@ class ReplayPlan:
     start: tuple[str, int]
     records: list[SegmentRecord]
     point: PointInTime
+    # the archive holds another server's binlog (a replica's, or the primary's for a backup read
+    # on a replica): ``start`` is where the backup's GTID position ends in it, and the
+    # transactions this position holds are skipped there, by GTID
+    skip_gtids: str | None = None
 
     @property
     def raw_bytes(self) -> int:
@@ -101,6 +105,7 @@ class ReplayReport:
     point: PointInTime
     start: tuple[str, int]
     end: tuple[str, int]                # the file and position after the last replayed event
+    by_gtid: bool = False               # ``start``/``end`` are in another server's binlog than the backup's
     transactions: int = 0
     segments: int = 0
     raw_bytes: int = 0
@@ -117,6 +122,8 @@ class ReplayReport:
     def coordinates(self, before: Coordinates) -> Coordinates:
         """The binlog coordinates the target is at after the replay (``--replica-of`` starts there)."""
         gtid = gtid_position(before.gtid, self.last_gtids.values()) if self.last_gtids else before.gtid
+        if self.by_gtid:  # the archive's file and position are another server's: only the GTIDs say where
+            return Coordinates(gtid=gtid)
         return Coordinates(binlog_file=self.end[0], binlog_pos=self.end[1], gtid=gtid)
 
     def to_json(self) -> dict[str, object]:
@@ -146,10 +153,13 @@ def plan_replay(target: Target, shard_id: str, manifest: Manifest, point: PointI
                         "not %s", shard_id, manifest.id, _iso(manifest.snapshot_at), _iso(point.until))
         return None
     coordinates = manifest.coordinates
-    if not coordinates.binlog_file or coordinates.binlog_pos is None:
-        raise NoBackupFound(f"shard {shard_id}: backup {manifest.id} recorded no binlog coordinates: its binlogs "
-                            "cannot be replayed", hint="restore --to-backup")
-    start = (coordinates.binlog_file, coordinates.binlog_pos)
+    mapped = archive.needs_gtid_mapping(coordinates.server_id)
+    start = archive.start_of(coordinates, what=f"shard {shard_id}: backup {manifest.id}")
+    if mapped:
+        log.info("shard %s: the binlog archive holds server_id %s's binlog, backup %s recorded server_id %s's "
+                 "coordinates: replaying from its GTID position %s (%s:%d in the archive)", shard_id,
+                 ",".join(map(str, sorted(archive.server_ids))), manifest.id, coordinates.server_id,
+                 coordinates.gtid, *start)
     end = archive.end
     if end is not None and start >= end and point.gtid is None:  # nothing archived after the backup
         archived = archive.archived_until
@@ -163,7 +173,7 @@ def plan_replay(target: Target, shard_id: str, manifest: Manifest, point: PointI
                  shard_id, manifest.id)
         return None
     records = archive.replay_path(*start, until=point.until, gtid=point.gtid)
-    return ReplayPlan(shard_id, manifest, start, records, point)
+    return ReplayPlan(shard_id, manifest, start, records, point, skip_gtids=coordinates.gtid if mapped else None)
 
 
 def _iso(moment: datetime | None) -> str:
@@ -210,6 +220,7 @@ class _Selector:
         self.point = plan.point
         self.report = report
         self.stopped = False
+        self.skip_held: str | None = None  # a GTID position whose transactions the current record skips
 
     def select(self, record: SegmentRecord, raw: bytes, *, first_in_file: bool) -> list[bytes]:
         try:
@@ -226,7 +237,8 @@ class _Selector:
         cut = (self.point.until is not None and record.last_event_at is not None
                and record.last_event_at > self.point.until) or \
               (self.point.gtid is not None and record.holds_gtid(self.point.gtid))
-        if skip_to is None and not cut:
+        self.skip_held = self.plan.skip_gtids if (record.file, record.start_pos) == self.plan.start else None
+        if skip_to is None and not cut and self.skip_held is None:
             out.append(raw[body_start:])
             self._took(record.transactions, record.last_gtids, record.last_event_at, (record.file, record.end_pos))
             return out
@@ -245,6 +257,9 @@ class _Selector:
                 group = reader.feed(event)
                 if group is None:
                     continue
+                if self.skip_held is not None and (group.gtid is None or holds_gtid(self.skip_held, group.gtid)):
+                    continue  # the restored backup holds it already (a plan matched by GTID)
+                self.skip_held = None
                 if group.gtid is not None and self.point.until is not None and group.committed_at > self.point.until:
                     self.stopped = True
                     return out
@@ -315,7 +330,7 @@ def replay(settings: Settings, target: Target, plan: ReplayPlan,
     (``(db, table)`` in the backup to ``(db, table)`` on the target), only those tables'
     changes. Raises ``CorruptPart`` (a segment has no good copy: nothing after it is applied),
     ``RestoreFailed`` (a tool failed), ``TableReplayRefused`` or ``ReplayNotProven``."""
-    report = ReplayReport(plan.point, plan.start, plan.start)
+    report = ReplayReport(plan.point, plan.start, plan.start, by_gtid=plan.skip_gtids is not None)
     selector = _Selector(plan, report)
     row_filter = RowEventFilter(tables) if tables is not None else None
     log_bin = row_filter is None or target.config.write_binlog

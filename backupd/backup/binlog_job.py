@@ -35,16 +35,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pymysql
 
 from backupd.backup.lease import Owner, ShardLease, ShardLock
-from backupd.config import Config
+from backupd.config import Config, EndpointConfig
 from backupd.errors import ServerError, SourceError, StoreError
 from backupd.mysql.binlog_events import HEARTBEAT_EVENT
 from backupd.mysql.binlog_stream import BinlogGone, BinlogStream, StreamEvent, replica_server_id
 from backupd.mysql.connection import connect, query
+from backupd.mysql.replication import choose_binlog_source, replica_lag
 from backupd.repo.binlogs import (
     FIRST_EVENT_POS,
     BinlogArchive,
@@ -52,11 +53,12 @@ from backupd.repo.binlogs import (
     SegmentRecord,
     SegmentSealing,
     commit_segment,
+    gtid_position,
     position_key,
 )
 from backupd.repo.catalog import Catalog
 from backupd.repo.keys import KeyObject, recipients_of
-from backupd.repo.model import utc_now
+from backupd.repo.model import Coordinates, utc_now
 from backupd.repo.repository import Shard
 from backupd.sources.binlog import Segment, SegmentBuilder, StreamOutOfStep
 from backupd.stores.base import Payload, Store
@@ -114,6 +116,23 @@ class BinlogArchiver:
         self._key_object = KeyObject.wrap(self.sealing.key, recipients_of(config.encryption), scope="binlogs",
                                           shard=shard.id, owner=self.sealing.run) if self.sealing else None
         self._key_in: set[str] = set()
+        self.source: EndpointConfig = shard.config  # the server streamed (``choose_binlog_source``)
+        self.source_name: str | None = None        # a replica's description, or None (the primary)
+        self.server_id: int | None = None
+
+    @property
+    def _where(self) -> str:
+        return self.source_name or f"the primary {self.shard.config.describe()}"
+
+    def _connect(self) -> pymysql.connections.Connection:
+        return connect(self.source, label=f"{self.shard.label} {self._where}")
+
+    def _server_id(self) -> int:
+        conn = self._connect()
+        try:
+            return int(query(conn, "SELECT @@server_id", label=self.shard.label)[0][0])
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> ArchiverStats:
@@ -123,13 +142,21 @@ class BinlogArchiver:
         self.lock.acquire()
         try:
             with self.lock.renewing():
+                self.source, self.source_name = choose_binlog_source(self.shard)
+                self.server_id = self._server_id()
                 archive = BinlogArchive(self.shard.stores, self.shard.id).load()
+                if archive.server_ids and archive.server_ids != {self.server_id}:
+                    raise SourceError(f"{self.shard.label}: the binlog archive holds the binlog of server_id "
+                                      f"{','.join(map(str, sorted(archive.server_ids)))}, and {self._where} is "
+                                      f"server_id {self.server_id}: an archive follows one server's binlog",
+                                      hint=f"set shards.{self.shard.id}.binlogs_from back to the server the archive "
+                                           "was started on")
                 self._clean(archive)
                 start = archive.end or self._resume_point()
                 self.stats.started_from = start
                 self.stats.last_event_at = archive.newest.last_event_at if archive.newest else None
-                log.info("%s: archiving binlogs from %s:%d into %s", self.shard.label, start[0], start[1],
-                         ", ".join(s.name for s in self.shard.stores))
+                log.info("%s: archiving binlogs of %s from %s:%d into %s", self.shard.label, self._where, start[0],
+                         start[1], ", ".join(s.name for s in self.shard.stores))
                 self._archive_from(start)
         finally:
             self.lock.release()
@@ -140,7 +167,7 @@ class BinlogArchiver:
         builder = self._builder(start)
         wait = 1.0
         while not self.stop.is_set():
-            stream = BinlogStream(self.shard.config, label=self.shard.label,
+            stream = BinlogStream(self.source, label=f"{self.shard.label} {self._where}",
                                   server_id=replica_server_id(f"{self.shard.id}"), heartbeat=settings.heartbeat,
                                   read_timeout=max(10.0, settings.heartbeat * 10))
             try:
@@ -175,7 +202,7 @@ class BinlogArchiver:
     def _builder(self, start: tuple[str, int]) -> SegmentBuilder:
         return SegmentBuilder(self.shard.id, start[0], start[1], flush_every=self.settings.flush_every,
                               segment_size=self.settings.segment_size, level=self.settings.compression_level,
-                              clock=self.clock, sealing=self.sealing)
+                              clock=self.clock, sealing=self.sealing, server_id=self.server_id)
 
     def _take(self, builder: SegmentBuilder, item: StreamEvent) -> None:
         self._commit_all(builder.feed(item))
@@ -236,10 +263,30 @@ class BinlogArchiver:
         (recorded at most every ``flush_every``)."""
         if time.monotonic() - self._last_position_write < self.settings.flush_every:
             return
+        caught_up_at = self.clock()
+        if self.source_name is not None:  # a replica has nothing newer than what it has applied
+            lag = self._replica_lag()
+            if lag is None:
+                self._last_position_write = time.monotonic()
+                return  # replication stopped: the archive is complete up to its last event only
+            caught_up_at -= timedelta(seconds=lag)
         self.stats.position = builder.position
-        self.stats.caught_up_at = self.clock()
+        self.stats.caught_up_at = max(caught_up_at, self.stats.caught_up_at) if self.stats.caught_up_at \
+            else caught_up_at
         self._write_position()
         self.on_progress(self.stats)
+
+    def _replica_lag(self) -> float | None:
+        try:
+            conn = self._connect()
+        except ServerError:
+            return None
+        try:
+            return replica_lag(conn, label=f"{self.shard.label} {self._where}")
+        except ServerError:
+            return None
+        finally:
+            conn.close()
 
     def _write_position(self) -> None:
         """Record where the archive ends, its newest event time and when it was last complete
@@ -310,10 +357,16 @@ class BinlogArchiver:
     def _resume_point(self) -> tuple[str, int]:
         """Where a shard with no archive starts (module docstring, 3)."""
         oldest = _oldest_backup_coordinates(Catalog(self.shard.stores), self.shard.id)
+        if oldest is not None and oldest.server_id is not None and oldest.server_id != self.server_id:
+            start = self._file_before(oldest)
+            log.info("%s: no binlog archive yet: starting at %s:%d, the binlog of %s holding the oldest backup's "
+                     "GTID position %s", self.shard.label, *start, self._where, oldest.gtid)
+            return start
         if oldest is not None:
+            assert oldest.binlog_file is not None and oldest.binlog_pos is not None
             log.info("%s: no binlog archive yet: starting at the oldest backup's coordinates", self.shard.label)
-            return oldest
-        conn = connect(self.shard.config, label=self.shard.label)
+            return oldest.binlog_file, oldest.binlog_pos
+        conn = self._connect()
         try:
             rows = query(conn, "SHOW MASTER STATUS", label=self.shard.label)
         finally:
@@ -326,10 +379,37 @@ class BinlogArchiver:
                     rows[0][1])
         return str(rows[0][0]), int(rows[0][1])
 
+    def _file_before(self, coordinates: Coordinates) -> tuple[str, int]:
+        """The start of the newest binlog file of the streamed server whose starting GTID state
+        the backup's GTID position holds (MariaDB ``BINLOG_GTID_POS``): archived from there, the
+        archive holds every transaction after the backup (a replay skips the ones before it by
+        GTID). The oldest file when none does (the log says what the archive lacks)."""
+        if not coordinates.gtid or ":" in coordinates.gtid:
+            raise SourceError(f"{self.shard.label}: the oldest backup recorded no MariaDB GTID position, and "
+                              f"{self._where} is another server than the one its coordinates are in: the archive "
+                              "cannot be started where the backup ends")
+        held = gtid_position(coordinates.gtid, what=f"{self.shard.label}: the oldest backup")
+        conn = self._connect()
+        try:
+            files = [str(row[0]) for row in query(conn, "SHOW BINARY LOGS", label=self.shard.label)]
+            for file in reversed(files):
+                state = query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, FIRST_EVENT_POS),
+                              label=self.shard.label)[0][0]
+                at_start = gtid_position(str(state or ""), what=f"{self.shard.label}: {file}")
+                if all(seq <= held.get(domain, 0) for domain, seq in at_start.items()):
+                    return file, FIRST_EVENT_POS
+        finally:
+            conn.close()
+        if not files:
+            raise SourceError(f"{self.shard.label}: {self._where} has no binary log to archive")
+        log.error("%s: BINLOG GAP: %s's oldest binlog %s starts after the oldest backup's GTID position %s: the "
+                  "transactions between cannot be replayed", self.shard.label, self._where, files[0], coordinates.gtid)
+        return files[0], FIRST_EVENT_POS
+
     def _after_purge(self, builder: SegmentBuilder, exc: BinlogGone) -> SegmentBuilder:
         """The server purged what the archive needs next: say so, and go on from its oldest binlog."""
         file, pos = builder.position
-        conn = connect(self.shard.config, label=self.shard.label)
+        conn = self._connect()
         try:
             files = [str(row[0]) for row in query(conn, "SHOW BINARY LOGS", label=self.shard.label)]
         finally:
@@ -345,10 +425,10 @@ class BinlogArchiver:
         return self._builder((later[0], FIRST_EVENT_POS))
 
 
-def _oldest_backup_coordinates(catalog: Catalog, shard_id: str) -> tuple[str, int] | None:
+def _oldest_backup_coordinates(catalog: Catalog, shard_id: str) -> Coordinates | None:
     """The binlog coordinates of the shard's oldest committed backup that recorded them."""
     for manifest in sorted(catalog.backups(shard_id), key=lambda m: m.snapshot_at):
         coordinates = manifest.coordinates
         if coordinates.binlog_file and coordinates.binlog_pos:
-            return coordinates.binlog_file, coordinates.binlog_pos
+            return coordinates
     return None

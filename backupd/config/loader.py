@@ -298,6 +298,9 @@ class _Loader:
             if shard.safe_slave_backup and not shard.heartbeat_table:
                 raise self.fail(f"{key}.safe_slave_backup", "needs heartbeat_table: the backup tool stops the "
                                 "replica's SQL thread, so its lag cannot be read at the snapshot")
+        if shard.binlogs_from == "replica" and not shard.replicas:
+            raise self.fail(f"{key}.replicas", 'missing required key (binlogs_from = "replica" archives the binlog '
+                            "of the first of them that has log_slave_updates)")
         shard = shard.model_copy(update={"replicas": [
             r.model_copy(update={"socket": self.absolute(r.socket) if r.socket else None,
                                  "datadir": self.absolute(r.datadir) if r.datadir else None})

@@ -108,6 +108,9 @@ class ShardConfig(EndpointConfig):
     # thread until no replicated temporary table is open; for statement-based replication).
     # Without it, a replica with open replicated temporary tables at the snapshot is refused.
     safe_slave_backup: bool = False
+    # the binlog archiver reads the primary, or the first of ``replicas`` that writes what it
+    # applies to its own binlog (log_slave_updates); the archive follows that one server
+    binlogs_from: Literal["primary", "replica"] = "primary"
 
     def on(self, replica: ReplicaEndpoint) -> ShardConfig:
         """This shard's account on ``replica`` (the same user and password; its datadir)."""

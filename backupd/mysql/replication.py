@@ -117,6 +117,56 @@ def choose_server(shard: Shard) -> Shard:
                        hint="fix replication, raise max_lag, or set fallback_to_primary = true")
 
 
+def choose_binlog_source(shard: Shard) -> tuple[ShardConfig, str | None]:
+    """The server whose binlog the shard's archiver reads, and (on a replica) its description:
+    the primary, or (``binlogs_from = "replica"``) the first of ``replicas`` that answers,
+    replicates, and writes what it applies to its own binlog (``log_bin`` and
+    ``log_slave_updates``: then its binlog holds the primary's transactions with their GTIDs
+    and commit times). None fit: the primary with ``fallback_to_primary``, else ``ReplicaUnfit``
+    naming each replica and why. Lag does not disqualify a replica here: the archive's
+    ``archived_until`` reports it (``replica_lag``)."""
+    config = shard.config
+    if config.binlogs_from != "replica":
+        return config, None
+    problems = []
+    for replica in config.replicas:
+        on_replica = config.on(replica)
+        where = f"replica {replica.describe()}"
+        label = f"{shard.label} {where}"
+        try:
+            conn = connect(on_replica, label=label)
+        except ServerError as exc:
+            problems.append(f"{where}: {exc.message}")
+            continue
+        try:
+            log_bin, slave_updates = query(conn, "SELECT @@log_bin, @@log_slave_updates", label=label)[0]
+            status = ReplicaStatus.read(conn, label=label)
+        finally:
+            conn.close()
+        if str(log_bin) not in ("1", "ON"):
+            problems.append(f"{where}: log_bin is off")
+        elif str(slave_updates) not in ("1", "ON"):
+            problems.append(f"{where}: log_slave_updates is off (its binlog lacks the primary's transactions)")
+        elif status is None:
+            problems.append(f"{where}: it replicates from nobody")
+        else:
+            return on_replica, where
+    if config.fallback_to_primary:
+        log.warning("%s: archiving the primary's binlog: no replica is fit (%s)", shard.label, "; ".join(problems))
+        return config, None
+    raise ReplicaUnfit(f"{shard.label}: no replica to archive binlogs from: {'; '.join(problems)}",
+                       hint="enable log_slave_updates on a replica, or set fallback_to_primary = true")
+
+
+def replica_lag(conn: pymysql.connections.Connection, *, label: str) -> float | None:
+    """How far the replica's applied data is behind its primary, in seconds (None: unknown,
+    replication stopped)."""
+    status = ReplicaStatus.read(conn, label=label)
+    if status is None or not status.sql_running or not status.io_running:
+        return None
+    return status.lag
+
+
 @dataclass(frozen=True)
 class ReplicaSnapshot:
     """The primary's coordinates applied at a replica's snapshot, and how old its data is."""

@@ -262,8 +262,13 @@ class _ShardAudit:
             return
         oldest = min((m for m in manifests if m.coordinates.binlog_file and m.coordinates.binlog_pos),
                      key=lambda m: m.snapshot_at, default=None)
-        since = (oldest.coordinates.binlog_file, oldest.coordinates.binlog_pos) if oldest and \
-            oldest.coordinates.binlog_file and oldest.coordinates.binlog_pos else None
+        since = None
+        if oldest is not None and archive.records:
+            try:  # in the archive's binlog (another server's: matched by GTID)
+                since = archive.start_of(oldest.coordinates, what=f"backup {oldest.id}")
+            except NoBackupFound as exc:
+                self.find("binlog-gap", exc.message, hint="a new full backup makes restores after it independent of "
+                          "the gap")
         for gap in archive.gaps(since=since):
             self.find("binlog-gap", f"the binlog archive has no binlog from {gap.describe()}: transactions there "
                       "cannot be replayed (a binlog purged by the server before it was archived, or a segment "

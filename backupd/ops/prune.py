@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backupd.config import Config
-from backupd.errors import ObjectNotFound, StoreError
+from backupd.errors import NoBackupFound, ObjectNotFound, StoreError
 from backupd.policy.retention import RetentionPolicy, Verdict, apply_retention
 from backupd.repo.binlogs import BinlogArchive
 from backupd.repo.keys import binlog_key_object_key
@@ -105,7 +105,12 @@ def _prune_segments(repo: Repository, shard: str, report: PruneReport, *, dry_ru
     stores = repo.stores(repo.config.shard_stores(shard))
     archive = BinlogArchive(stores, shard).load()
     report.problems += [f"shard {shard}: binlog archive: {problem}" for problem in archive.unreadable]
-    old = [r for r in archive.records if (r.file, r.end_pos) <= (oldest.binlog_file, oldest.binlog_pos)]
+    try:  # in the archive's binlog (another server's: matched by GTID)
+        start = archive.start_of(oldest, what=f"shard {shard}: the oldest kept backup")
+    except NoBackupFound as exc:
+        report.problems.append(f"{exc.message}: no binlog segment deleted")
+        return
+    old = [r for r in archive.records if (r.file, r.end_pos) <= start]
     if not old:
         return
     report.segments[shard] = len(old)

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from backupd.errors import CatalogError, NoBackupFound, StoreError
 from backupd.repo.encryption import DataKey, encrypt
 from backupd.repo.layout import binlog_prefix, format_id_time, parse_segment_key, segment_key
-from backupd.repo.model import Encryption, PartRecord
+from backupd.repo.model import Coordinates, Encryption, PartRecord
 from backupd.repo.sealed import parse_json, seal, unseal
 from backupd.stores.base import Payload, Store
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SEGMENT_FORMAT: Literal[2] = 2  # 2: sealed (``content_sha256``, backupd.repo.sealed); 1 is still read
 ENCRYPTED_SEGMENT_FORMAT: Literal[3] = 3  # 3: an encrypted segment (``key_run``, ``encryption``)
+SERVER_SEGMENT_FORMAT: Literal[4] = 4  # 4: ``server_id`` of the server streamed (encrypted or not)
 FIRST_EVENT_POS = 4  # a binlog file's events start after its magic number
 
 
@@ -44,7 +45,7 @@ class SegmentRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    format_version: Literal[1, 2, 3] = SEGMENT_FORMAT
+    format_version: Literal[1, 2, 3, 4] = SEGMENT_FORMAT
     shard: str
     file: str
     start_pos: int = Field(ge=FIRST_EVENT_POS)
@@ -64,6 +65,7 @@ class SegmentRecord(BaseModel):
     archived_at: datetime
     key_run: str | None = None  # encrypted: the archiver run whose data key (backupd.repo.keys) sealed it
     encryption: Encryption | None = None
+    server_id: int | None = None  # the @@server_id of the server whose binlog this is (format 4)
 
     @property
     def object_key(self) -> str:
@@ -86,9 +88,12 @@ class SegmentRecord(BaseModel):
 
     def to_json(self) -> bytes:
         encrypted = self.encryption is not None
-        document = self.model_dump(mode="json", exclude=None if encrypted else {"key_run", "encryption"})
-        return seal({**document, "format_version": ENCRYPTED_SEGMENT_FORMAT if encrypted else SEGMENT_FORMAT},
-                    indent=1)
+        absent = ({"key_run", "encryption"} if not encrypted else set()) | \
+            ({"server_id"} if self.server_id is None else set())
+        document = self.model_dump(mode="json", exclude=absent or None)
+        version = SERVER_SEGMENT_FORMAT if self.server_id is not None else \
+            ENCRYPTED_SEGMENT_FORMAT if encrypted else SEGMENT_FORMAT
+        return seal({**document, "format_version": version}, indent=1)
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str) -> SegmentRecord:
@@ -126,6 +131,27 @@ def split_gtid(gtid: str) -> tuple[str, int]:
         return source, int(n)
     domain, _server, seq = gtid.split("-")
     return domain, int(seq)
+
+
+def gtid_position(text: str | None, *, what: str) -> dict[str, int]:
+    """A GTID position as the last sequence number per domain (MariaDB ``0-1-57,1-2-9``) or per
+    source (MySQL ``uuid:1-57``). Raises ``NoBackupFound`` for a MySQL set with holes (which no
+    single number per source describes)."""
+    position: dict[str, int] = {}
+    for item in (text or "").replace("\n", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if ":" in item:
+            source, *intervals = item.split(":")
+            if len(intervals) != 1 or not intervals[0].split("-")[0] == "1":
+                raise NoBackupFound(f"{what}: GTID set {item!r} has holes: it cannot be matched to another "
+                                    "server's binary log")
+            position[source] = int(intervals[0].split("-")[-1])
+        else:
+            domain, _server, seq = item.split("-")
+            position[domain] = max(position.get(domain, 0), int(seq))
+    return position
 
 
 def follows(before: SegmentRecord, after: SegmentRecord) -> bool:
@@ -282,6 +308,54 @@ class BinlogArchive:
         if since is not None and runs and (runs[0][0].file, runs[0][0].start_pos) > since:
             holes.insert(0, Gap(since, (runs[0][0].file, runs[0][0].start_pos)))
         return holes
+
+    @property
+    def server_ids(self) -> set[int]:
+        """The servers whose binlogs the records hold (an archive follows one server)."""
+        return {r.server_id for r in self.records if r.server_id is not None}
+
+    def needs_gtid_mapping(self, server_id: int | None) -> bool:
+        """Whether coordinates in server ``server_id``'s binary log must be matched to this
+        archive by GTID (it holds another server's binlog: a replica's, or the primary's for a
+        backup taken on a replica)."""
+        return server_id is not None and bool(self.server_ids) and self.server_ids != {server_id}
+
+    def start_of(self, coordinates: Coordinates, *, what: str) -> tuple[str, int]:
+        """Where in this archive a backup's coordinates are: its own ``file``:``pos`` when the
+        archive holds the same server's binlog; else (``needs_gtid_mapping``) the start of the
+        first record holding a transaction the backup's GTID position ``gtid`` lacks (the replay
+        skips what the position holds), or the archive's end when none does. Raises
+        ``NoBackupFound`` when transactions between the backup and the archive are missing."""
+        file, pos, gtid = coordinates.binlog_file, coordinates.binlog_pos, coordinates.gtid
+        if not self.needs_gtid_mapping(coordinates.server_id):
+            if not file or pos is None:
+                raise NoBackupFound(f"{what} recorded no binlog coordinates: its binlogs cannot be replayed",
+                                    hint="restore --to-backup")
+            return file, pos
+        if not gtid:
+            raise NoBackupFound(f"{what} recorded no GTID position, and the binlog archive holds another server's "
+                                f"binary log (server_id {sorted(self.server_ids)}): they cannot be matched",
+                                hint="restore --to-backup")
+        if ":" in gtid:
+            raise NoBackupFound(f"{what}: matching MySQL GTID sets to another server's binary log is not supported "
+                                "(MariaDB GTIDs only): archive the binlog of the server the backups record",
+                                hint="restore --to-backup")
+        held = gtid_position(gtid, what=what)
+        for record in self.records:
+            newer = {d: r for d, r in record.gtids.items() if r[1] > held.get(d, 0)}
+            if not newer:
+                continue
+            before = [r for r in self.records if follows(r, record)]
+            missing = {d: (held.get(d, 0) + 1, r[0] - 1) for d, r in newer.items() if r[0] > held.get(d, 0) + 1}
+            if missing and not before:
+                lost = ", ".join(f"domain {d} seq {a}-{b}" for d, (a, b) in missing.items())
+                raise NoBackupFound(f"shard {self.shard}: the binlog archive has a gap after {what}'s GTID position "
+                                    f"{gtid}: {lost} (before {record.file}:{record.start_pos}) cannot be replayed",
+                                    hint="restore --to-backup (the backup's own point)")
+            return record.file, record.start_pos
+        end = self.end
+        assert end is not None
+        return end
 
     def replay_path(self, file: str, pos: int, *, until: datetime | None = None,
                     gtid: str | None = None) -> list[SegmentRecord]:

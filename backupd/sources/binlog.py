@@ -101,9 +101,12 @@ class SegmentBuilder:
 
     def __init__(self, shard: str, file: str, pos: int, *, flush_every: float, segment_size: int,
                  level: int = 3, monotonic: Callable[[], float] = time.monotonic,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), sealing: SegmentSealing | None = None):
-        """``sealing``: encrypt each segment with the run's data key."""
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), sealing: SegmentSealing | None = None,
+                 server_id: int | None = None):
+        """``sealing``: encrypt each segment with the run's data key; ``server_id``: the
+        streamed server's, recorded in every segment record."""
         self.shard = shard
+        self.server_id = server_id
         self.sealing = sealing
         self.flush_every = flush_every
         self.segment_size = segment_size
@@ -190,7 +193,7 @@ class SegmentBuilder:
             last_gtid=pending.last_gtid, first_event_at=pending.first_at, last_event_at=pending.last_at,
             size=len(data), raw_size=len(raw), sha256=hashlib.sha256(data).hexdigest(), archived_at=self.clock(),
             key_run=self.sealing.run if self.sealing else None,
-            encryption=self.sealing.record if self.sealing else None)
+            encryption=self.sealing.record if self.sealing else None, server_id=self.server_id)
         return [Segment(record, data)]
 
     def _seal(self, next_file: str) -> list[Segment]:

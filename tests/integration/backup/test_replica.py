@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import Archiver, application_writes, run, wait_archived, write_config
+from tests.integration.support import (
+    Archiver,
+    application_writes,
+    run,
+    wait_archived,
+    whole_second_after_now,
+    write_config,
+)
 from tests.testbed import seed_shard, table_fingerprint
 from tests.testbed.config import endpoint, physical_target
 
@@ -212,3 +219,55 @@ def test_a_physical_backup_on_the_replica_records_the_primarys_coordinates_and_r
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["kind"] == "full" and "instead of a physical incremental" in result.stderr, \
         result.stdout + result.stderr
+
+
+def test_binlogs_archived_from_the_replica_replay_exactly_from_the_primarys_backup(fleet):
+    """The archiver reads the replica's binlog (log_slave_updates): its segments are the
+    replica's files and positions, the backups record the primary's. A point-in-time restore
+    matches them by GTID: ``--at`` a moment between two write phases equals the primary's state
+    then, and the archive's end equals the primary's final state. Losing the segment right after
+    the backup is a named gap, not a restore; pointing the archiver at the primary afterwards is
+    refused (one archive follows one server). Each command: ``run``'s 300 s timeout."""
+    config, primary, replica, target = fleet
+    text = config.read_text().replace('backup_from = "replica"', 'binlogs_from = "replica"')
+    config.write_text(text + "\n[binlogs]\nflush_every = \"1s\"\nmax_lag = \"30s\"\n")
+    full = manifest(config, backup_json(config, "--kind", "full")["id"])  # from the primary now
+    assert "taken_from" not in full and full["coordinates"]["server_id"] == 1
+    archiver = Archiver(config, "1", config.parent / "archiver.log")
+    try:
+        with application_writes(primary, first_id=900000, deletes=True):
+            time.sleep(2)
+        wait_replica(primary, replica)
+        at, expected_at = whole_second_after_now(), table_fingerprint(primary, "app")
+        with application_writes(primary, first_id=950000, deletes=True):
+            time.sleep(2)
+        wait_replica(primary, replica)
+        wait_archived(config, "1", replica)
+    finally:
+        summary = archiver.stop()
+    assert summary["transactions"] > 0 and "archiving binlogs of replica socket" in archiver.text()
+    records = [json.loads(p.read_text()) for p in sorted((config.parent / "store" / "binlogs" / "1").glob("*/*.json"))
+               if p.parent.name != "keys"]
+    assert records and {r["server_id"] for r in records} == {2} and {r["format_version"] for r in records} == {4}
+
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--at", at, "--json")
+    assert result.code == 0, result.stderr
+    assert "replaying from its GTID position" in result.stderr
+    assert table_fingerprint(target, "app") == expected_at
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["replay"]["transactions"] > 0
+    assert table_fingerprint(target, "app") == table_fingerprint(primary, "app")
+
+    # the first segment after the backup's GTID position lost from the store: a named gap
+    held = int(full["coordinates"]["gtid"].split("-")[-1])
+    first = min((r for r in records if r["gtids"].get("0", [0, 0])[1] > held), key=lambda r: (r["file"], r["start_pos"]))
+    for path in (config.parent / "store" / "binlogs" / "1" / first["file"]).glob(f"{first['start_pos']:012d}-*"):
+        path.unlink()
+    result = run("restore", "--config", str(config), "--shard", "1", "--target", "dr", "--force")
+    assert result.code != 0 and "the binlog archive has a gap after" in result.stderr, result.stderr
+
+    back = config.with_name("primary-archive.toml")
+    back.write_text(config.read_text().replace('binlogs_from = "replica"', ""))
+    result = run("backupd", "--config", str(back), "binlogs", "--shard", "1")
+    assert result.code == 1 and "an archive follows one server's binlog" in result.stderr, result.stderr
