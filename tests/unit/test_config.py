@@ -387,8 +387,22 @@ def test_a_shard_backed_up_from_replicas_names_its_bad_keys(write):
     assert _error(write, replica.replace('replicas = [{host = "10.0.1.7"}, {socket = "run/replica.sock"}]\n', "")
                   ).endswith(": shards.7.replicas: missing required key (backup_from = \"replica\" backs up from "
                              "the first healthy one of them)")
-    assert ": shards.7.backup_from: physical backups from a replica are not supported yet" in \
-        _error(write, replica.replace('max_lag = "2m"', 'max_lag = "2m"\nmethod = "physical"\ndatadir = "d"'))
+    physical = replica.replace('max_lag = "2m"', 'max_lag = "2m"\nmethod = "physical"')
+    assert _error(write, physical).endswith(": shards.7.replicas[0].datadir: missing required key (method = "
+                                            "'physical' copies the replica's datadir, so backups run on its host)")
+    physical = physical.replace('{host = "10.0.1.7"}, {socket = "run/replica.sock"}',
+                                '{host = "10.0.1.7", datadir = "d1"}, {socket = "run/replica.sock", datadir = "d2"}')
+    on = load_config(write(physical)).shard("7")
+    assert on.datadir is None and on.on(on.replicas[1]).datadir.endswith("/d2")  # the primary's is not needed
+    assert _error(write, physical.replace("heartbeat_table", "safe_slave_backup = true\n#")).endswith(
+        ": shards.7.safe_slave_backup: needs heartbeat_table: the backup tool stops the replica's SQL thread, so "
+        "its lag cannot be read at the snapshot")
+    assert _error(write, physical.replace('backup_from = "replica"', 'fallback_to_primary = true')
+                  ).endswith(": shards.7.datadir: missing required key (method = 'physical' copies the server's "
+                             "datadir, so backups run on its host)")
+    assert _error(write, GOOD.replace('port = 3307\n', 'port = 3307\nbinlogs_from = "replica"\n', 1)).endswith(
+        ": shards.7.replicas: missing required key (binlogs_from = \"replica\" archives the binlog of the first of "
+        "them that has log_slave_updates)")
     assert _error(write, replica.replace('primary = {host = "10.0.0.7", port = 3307}',
                                          'primary = {host = "10.0.0.7"}\nport = 1')).endswith(
         ": shards.7.port: give the primary's endpoint once: in primary = {...} or here")
@@ -400,11 +414,11 @@ def test_a_replicas_status_says_why_it_is_unfit():
     from backupd.mysql.replication import ReplicaStatus
 
     healthy = ReplicaStatus(io_running=True, sql_running=True, lag=3.0, primary_file="bin.000004",
-                            primary_pos=1234, error=None)
+                            primary_pos=1234, primary_server_id=1, error=None)
     assert healthy.problem(300) is None
     assert healthy.problem(2) == "it lags 3s behind the primary (max_lag 2s)"
     stopped = ReplicaStatus(io_running=True, sql_running=False, lag=None, primary_file="bin.000004",
-                            primary_pos=1234, error="Duplicate entry '7' for key 'PRIMARY'")
+                            primary_pos=1234, primary_server_id=1, error="Duplicate entry '7' for key 'PRIMARY'")
     assert stopped.problem(300) == "replication is stopped (SQL thread: Duplicate entry '7' for key 'PRIMARY')"
     assert ReplicaStatus(io_running=False, sql_running=True, lag=None, primary_file=None, primary_pos=None,
-                         error=None).problem(300) == "replication is stopped (IO thread)"
+                         primary_server_id=None, error=None).problem(300) == "replication is stopped (IO thread)"

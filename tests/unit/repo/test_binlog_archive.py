@@ -3,12 +3,14 @@ segments a point-in-time restore replays, refused with the gap named when one is
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from backupd.errors import NoBackupFound
-from backupd.repo.binlogs import BinlogArchive, Position, SegmentRecord
+from backupd.repo.binlogs import BinlogArchive, Position, SegmentRecord, gtid_position
+from backupd.repo.model import Coordinates
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -85,3 +87,49 @@ def test_the_empty_record_where_a_crashed_servers_file_ended_is_walked_past_once
         [("bin.000001", 100, 300), ("bin.000001", 300, 300), ("bin.000002", 4, 400)]
     assert [(a.start_pos, b.end_pos, n) for a, b, n in crashed.ranges()] == [(100, 400, 3)]
     assert crashed.gaps() == [] and crashed.end == ("bin.000002", 400)
+
+
+def on_replica(*records: SegmentRecord) -> BinlogArchive:
+    """The same records, as archived from a replica (server_id 2)."""
+    return archive(*(r.model_copy(update={"server_id": 2}) for r in records))
+
+
+def test_a_backup_in_another_servers_binlog_is_found_in_the_archive_by_gtid():
+    replica = on_replica(*FULL.records)
+    primary_backup = Coordinates(binlog_file="primary-bin.000009", binlog_pos=777, gtid="0-1-4", server_id=1)
+    assert not FULL.needs_gtid_mapping(1) and replica.needs_gtid_mapping(1) and not replica.needs_gtid_mapping(2)
+    # 0-1-4 is inside the second record: the replay starts there (and skips 0-1-4 by GTID)
+    assert replica.start_of(primary_backup, what="b") == ("bin.000001", 200)
+    assert replica.start_of(primary_backup.model_copy(update={"gtid": "0-1-3"}), what="b") == ("bin.000001", 200)
+    assert replica.start_of(primary_backup.model_copy(update={"gtid": "0-1-2"}), what="b") == ("bin.000001", 100)
+    assert replica.start_of(primary_backup.model_copy(update={"gtid": "0-1-9"}), what="b") == replica.end
+    # the same server: its own file and position, whatever the GTIDs
+    assert replica.start_of(primary_backup.model_copy(update={"server_id": 2}), what="b") == ("primary-bin.000009", 777)
+
+
+def test_a_gtid_matched_backup_before_the_archive_or_without_gtid_is_refused_naming_the_gap():
+    late = on_replica(*FULL.records[1:])  # the archive starts at 0-1-4
+    backup = Coordinates(binlog_file="primary-bin.000001", binlog_pos=5, gtid="0-1-1", server_id=1)
+    with pytest.raises(NoBackupFound, match=r"gap after b's GTID position 0-1-1: domain 0 seq 2-3"):
+        late.start_of(backup, what="b")
+    assert late.start_of(backup.model_copy(update={"gtid": "0-1-3"}), what="b") == ("bin.000001", 200)
+    with pytest.raises(NoBackupFound, match="recorded no GTID position"):
+        late.start_of(backup.model_copy(update={"gtid": None}), what="b")
+    with pytest.raises(NoBackupFound, match="MySQL GTID sets"):
+        late.start_of(backup.model_copy(update={"gtid": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"}), what="b")
+
+
+def test_gtid_positions_parse_per_domain_and_refuse_mysql_sets_with_holes():
+    assert gtid_position("0-1-57,1-2-9\n", what="x") == {"0": 57, "1": 9}
+    assert gtid_position("uuid:1-57", what="x") == {"uuid": 57}
+    assert gtid_position("", what="x") == {}
+    with pytest.raises(NoBackupFound, match="has holes"):
+        gtid_position("uuid:1-5:7-9", what="x")
+
+
+def test_a_record_names_its_server_in_format_4():
+    named = FULL.records[0].model_copy(update={"server_id": 2})
+    document = json.loads(named.to_json())
+    assert document["format_version"] == 4 and document["server_id"] == 2
+    assert SegmentRecord.from_json(named.to_json(), origin="o").server_id == 2
+    assert "server_id" not in json.loads(FULL.records[0].to_json())

@@ -44,7 +44,7 @@ def test_manifest_round_trip():
 
 def test_manifest_refuses_unknown_versions():
     document = json.loads(make_manifest().to_json())
-    for version in (8, 0, None, "1"):
+    for version in (9, 0, None, "1"):
         document["format_version"] = version
         with pytest.raises(UnsupportedFormat, match="format_version"):
             Manifest.from_json(json.dumps(document).encode(), origin="s3:7/x/manifest.json")
