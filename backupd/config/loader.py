@@ -191,8 +191,8 @@ class _Loader:
         for name, value in defaults["body"].items():
             if name in body or any(name in pair and set(pair) & set(body) for pair in _ONE_OF):
                 continue  # set here, or the section chose the other of a pair (its own password source)
-            if shard_id is not None and isinstance(value, str):
-                value = value.replace(SHARD_PLACEHOLDER, shard_id)
+            if shard_id is not None:
+                value = _with_shard(value, shard_id)
             body[name] = value
             origin[name] = defaults["section"]
         return origin
@@ -408,3 +408,15 @@ class _Loader:
     def absolute(self, value: str) -> str:
         path = Path(value).expanduser()
         return os.path.normpath(path if path.is_absolute() else self.base / path)
+
+
+def _with_shard(value: Any, shard_id: str) -> Any:
+    """``value`` with ``{shard}`` replaced in every string, also inside lists and tables
+    (``replicas = [{host = "db-{shard}b"}]``)."""
+    if isinstance(value, str):
+        return value.replace(SHARD_PLACEHOLDER, shard_id)
+    if isinstance(value, list):
+        return [_with_shard(v, shard_id) for v in value]
+    if isinstance(value, dict):
+        return {k: _with_shard(v, shard_id) for k, v in value.items()}
+    return value

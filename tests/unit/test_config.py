@@ -196,6 +196,8 @@ def test_shipped_configs_are_valid(tmp_path, monkeypatch):
     assert set(config.targets) == {"us-east", "rackspace-dfw", "us-west"}
     assert config.shard("7").host == "db-shard-7.internal" and config.shard("15").host == "db-shard-15b.internal"
     assert config.shard("16").password.reveal() == "z" and config.shard("3").password.reveal() == "x"
+    assert config.shard("7").backup_from == "replica" and \
+        config.shard("7").replicas[0].host == "db-shard-7-replica.internal"
     assert config.target("us-east").for_shard("7").host == "db-restore-7.us-east.internal"
     assert config.target("us-west").systemd_unit == "mariadb"
     assert config.stores["rackspace-dfw"].credentials[0] == "acme"
