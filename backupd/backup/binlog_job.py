@@ -9,6 +9,10 @@
    sealed); on a shard with no archive, from the oldest kept backup's coordinates; with no
    backup either, from the server's current position (said in the log: nothing older can be
    replayed).
+   The server read is the primary, or with ``binlogs_from = "replica"`` a replica whose binlog
+   holds what it applies (``backupd.mysql.replication.choose_binlog_source``); every record
+   names it (``server_id``), and an archive is only ever extended from the server it holds.
+   A backup recorded in another server's binlog is started from by GTID (``_file_before``).
 4. Stream (``backupd.mysql.binlog_stream``), cut (``backupd.sources.binlog``), commit: each
    segment's object to every store of the shard, then its record. A store that misses one is
    caught up from another store later (tried every ``reconnect_max``), and gets no
@@ -145,12 +149,7 @@ class BinlogArchiver:
                 self.source, self.source_name = choose_binlog_source(self.shard)
                 self.server_id = self._server_id()
                 archive = BinlogArchive(self.shard.stores, self.shard.id).load()
-                if archive.server_ids and archive.server_ids != {self.server_id}:
-                    raise SourceError(f"{self.shard.label}: the binlog archive holds the binlog of server_id "
-                                      f"{','.join(map(str, sorted(archive.server_ids)))}, and {self._where} is "
-                                      f"server_id {self.server_id}: an archive follows one server's binlog",
-                                      hint=f"set shards.{self.shard.id}.binlogs_from back to the server the archive "
-                                           "was started on")
+                self._check_same_server(archive)
                 self._clean(archive)
                 start = archive.end or self._resume_point()
                 self.stats.started_from = start
@@ -161,6 +160,20 @@ class BinlogArchiver:
         finally:
             self.lock.release()
         return self.stats
+
+    def _check_same_server(self, archive: BinlogArchive) -> None:
+        """An archive follows one server's binlog (files and positions are that server's):
+        refuse to extend it from another one. Records older than ``server_id`` came from the
+        primary (the only source then)."""
+        theirs = ",".join(map(str, sorted(archive.server_ids))) if archive.server_ids else \
+            "the primary (it was started before records named their server)" if archive.records else None
+        if theirs is None or archive.server_ids == {self.server_id} or \
+                (not archive.server_ids and self.source_name is None):
+            return
+        raise SourceError(f"{self.shard.label}: the binlog archive holds the binlog of server_id {theirs}, and "
+                          f"{self._where} is server_id {self.server_id}: an archive follows one server's binlog",
+                          hint=f"set shards.{self.shard.id}.binlogs_from back to the server the archive was "
+                               "started on")
 
     def _archive_from(self, start: tuple[str, int]) -> None:
         settings = self.settings

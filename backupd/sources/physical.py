@@ -18,6 +18,12 @@ point the physical copy represents:
    LSNs and binlog coordinates are read from ``--extra-lsndir``, and the snapshots' coordinates
    must equal the tool's, else the backup fails (its reference would not describe its data);
 4. the reference is computed on the snapshots, as for logical backups.
+
+On a replica (``backup_from = "replica"``: backupd runs on the replica's host, ``datadir`` is the
+replica's) the tool runs with ``--slave-info`` (and ``--safe-slave-backup`` when configured); in
+step 2 the pin also reads the primary's coordinates and the data's time
+(``backupd.mysql.replication.replica_snapshot``) and refuses a copy with replicated temporary
+tables open; the backup records the primary's coordinates and the data's time.
 """
 
 from __future__ import annotations
