@@ -19,6 +19,7 @@ from backupd.cli_support import EXIT_CODES_HELP, LazyConfig, print_table, run_cl
 from backupd.config import Config
 from backupd.errors import BackupdError, UsageError
 from backupd.metrics import one_shot_metrics
+from backupd.mysql.grants import ROLES, Role
 from backupd.policy.chain import base_for
 from backupd.protocol import BackupOutcome, DrillOutcome, Outcome, encode, samples
 from backupd.repo.catalog import Catalog, CatalogEntry
@@ -336,6 +337,33 @@ def sync(ctx: click.Context, shard_id: str | None, verify: bool, as_json: bool) 
     if report.no_good_copy:
         return 3
     return 1 if report.problems else 0
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option("--shard", "shard_id", required=True, help="Shard id from the config.")
+@click.option("--role", type=click.Choice(ROLES), default="backup",
+              show_default=True, help="backup: the shard's account (shards.ID.user, on its primary and replicas); "
+              "restore: a target's account (--target); replication: the shard's replication_user.")
+@click.option("--target", "target_name", metavar="NAME", help="The [targets.NAME] whose account to grant "
+              "(--role restore).")
+@click.option("--host", "host", default="%", show_default=True, metavar="PATTERN",
+              help="The account's host part: 'user'@'PATTERN'.")
+@click.option("--server-version", "server_version", metavar="VENDOR-VERSION",
+              help="The server's vendor and version, e.g. mariadb-10.11.6 or mysql-8.0.36 (default: ask the "
+                   "shard's server, or the target's, through the configured account).")
+@click.pass_context
+def grants(ctx: click.Context, shard_id: str, role: Role, target_name: str | None, host: str,
+           server_version: str | None) -> int:
+    """Print the CREATE USER and GRANT statements of one of backupd's accounts: the privileges its
+    jobs need on that server's vendor and version and no more, each with a comment saying which
+    job needs it. Review them, then run them as an administrator (`... | mysql`). No clear-text
+    password is printed: a configured one becomes its mysql_native_password hash."""
+    from backupd.ops.grants import account_grants
+
+    for line in account_grants(_config(ctx), shard_id, role, target_name=target_name, host=host,
+                               server_version=server_version):
+        click.echo(line)
+    return 0
 
 
 @cli.group(epilog=EXIT_CODES_HELP)

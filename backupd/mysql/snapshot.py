@@ -61,8 +61,8 @@ class CommitBlock:
         try:
             if uses_backup_stage(self.server):
                 for stage in ("START", "FLUSH", "BLOCK_DDL", "BLOCK_COMMIT"):
-                    self.held = True
                     query(self.conn, f"BACKUP STAGE {stage}", label=self.label)
+                    self.held = True  # from START on, BACKUP STAGE END releases what is held
             else:
                 query(self.conn, "FLUSH TABLES WITH READ LOCK", label=self.label)
                 self.held = True
@@ -83,6 +83,12 @@ class CommitBlock:
         except Exception as exc:  # the connection closing releases the lock anyway
             log.warning("%s: releasing the commit block failed (%s); closing the connection", self.label, exc)
             self.conn.close()
+
+
+def _close_quietly(conn: pymysql.connections.Connection) -> None:
+    """Close ``conn`` unless something (a failed release) closed it already."""
+    if conn.open:
+        conn.close()
 
 
 def open_reference_snapshot(conn: pymysql.connections.Connection, server: ServerInfo, *,
@@ -166,7 +172,7 @@ class SnapshotSession:
 
     def _connect(self, **options: Any) -> pymysql.connections.Connection:
         conn = connect(self.config, label=self.label, **options)
-        self._stack.callback(conn.close)
+        self._stack.callback(_close_quietly, conn)
         return conn
 
     @property

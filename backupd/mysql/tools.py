@@ -24,6 +24,7 @@ import fcntl
 import functools
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,10 +69,15 @@ def file_tail(handle: IO[bytes], limit: int = TAIL_BYTES) -> str:
     return handle.read().decode("utf-8", "replace").strip()
 
 
+_ERROR_WORDS = re.compile(r"\b(error|missing required privilege|denied|failed|fatal)\b", re.IGNORECASE)
+
+
 def last_line(text: str) -> str:
-    """What a failed tool said last (the one-line message of its error), or "no message"."""
+    """The one-line message of a failed tool's error: the last line that says error, failed,
+    denied, fatal or "missing required privilege" (mariabackup prints the account's grants after
+    that), else its last line, or "no message"."""
     lines = text.strip().splitlines()
-    return lines[-1] if lines else "no message"
+    return next((line for line in reversed(lines) if _ERROR_WORDS.search(line)), lines[-1] if lines else "no message")
 
 
 def failure(error: type[BackupdError], what: str, code: int, output: str) -> BackupdError:

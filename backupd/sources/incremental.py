@@ -45,6 +45,7 @@ from backupd.errors import SourceError
 from backupd.mysql.connection import query, quote_identifier
 from backupd.mysql.dump import DumpProcess, create_database_sql
 from backupd.mysql.exact_rows import exact_rows, needs_exact_rows
+from backupd.mysql.object_privileges import check_sees_every_object
 from backupd.mysql.reference import TableInfo, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.model import Incremental, Manifest, TableChange, Window
@@ -136,6 +137,7 @@ class IncrementalSource:
                              work_dir=self.settings.work_dir, snapshot_connections=3) as session:
             label = session.label
             databases = session.databases()
+            check_sees_every_object(session.control, session.server, databases, label=label)
             tables = list_tables(session.control, databases, label=label)
             plan = plan_tables(tables, self.base, self.columns)
             whole = [c.name for c in plan if c.mode == "whole"]

@@ -29,6 +29,7 @@ from backupd.errors import SourceError
 from backupd.mysql.connection import query
 from backupd.mysql.dump import DumpProcess, create_database_sql, table_run_args
 from backupd.mysql.exact_rows import needs_exact_rows
+from backupd.mysql.object_privileges import check_sees_every_object
 from backupd.mysql.reference import TableInfo, list_objects, list_tables
 from backupd.mysql.snapshot import ReferenceScanner, SnapshotInfo, SnapshotSession
 from backupd.repo.repository import Shard
@@ -85,6 +86,7 @@ class TableDumpSource:
                              snapshot_connections=1) as session:
             label = session.label
             databases = session.databases()
+            check_sees_every_object(session.control, session.server, databases, label=label)
             tables = list_tables(session.control, databases, label=label)
             plan = assign_streams(tables, table_sizes(session.control, databases, label=label),
                                   self.settings.dump_streams)

@@ -87,3 +87,6 @@ def test_run_tool_quotes_failures_and_bounds_time():
     with pytest.raises(RestoreFailed, match="did not return within 1s"):
         run_tool("t", "stop command", ["sleep", "5"], error=RestoreFailed, timeout=1)
     assert last_line("") == "no message" and last_line("a\nb\n") == "b"
+    mariabackup = ("[00] 2026-12-06 missing required privilege RELOAD on *.*\n[00] Current privileges:\n"
+                   "GRANT USAGE ON *.* TO `backupd`@`%`")
+    assert last_line(mariabackup) == "[00] 2026-12-06 missing required privilege RELOAD on *.*"
