@@ -18,13 +18,14 @@ from .encryption import bench_encryption
 from .floats import bench_floats
 from .incremental import bench_incremental
 from .physical import bench_physical
+from .replica import bench_replica
 from .sync import bench_sync
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("suite", choices=["audit", "backup-restore", "binlogs", "clouds", "disaster", "encryption", "floats",
-                                          "incremental", "physical", "sync"])
+                                          "incremental", "physical", "replica", "sync"])
     parser.add_argument("--percent", type=float, default=5.0, help="incremental: rows updated, in percent")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=40.0, help="binlogs: how long the write load runs")
@@ -49,6 +50,8 @@ def main() -> int:
         bench_binlogs(args.rounds, args.gib, args.seconds)
     elif args.suite == "encryption":
         bench_encryption(args.rounds, args.gib)
+    elif args.suite == "replica":
+        bench_replica(args.rounds, args.gib)
     elif args.suite == "floats":
         bench_floats(args.rounds)
     else:
