@@ -18,7 +18,7 @@ from tests.integration.support import BIN, listing, run, slow_mysqldump, write_c
 from tests.servers.faulty_proxy import FaultyProxy
 from tests.testbed import seed_shard
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # bounds on how long commands take: run alone
 
 SLACK = 20.0  # how much longer than with a healthy store a command may take (seconds)
 

@@ -19,7 +19,7 @@ from backupd.secrets import Secret
 from backupd.stores.base import Payload
 from backupd.stores.swift import SwiftStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # bounds on how long commands take: run alone
 MIB = 1024 * 1024
 
 

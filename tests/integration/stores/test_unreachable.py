@@ -21,7 +21,7 @@ from backupd.stores.s3 import S3Store
 from backupd.stores.swift import SwiftStore
 from tests.servers.faulty_proxy import FaultyProxy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]  # bounds on how long commands take: run alone
 
 TIMEOUTS = {"connect_timeout": 1.0, "answer_timeout": 1.0, "read_timeout": 2.0}
 
