@@ -101,9 +101,11 @@ def choose_server(shard: Shard) -> Shard:
             continue
         try:
             status = ReplicaStatus.read(conn, label=f"{shard.label} {where}")
+            problem = "it replicates from nobody" if status is None else status.problem(config.max_lag)
+            if problem is not None and config.heartbeat_table:
+                problem += _data_age(conn, config.heartbeat_table, label=f"{shard.label} {where}")
         finally:
             conn.close()
-        problem = "it replicates from nobody" if status is None else status.problem(config.max_lag)
         if problem is None or (config.lag_policy == "warn" and status is not None):
             if problem is not None:
                 log.warning("%s: backing up from %s although %s (lag_policy = \"warn\")", shard.label, where, problem)
@@ -115,6 +117,19 @@ def choose_server(shard: Shard) -> Shard:
         return shard
     raise ReplicaUnfit(f"{shard.label}: no replica to back up from: {'; '.join(problems)}",
                        hint="fix replication, raise max_lag, or set fallback_to_primary = true")
+
+
+def _data_age(conn: pymysql.connections.Connection, heartbeat_table: str, *, label: str) -> str:
+    """``"; its data is 412s old (heartbeat)"``: how far behind the replica's data is, from the
+    newest heartbeat it applied (known even when replication is stopped), or nothing."""
+    database, table = heartbeat_table.split(".", 1)
+    try:
+        rows = query(conn, f"SELECT TIMESTAMPDIFF(MICROSECOND, MAX(`ts`), UTC_TIMESTAMP(6)) FROM "
+                           f"`{database}`.`{table}`", label=label)
+    except ServerError:
+        return ""
+    age = rows[0][0] if rows else None
+    return f"; its data is {max(0, int(age)) / 1e6:.0f}s old (heartbeat)" if age is not None else ""
 
 
 def choose_binlog_source(shard: Shard) -> tuple[ShardConfig, str | None]:

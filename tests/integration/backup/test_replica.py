@@ -16,6 +16,7 @@ Every command must finish within ``run``'s 300 s timeout.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -141,6 +142,7 @@ def test_a_stopped_replica_is_refused_the_fallback_says_so_and_a_lagging_one_is_
     assert result.code == 1
     assert f"shard 1: no replica to back up from: replica socket {replica.socket}: replication is stopped" \
         in result.stderr, result.stderr
+    assert re.search(r"its data is \d+s old \(heartbeat\)", result.stderr), result.stderr  # the lag, named
     assert "fallback_to_primary" in result.stderr
 
     fallback = config.with_name("fallback.toml")
@@ -209,6 +211,15 @@ def test_a_physical_backup_on_the_replica_records_the_primarys_coordinates_and_r
     assert json.loads(result.stdout)["chain"] == [taken["id"], incremental["id"]]
     wait_replica(primary, rebuilt)
     assert table_fingerprint(rebuilt, "app") == table_fingerprint(primary, "app")
+
+    # --safe-slave-backup: mariabackup stops the replica's SQL thread for its copy and restarts it
+    safe = physical.with_name("safe.toml")
+    safe.write_text(physical.read_text().replace('backup_from = "replica"',
+                                                 'backup_from = "replica"\nsafe_slave_backup = true'))
+    result = run("backupd", "--config", str(safe), "backup", "--shard", "1", "--json")
+    assert result.code == 0, result.stderr
+    assert manifest(physical, json.loads(result.stdout)["id"])["taken_from"]["data_time_from"] == "heartbeat"
+    assert replica.query("SHOW SLAVE STATUS")[0][11] == "Yes"  # Slave_SQL_Running: started again
 
     # LSNs are one server's own: with the replica stopped, the fallback to the primary takes a full
     replica.execute("STOP SLAVE")
