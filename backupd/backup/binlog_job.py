@@ -49,7 +49,7 @@ from backupd.errors import ServerError, SourceError, StoreError
 from backupd.mysql.binlog_events import HEARTBEAT_EVENT
 from backupd.mysql.binlog_stream import BinlogGone, BinlogStream, StreamEvent, replica_server_id
 from backupd.mysql.connection import connect, query
-from backupd.mysql.replication import choose_binlog_source, replica_lag
+from backupd.mysql.replication import ReplicaUnfit, choose_binlog_source, replica_lag
 from backupd.repo.binlogs import (
     FIRST_EVENT_POS,
     BinlogArchive,
@@ -128,8 +128,13 @@ class BinlogArchiver:
     def _where(self) -> str:
         return self.source_name or f"the primary {self.shard.config.describe()}"
 
+    @property
+    def _label(self) -> str:
+        """For messages about the streamed server: the shard's label, with the replica named."""
+        return f"{self.shard.label} {self.source_name}" if self.source_name else self.shard.label
+
     def _connect(self) -> pymysql.connections.Connection:
-        return connect(self.source, label=f"{self.shard.label} {self._where}")
+        return connect(self.source, label=self._label)
 
     def _server_id(self) -> int:
         conn = self._connect()
@@ -146,10 +151,9 @@ class BinlogArchiver:
         self.lock.acquire()
         try:
             with self.lock.renewing():
-                self.source, self.source_name = choose_binlog_source(self.shard)
-                self.server_id = self._server_id()
                 archive = BinlogArchive(self.shard.stores, self.shard.id).load()
-                self._check_same_server(archive)
+                if not self._find_source(archive):
+                    return self.stats  # stopped while the server did not answer
                 self._clean(archive)
                 start = archive.end or self._resume_point()
                 self.stats.started_from = start
@@ -160,6 +164,25 @@ class BinlogArchiver:
         finally:
             self.lock.release()
         return self.stats
+
+    def _find_source(self, archive: BinlogArchive) -> bool:
+        """Choose the server to stream and read its ``server_id``, retrying (1 s, doubling up to
+        ``reconnect_max``) while it does not answer: a server restarting as the archiver starts
+        is waited for, as a broken stream is. False if stopped meanwhile. An archive of another
+        server is refused at once (``_check_same_server``)."""
+        wait = 1.0
+        while True:
+            try:
+                self.source, self.source_name = choose_binlog_source(self.shard)
+                self.server_id = self._server_id()
+                break
+            except (ServerError, ReplicaUnfit) as exc:
+                log.warning("%s; retrying in %.0fs", exc.message, wait)
+                if self.stop.wait(wait):
+                    return False
+                wait = min(self.settings.reconnect_max, wait * 2)
+        self._check_same_server(archive)
+        return True
 
     def _check_same_server(self, archive: BinlogArchive) -> None:
         """An archive follows one server's binlog (files and positions are that server's):
@@ -180,7 +203,7 @@ class BinlogArchiver:
         builder = self._builder(start)
         wait = 1.0
         while not self.stop.is_set():
-            stream = BinlogStream(self.source, label=f"{self.shard.label} {self._where}",
+            stream = BinlogStream(self.source, label=self._label,
                                   server_id=replica_server_id(f"{self.shard.id}"), heartbeat=settings.heartbeat,
                                   read_timeout=max(10.0, settings.heartbeat * 10))
             try:
@@ -295,7 +318,7 @@ class BinlogArchiver:
         except ServerError:
             return None
         try:
-            return replica_lag(conn, label=f"{self.shard.label} {self._where}")
+            return replica_lag(conn, label=self._label)
         except ServerError:
             return None
         finally:

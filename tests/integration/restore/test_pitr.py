@@ -177,12 +177,21 @@ def test_kill_9_of_the_archiver_loses_nothing_acknowledged_and_a_restart_leaves_
 def test_server_restarts_killed_servers_and_rotations_leave_no_gap(tmp_path, mariadb_factory):
     """While the archiver runs: FLUSH BINARY LOGS, a clean restart, and a kill -9 of mysqld
     (each starts a new binlog file; the killed one ends without a rotate event). The archiver
-    reconnects each time; the archive is one range and a restore equals the source."""
+    reconnects each time; the archive is one range and a restore equals the source. It is
+    started while the server is down, and waits for it."""
     source, target = mariadb_factory("source"), mariadb_factory("target")
     seed_shard(source, 0, 8, target_bytes=128 * 1024)
     config = pitr_config(tmp_path, {"1": source}, {"dr": target})
     assert run("backupd", "--config", str(config), "backup", "--shard", "1").code == 0
+    source.stop()
     archiver = Archiver(config, "1", tmp_path / "archiver.log")
+    time.sleep(2)
+    assert archiver.process.poll() is None, archiver.text()  # waiting for the server, not gone
+    source.start()
+    deadline = time.monotonic() + 30
+    while "archiving binlogs of" not in archiver.text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "cannot connect" in archiver.text() and "archiving binlogs of" in archiver.text(), archiver.text()
     phase(source, 1)
     source.execute("FLUSH BINARY LOGS")
     phase(source, 2)
