@@ -218,6 +218,20 @@ def required_grants(vendor: str, version: str, role: Role, needs: Needs) -> list
     raise ValueError(f"role {role} takes {role.capitalize()}Needs, not {type(needs).__name__}")
 
 
+def routines_privilege(srv: Server) -> tuple[str, Literal["database", "global", "mysql.proc"]]:
+    """What lets an account see procedures' and functions' definitions, and where it is granted
+    (global ``SELECT`` always does too): ``SHOW CREATE ROUTINE`` on each database (MariaDB >=
+    11.3), ``SHOW_ROUTINE`` (MySQL >= 8.0.20), global ``SELECT`` (MySQL 8.0 before that),
+    ``SELECT`` on ``mysql.proc`` (older MariaDB, MySQL 5.7). Without it the server hides them."""
+    if srv.mariadb(11, 3):
+        return "SHOW CREATE ROUTINE", "database"
+    if srv.mysql(8, 0, 20):
+        return "SHOW_ROUTINE", "global"
+    if srv.dynamic:
+        return "SELECT", "global"
+    return "SELECT", "mysql.proc"
+
+
 def _binlog_monitor(srv: Server) -> str:
     return "BINLOG MONITOR" if srv.split_super else "REPLICATION CLIENT"
 
@@ -273,10 +287,11 @@ def _backup(srv: Server, needs: BackupNeeds) -> list[Grant]:
         g.add(admin, "*.*", f"{tool} --safe-slave-backup stops and restarts the replica's SQL thread")
         if srv.mariadb(10, 5, 9):
             g.add("SLAVE MONITOR", "*.*", f"{tool} --safe-slave-backup checks for it")
-    if srv.mysql(8, 0, 20):
+    routine_privilege, routine_scope = routines_privilege(srv)
+    if routine_scope == "global" and routine_privilege == "SHOW_ROUTINE":
         g.add("SHOW_ROUTINE", "*.*", "procedures and functions: mysqldump --routines and the reference read "
                                      "their definitions")
-    elif srv.dynamic:
+    elif routine_scope == "global":
         g.add("SELECT", "*.*", "procedures and functions: mysqldump --routines needs global SELECT before "
                                "MySQL 8.0.20")
     g.per_database(dbs, "SELECT", "mysqldump and the per-table reference read every row")
@@ -285,9 +300,9 @@ def _backup(srv: Server, needs: BackupNeeds) -> list[Grant]:
     g.per_database(dbs, "EVENT", "mysqldump --events (SHOW EVENTS is refused without it)")
     routines = "procedures and functions: mysqldump --routines and the reference read their definitions " \
                "(without it they are silently left out)"
-    if srv.mariadb(11, 3):
-        g.per_database(dbs, "SHOW CREATE ROUTINE", routines)
-    elif not srv.dynamic and dbs:  # with no databases, the global SELECT covers mysql.proc
+    if routine_scope == "database":
+        g.per_database(dbs, routine_privilege, routines)
+    elif routine_scope == "mysql.proc" and dbs:  # with no databases, the global SELECT covers mysql.proc
         g.add("SELECT", _table("mysql", "proc"), routines)
     if needs.from_replica and needs.heartbeat_table and dbs:
         database, table = needs.heartbeat_table.split(".", 1)

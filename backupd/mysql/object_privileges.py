@@ -20,7 +20,9 @@ from collections.abc import Iterable
 import pymysql
 
 from backupd.errors import ServerError, SourceError
-from backupd.mysql.connection import major_minor, query
+from backupd.mysql import grants
+from backupd.mysql.connection import query
+from backupd.mysql.grants import routines_privilege
 from backupd.repo.model import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -48,21 +50,16 @@ def missing_privileges(server: ServerInfo, databases: Iterable[str], global_priv
         return privilege in global_privileges or any(p == privilege and _like(pattern, database)
                                                      for pattern, p in schema_privileges)
 
-    version = major_minor(server.version)
+    privilege, scope = routines_privilege(grants.server(server.vendor, server.version))
+    need = "SELECT on `mysql`.`proc`" if scope == "mysql.proc" else privilege
     missing = []
     for database in databases:
         if not holds("TRIGGER", database):
             missing.append(f"TRIGGER on `{database}` (its triggers would be left out)")
-        if server.vendor == "mariadb" and version >= (11, 3):
-            routines = holds("SHOW CREATE ROUTINE", database) or "SELECT" in global_privileges
-            need = "SHOW CREATE ROUTINE"
-        elif server.vendor == "mysql" and version >= (8, 0):
-            routines = "SHOW_ROUTINE" in global_privileges or "SELECT" in global_privileges
-            need = "SHOW_ROUTINE"
-        else:
-            routines = "SELECT" in global_privileges or ("mysql", "proc", "SELECT") in table_privileges or \
-                holds("SELECT", "mysql")
-            need = "SELECT on `mysql`.`proc`"
+        routines = "SELECT" in global_privileges or (
+            holds(privilege, database) if scope == "database" else
+            privilege in global_privileges if scope == "global" else
+            ("mysql", "proc", "SELECT") in table_privileges or holds("SELECT", "mysql"))
         if not routines:
             missing.append(f"{need} for `{database}` (its procedures and functions would be left out)")
     return missing
