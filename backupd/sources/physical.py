@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backupd.config import Settings
-from backupd.errors import SourceError
+from backupd.errors import BackupdError, SourceError
 from backupd.mysql.connection import query
 from backupd.mysql.options import option_file
 from backupd.mysql.physical_tools import COMPLETED, PhysicalTool, physical_tool, tool_version
@@ -256,6 +256,8 @@ class PhysicalStream:
         if not self._drained:
             raise SourceError(f"{label}: result() called before the stream was drained")
         info = read_backup_info(self.lsn_dir, label=label)
+        if isinstance(self.pin.error, BackupdError):  # already names what is wrong (and what to do)
+            raise self.pin.error
         if self.pin.error is not None:
             raise SourceError(f"{label}: opening the reference snapshot failed: {self.pin.error}")
         if not self.pin.coordinates:

@@ -20,6 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 
@@ -211,6 +212,15 @@ def test_a_physical_backup_on_the_replica_records_the_primarys_coordinates_and_r
     assert json.loads(result.stdout)["chain"] == [taken["id"], incremental["id"]]
     wait_replica(primary, rebuilt)
     assert table_fingerprint(rebuilt, "app") == table_fingerprint(primary, "app")
+
+    # a replicated temporary table open on the replica (statement-based): the copy is refused
+    with closing(primary.connect(database="app")) as session, session.cursor() as cursor:
+        cursor.execute("SET SESSION binlog_format = 'STATEMENT'")
+        cursor.execute("CREATE TEMPORARY TABLE app.scratch (id INT)")
+        wait_replica(primary, replica)
+        result = run("backupd", "--config", str(physical), "backup", "--shard", "1")
+    assert result.code == 1 and "1 replicated temporary table(s) open at the snapshot" in result.stderr, result.stderr
+    assert "safe_slave_backup" in result.stderr
 
     # --safe-slave-backup: mariabackup stops the replica's SQL thread for its copy and restarts it
     safe = physical.with_name("safe.toml")
